@@ -1,1 +1,564 @@
-//! (being written)
+//! The api.video upload protocol: `POST {base_url}/upload?token=…` with a
+//! multipart body (one `file` part, an optional `videoId` field) and, for
+//! files larger than a chunk, `Content-Range: bytes FROM-TO/TOTAL`.
+//!
+//! Replies are classified here, once, into [`ApiError`] variants that say what
+//! the caller must do: retry, pause everything (token), or give up on the file.
+//! The token travels only in the request URL, which never reaches an error
+//! message or a log line (`reqwest::Error::without_url`).
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, CONTENT_RANGE};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Body, StatusCode, Url};
+use serde::Deserialize;
+
+use crate::config::UploadToken;
+
+/// Sent with every request, so the server side can tell who is talking.
+pub const USER_AGENT: &str = concat!("ingestd/", env!("CARGO_PKG_VERSION"));
+
+/// The largest total the `bytes` Content-Range accepts (api.video's limit).
+pub const MAX_TOTAL_BYTES: u64 = 52_428_800_000;
+
+/// How much of a reply body is read at most: replies are small JSON objects,
+/// and a misbehaving server must not make us buffer without bound.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// A byte range of a file: `len` bytes from `offset`, of a file of `total` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+    pub total: u64,
+}
+
+impl ByteRange {
+    /// The inclusive last byte.
+    pub fn last_byte(&self) -> u64 {
+        self.offset + self.len - 1
+    }
+
+    /// `bytes FROM-TO/TOTAL`, TO inclusive.
+    pub fn content_range(&self) -> String {
+        format!("bytes {}-{}/{}", self.offset, self.last_byte(), self.total)
+    }
+
+    pub fn is_last(&self) -> bool {
+        self.offset + self.len == self.total
+    }
+}
+
+/// The rate-limit headers api.video puts on every response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateInfo {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Seconds until the window resets.
+    pub retry_after: Option<u64>,
+}
+
+impl RateInfo {
+    pub fn from_headers(h: &HeaderMap) -> RateInfo {
+        let num = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        RateInfo {
+            limit: num("x-ratelimit-limit"),
+            remaining: num("x-ratelimit-remaining"),
+            retry_after: num("x-ratelimit-retry-after"),
+        }
+    }
+}
+
+/// A problem-JSON error body: `{type, title, status, detail?, name?}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Problem {
+    /// The last path segment of `type`, e.g. `video-content-range-by-bytes-range-overlap`.
+    pub fn slug(&self) -> Option<&str> {
+        let t = self.kind.as_deref()?;
+        t.rsplit('/').next().filter(|s| !s.is_empty())
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.title) {
+            (Some(k), Some(t)) => write!(f, "{k}: {t}")?,
+            (Some(k), None) => write!(f, "{k}")?,
+            (None, Some(t)) => write!(f, "{t}")?,
+            (None, None) => write!(f, "no problem details")?,
+        }
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the caller must do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try the same chunk again later (backoff).
+    Retry,
+    /// The token (or the account) is refused: pause all uploads, keep every file's state.
+    Token,
+    /// This file cannot be uploaded as it is: mark it failed.
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing reached the server (connection refused, DNS): safe to resend.
+    #[error("cannot connect to {base}: {message}")]
+    Connect { base: String, message: String },
+    /// The request may or may not have been stored (reset, timeout, lost reply).
+    #[error("request to {base} failed mid-way: {message}")]
+    Ambiguous { base: String, message: String },
+    /// 401, or a suspended account: no upload can succeed with this token.
+    #[error("upload token refused ({status}): {problem}")]
+    Token { status: u16, problem: Problem },
+    /// 429: wait `retry_after`.
+    #[error("rate limited by the server (429); retry in {}s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    /// 5xx or another transient status.
+    #[error("server error {status}: {problem}")]
+    Server { status: u16, problem: Problem },
+    /// Another 4xx: the file itself is refused.
+    #[error("rejected ({status}) {problem}")]
+    Rejected { status: u16, problem: Problem },
+    /// The request could not be built (a local file error while streaming, or a bug).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ApiError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ApiError::Connect { .. }
+            | ApiError::Ambiguous { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::Server { .. }
+            | ApiError::Local(_) => ErrorClass::Retry,
+            ApiError::Token { .. } => ErrorClass::Token,
+            ApiError::Rejected { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    /// Whether the request may have been stored although no reply says so.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ApiError::Ambiguous { .. })
+    }
+
+    fn slug(&self) -> Option<&str> {
+        match self {
+            ApiError::Rejected { problem, .. } => problem.slug(),
+            _ => None,
+        }
+    }
+
+    /// The server already holds this range (or part): after an ambiguous
+    /// failure this means "already stored".
+    pub fn is_already_stored(&self) -> bool {
+        matches!(
+            self.slug(),
+            Some("video-content-range-by-bytes-range-overlap")
+                | Some("video-content-range-by-part-part-already-sent")
+        )
+    }
+
+    /// The video is already complete: a resent last chunk that was stored.
+    pub fn is_already_complete(&self) -> bool {
+        self.slug() == Some("video-source-already-uploaded")
+    }
+
+    /// The videoId sent does not exist (any more) on the server.
+    pub fn is_unknown_video(&self) -> bool {
+        matches!(self, ApiError::Rejected { status: 404, .. })
+    }
+}
+
+/// An accepted request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    /// The videoId of the reply, when it could be read.
+    pub video_id: Option<String>,
+    /// The full Video object, when the reply carries more than the videoId
+    /// (the completing chunk).
+    pub video: Option<serde_json::Value>,
+    pub rate: RateInfo,
+}
+
+/// Builds the HTTP client every request of the process uses.
+pub fn http_client() -> Result<reqwest::Client, ApiError> {
+    // reqwest is built without a bundled TLS provider choice; ring is ours.
+    // An error means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(30))
+        .tcp_keepalive(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ApiError::Local(format!("cannot build the HTTP client: {}", chain(&e))))
+}
+
+/// The api.video upload client. Cheap to clone; the token can be replaced
+/// while uploads run (SIGHUP).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: Url,
+    token: Arc<RwLock<UploadToken>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base_url: Url, token: UploadToken) -> Result<Client, ApiError> {
+        Ok(Client {
+            http: http_client()?,
+            base_url,
+            token: Arc::new(RwLock::new(token)),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    pub fn set_token(&self, token: UploadToken) {
+        // A poisoned lock only means a writer panicked mid-assignment of a
+        // whole value; the value itself is still a valid token.
+        let mut t = self.token.write().unwrap_or_else(|p| p.into_inner());
+        *t = token;
+    }
+
+    fn token(&self) -> UploadToken {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn upload_url(&self, token: &UploadToken) -> Url {
+        let mut url = self.base_url.clone();
+        let path = format!("{}/upload", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.query_pairs_mut().append_pair("token", token.expose());
+        url
+    }
+
+    /// Sends one request: `body` holds `range.len` bytes of the file. With
+    /// `ranged`, a `Content-Range` header says where they go; without it the
+    /// body is the whole file.
+    pub async fn send(
+        &self,
+        file_name: &str,
+        range: ByteRange,
+        ranged: bool,
+        video_id: Option<&str>,
+        body: Body,
+    ) -> Result<Reply, ApiError> {
+        let token = self.token();
+        let part = Part::stream_with_length(body, range.len)
+            .file_name(file_name.to_owned())
+            .mime_str("application/octet-stream")
+            .map_err(|e| ApiError::Local(format!("bad mime type: {e}")))?;
+        let mut form = Form::new();
+        if let Some(v) = video_id {
+            form = form.text("videoId", v.to_owned());
+        }
+        form = form.part("file", part);
+        let mut req = self.http.post(self.upload_url(&token)).multipart(form);
+        if ranged {
+            req = req.header(CONTENT_RANGE, range.content_range());
+        }
+        let base = self.base_url.to_string();
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&base, e, &token))?;
+        let status = resp.status();
+        let rate = RateInfo::from_headers(resp.headers());
+        let body = read_limited(resp)
+            .await
+            .map_err(|e| transport_error(&base, e, &token))?;
+        classify(status, rate, &body, &token)
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_REPLY_BYTES.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(out)
+}
+
+/// The error and its causes on one line, without the request URL.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Removes the token from text that came from elsewhere (a server's detail).
+fn scrub(text: &str, token: &UploadToken) -> String {
+    let t = token.expose();
+    if t.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(t, "<redacted>")
+    }
+}
+
+fn transport_error(base: &str, e: reqwest::Error, token: &UploadToken) -> ApiError {
+    let connect = e.is_connect();
+    let e = e.without_url();
+    let message = scrub(&chain(&e), token);
+    if connect {
+        ApiError::Connect {
+            base: base.to_owned(),
+            message,
+        }
+    } else {
+        ApiError::Ambiguous {
+            base: base.to_owned(),
+            message,
+        }
+    }
+}
+
+/// Turns a status and a body into a [`Reply`] or the [`ApiError`] it means.
+pub fn classify(
+    status: StatusCode,
+    rate: RateInfo,
+    body: &[u8],
+    token: &UploadToken,
+) -> Result<Reply, ApiError> {
+    let code = status.as_u16();
+    if status.is_success() {
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let video_id = json
+            .as_ref()
+            .and_then(|v| v.get("videoId"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let video = json.filter(|v| v.as_object().is_some_and(|o| o.len() > 1));
+        return Ok(Reply {
+            status: code,
+            video_id,
+            video,
+            rate,
+        });
+    }
+    let mut problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
+        title: Some(if body.is_empty() {
+            "empty reply".to_owned()
+        } else {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            format!("unreadable reply: {}", text.trim())
+        }),
+        ..Problem::default()
+    });
+    for field in [
+        &mut problem.kind,
+        &mut problem.title,
+        &mut problem.detail,
+        &mut problem.name,
+    ] {
+        if let Some(v) = field.as_mut() {
+            *v = scrub(v, token);
+        }
+    }
+    Err(match code {
+        401 | 403 => ApiError::Token {
+            status: code,
+            problem,
+        },
+        429 => ApiError::RateLimited {
+            retry_after: Duration::from_secs(rate.retry_after.unwrap_or(1).max(1)),
+        },
+        408 | 425 | 500..=599 => ApiError::Server {
+            status: code,
+            problem,
+        },
+        _ => ApiError::Rejected {
+            status: code,
+            problem,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> UploadToken {
+        UploadToken::new("to1secretSECRETsecret")
+    }
+
+    fn problem_body(slug: &str, status: u16) -> Vec<u8> {
+        format!(
+            r#"{{"type":"https://docs.api.video/reference/{slug}","title":"T","status":{status}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn content_range_is_inclusive() {
+        let r = ByteRange {
+            offset: 0,
+            len: 1000,
+            total: 5000,
+        };
+        assert_eq!(r.content_range(), "bytes 0-999/5000");
+        assert!(!r.is_last());
+        let r = ByteRange {
+            offset: 4999,
+            len: 1,
+            total: 5000,
+        };
+        assert_eq!(r.content_range(), "bytes 4999-4999/5000");
+        assert!(r.is_last());
+    }
+
+    #[test]
+    fn success_replies() {
+        let r = classify(
+            StatusCode::CREATED,
+            RateInfo::default(),
+            br#"{"videoId":"vi123"}"#,
+            &tok(),
+        )
+        .unwrap();
+        assert_eq!(r.video_id.as_deref(), Some("vi123"));
+        assert!(r.video.is_none(), "an intermediate reply is not a Video");
+        let r = classify(
+            StatusCode::CREATED,
+            RateInfo::default(),
+            br#"{"videoId":"vi123","title":"x"}"#,
+            &tok(),
+        )
+        .unwrap();
+        assert!(r.video.is_some());
+        // Garbage on a 2xx is still an acceptance, without a videoId.
+        let r = classify(StatusCode::CREATED, RateInfo::default(), b"<html>", &tok()).unwrap();
+        assert_eq!(r.video_id, None);
+    }
+
+    #[test]
+    fn every_status_class_is_classified() {
+        let c = |status: u16, body: &[u8]| {
+            classify(
+                StatusCode::from_u16(status).unwrap(),
+                RateInfo {
+                    retry_after: Some(7),
+                    ..RateInfo::default()
+                },
+                body,
+                &tok(),
+            )
+            .unwrap_err()
+        };
+        let e = c(
+            401,
+            &problem_body("authentication-invalid-upload-token", 401),
+        );
+        assert_eq!(e.class(), ErrorClass::Token);
+        assert_eq!(c(403, b"").class(), ErrorClass::Token);
+        let e = c(429, &problem_body("too-many-requests", 429));
+        assert_eq!(e.class(), ErrorClass::Retry);
+        assert!(
+            matches!(e, ApiError::RateLimited { retry_after } if retry_after == Duration::from_secs(7))
+        );
+        for s in [500, 502, 503, 504, 408] {
+            assert_eq!(c(s, b"oops").class(), ErrorClass::Retry, "{s}");
+        }
+        let e = c(400, &problem_body("uploaded-file-too-large", 400));
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.to_string().contains("uploaded-file-too-large"), "{e}");
+        let e = c(
+            400,
+            &problem_body("video-content-range-by-bytes-range-overlap", 400),
+        );
+        assert!(e.is_already_stored());
+        let e = c(400, &problem_body("video-source-already-uploaded", 400));
+        assert!(e.is_already_complete());
+        let e = c(404, &problem_body("resource-not-found", 404));
+        assert!(e.is_unknown_video());
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        // Garbage JSON on an error status still classifies by status.
+        let e = c(400, b"{not json");
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.to_string().contains("unreadable reply"), "{e}");
+    }
+
+    #[test]
+    fn token_is_scrubbed_from_server_text() {
+        let body = br#"{"type":"x","title":"bad token to1secretSECRETsecret","status":401}"#;
+        let e = classify(StatusCode::UNAUTHORIZED, RateInfo::default(), body, &tok()).unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("to1secretSECRETsecret"), "{shown}");
+    }
+
+    #[test]
+    fn rate_headers_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert("X-RateLimit-Limit", "100".parse().unwrap());
+        h.insert("X-RateLimit-Remaining", "0".parse().unwrap());
+        h.insert("X-RateLimit-Retry-After", "12".parse().unwrap());
+        assert_eq!(
+            RateInfo::from_headers(&h),
+            RateInfo {
+                limit: Some(100),
+                remaining: Some(0),
+                retry_after: Some(12)
+            }
+        );
+    }
+
+    #[test]
+    fn upload_url_keeps_base_path_and_encodes_token() {
+        let c = Client::new(
+            Url::parse("http://127.0.0.1:9/prefix").unwrap(),
+            UploadToken::new("a b&c"),
+        )
+        .unwrap();
+        let u = c.upload_url(&c.token());
+        assert_eq!(u.as_str(), "http://127.0.0.1:9/prefix/upload?token=a+b%26c");
+        assert!(!format!("{c:?}").contains("a b&c"));
+    }
+}

@@ -114,14 +114,18 @@ pub enum ConfigError {
 
 impl Settings {
     pub fn require_token(&self) -> Result<&UploadToken, ConfigError> {
-        self.api.token.as_ref().map(|(t, _)| t).ok_or_else(|| {
-            ConfigError::Invalid("no upload token configured".into())
-        })
+        self.api
+            .token
+            .as_ref()
+            .map(|(t, _)| t)
+            .ok_or_else(|| ConfigError::Invalid("no upload token configured".into()))
     }
 }
 
 /// Loads the settings from `path` (or `$INGESTD_CONFIG`, or
 /// `/etc/ingestd/config.toml`), then the environment.
 pub fn load(_path: Option<&Path>) -> Result<Settings, ConfigError> {
-    Err(ConfigError::Invalid("config loading is not written yet".into()))
+    Err(ConfigError::Invalid(
+        "config loading is not written yet".into(),
+    ))
 }

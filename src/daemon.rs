@@ -1,1 +1,1 @@
-//! (being written)
+//! Wiring (being written)

@@ -1,1 +1,1115 @@
-//! (being written)
+//! The journal: one SQLite table of files, the only queue of the daemon.
+//!
+//! Every SQL statement of the project lives in this module. Each state
+//! transition is one method and one statement guarded by the expected current
+//! state, so a transition that lost a race (or a bug) is an error, never a
+//! silent overwrite. SQLite is synchronous: the [`Journal`] has one owner
+//! thread and async code reaches it through [`JournalHandle`].
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+
+/// The schema, one numbered migration per file; applied on open.
+const MIGRATIONS: &[&str] = &[include_str!("journal/migrations/0001_files.sql")];
+
+/// How long a writer waits for another connection's lock (a `status` reader,
+/// a second `ingestd` process) before the statement fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the Unix epoch: the journal's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Seen, but still changing (or not yet observed long enough).
+    Settling,
+    /// Ready, waiting for a worker.
+    Queued,
+    /// Claimed by a worker; found at start-up, it is resumed.
+    Uploading,
+    /// A retryable error happened; waits for `next_attempt_at`.
+    Retrying,
+    /// Uploaded completely; never uploaded again.
+    Done,
+    /// A permanent error; `ingestd retry` puts it back in the queue.
+    Failed,
+    /// The source vanished or changed before it was finished.
+    Gone,
+}
+
+impl FileState {
+    pub const ALL: [FileState; 7] = [
+        FileState::Settling,
+        FileState::Queued,
+        FileState::Uploading,
+        FileState::Retrying,
+        FileState::Done,
+        FileState::Failed,
+        FileState::Gone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Settling => "settling",
+            FileState::Queued => "queued",
+            FileState::Uploading => "uploading",
+            FileState::Retrying => "retrying",
+            FileState::Done => "done",
+            FileState::Failed => "failed",
+            FileState::Gone => "gone",
+        }
+    }
+
+    /// No more work will happen on a file in this state without a command.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FileState::Done | FileState::Failed | FileState::Gone)
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FileState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FileState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = FileState::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// What identifies a file: a new file copied over an old name is a new row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// The watch root (or, for `ingestd upload`, the file's directory).
+    pub root: PathBuf,
+    pub rel_path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file `root/rel_path` as it is now on disk.
+    pub fn from_metadata(root: &Path, rel_path: &Path, meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            root: root.to_path_buf(),
+            rel_path: rel_path.to_path_buf(),
+            size: meta.len(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            dev: meta.dev(),
+            inode: meta.ino(),
+        }
+    }
+
+    /// Whether `meta` still describes this file (same inode, size and mtime).
+    pub fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        let now = FileIdentity::from_metadata(&self.root, &self.rel_path, meta);
+        now.size == self.size
+            && now.mtime_ns == self.mtime_ns
+            && now.dev == self.dev
+            && now.inode == self.inode
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.rel_path)
+    }
+}
+
+/// One row of the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub id: i64,
+    pub identity: FileIdentity,
+    pub state: FileState,
+    /// The chunk size fixed when the first chunk was sent.
+    pub chunk_size: Option<u64>,
+    /// Bytes acknowledged by the server.
+    pub bytes_uploaded: u64,
+    pub video_id: Option<String>,
+    /// Failed attempts since the last progress.
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub done_at: Option<i64>,
+}
+
+impl FileRow {
+    pub fn path(&self) -> PathBuf {
+        self.identity.path()
+    }
+}
+
+/// The result of journaling a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    pub id: i64,
+    /// False when the same identity was already journaled.
+    pub inserted: bool,
+    pub state: FileState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot create the journal directory {}: {source}; check journal.path (INGESTD_JOURNAL__PATH) and the permissions", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("there is no journal at {}: nothing has been journaled there yet (check journal.path)", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot open the journal {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{} is not an ingestd journal ({reason}); refusing to use it. Point journal.path at the right file, or move this one away", path.display())]
+    NotAJournal { path: PathBuf, reason: String },
+    #[error("the journal {} has schema version {found}, but this ingestd knows only up to {supported}: it was written by a newer ingestd. Upgrade ingestd (the journal was left untouched)", path.display())]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
+    #[error("cannot migrate the journal {}: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        source: rusqlite_migration::Error,
+    },
+    #[error("journal {op} failed on {}: {source}{hint}", path.display(), hint = disk_hint(source))]
+    Query {
+        op: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("file {id} is {}, not {expected}: {op} refused", actual.map_or("not in the journal", FileState::as_str))]
+    WrongState {
+        op: &'static str,
+        id: i64,
+        expected: &'static str,
+        actual: Option<FileState>,
+    },
+    #[error("the journal thread has stopped")]
+    Closed,
+}
+
+fn disk_hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => " (the disk is full: free space; nothing was lost)",
+        Some(ErrorCode::ReadOnly) => " (the journal is read-only: check the disk and permissions)",
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
+            " (check the permissions of the journal and its directory)"
+        }
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            " (another process holds the journal)"
+        }
+        _ => "",
+    }
+}
+
+/// The column list every row-reading query uses, in [`row_to_file`]'s order.
+const COLUMNS: &str = "id, root, rel_path, size, mtime_ns, dev, inode, state, chunk_size, \
+     bytes_uploaded, video_id, attempts, next_attempt_at, last_error, created_at, updated_at, \
+     started_at, done_at";
+
+fn path_from_blob(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(&bytes))
+}
+
+fn to_i64(v: u64) -> i64 {
+    // SQLite integers are signed; sizes, inodes and devices above i64::MAX
+    // are stored as their two's-complement bit pattern and read back the same.
+    v as i64
+}
+
+fn to_u64(v: i64) -> u64 {
+    v as u64
+}
+
+fn row_to_file(row: &Row<'_>) -> rusqlite::Result<FileRow> {
+    let state: String = row.get(7)?;
+    let state = FileState::from_str(&state).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok(FileRow {
+        id: row.get(0)?,
+        identity: FileIdentity {
+            root: path_from_blob(row.get(1)?),
+            rel_path: path_from_blob(row.get(2)?),
+            size: to_u64(row.get(3)?),
+            mtime_ns: row.get(4)?,
+            dev: to_u64(row.get(5)?),
+            inode: to_u64(row.get(6)?),
+        },
+        state,
+        chunk_size: row.get::<_, Option<i64>>(8)?.map(to_u64),
+        bytes_uploaded: to_u64(row.get(9)?),
+        video_id: row.get(10)?,
+        attempts: row.get(11)?,
+        next_attempt_at: row.get(12)?,
+        last_error: row.get(13)?,
+        created_at: row.get(14)?,
+        updated_at: row.get(15)?,
+        started_at: row.get(16)?,
+        done_at: row.get(17)?,
+    })
+}
+
+/// The SQLite journal. Not `Sync`: give it one owner ([`JournalHandle`]).
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and applies the
+    /// migrations. A file that is not an ingestd journal, or one written by a
+    /// newer ingestd, is an error: never a silent new journal.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut journal = Journal {
+            conn,
+            path: path.to_path_buf(),
+        };
+        journal.configure(false)?;
+        journal.migrate()?;
+        Ok(journal)
+    }
+
+    /// Opens an existing journal for reading only (`status` while the daemon runs).
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let journal = Journal {
+            conn,
+            path: path.to_path_buf(),
+        };
+        journal.configure(true)?;
+        let version = journal.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(JournalError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        if version == 0 {
+            return Err(JournalError::NotAJournal {
+                path: path.to_path_buf(),
+                reason: "it has no ingestd schema".into(),
+            });
+        }
+        Ok(journal)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn query_err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> JournalError + '_ {
+        move |source| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => JournalError::NotAJournal {
+                path: self.path.clone(),
+                reason: "not a SQLite database, or a damaged one".into(),
+            },
+            _ => JournalError::Query {
+                op,
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+
+    fn configure(&self, read_only: bool) -> Result<(), JournalError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(self.query_err("configure"))?;
+        if !read_only {
+            // WAL lets `status` read while the daemon writes. FULL syncs the WAL
+            // on every commit: an acknowledged chunk survives a power cut too.
+            self.conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+                .map_err(self.query_err("configure"))?;
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(self.query_err("configure"))?;
+        }
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64, JournalError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.query_err("read schema version"))
+    }
+
+    fn migrate(&mut self) -> Result<(), JournalError> {
+        let version = self.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(JournalError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        if version == 0 {
+            // A database someone else made: never write our schema into it.
+            let foreign: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(self.query_err("inspect schema"))?;
+            if foreign > 0 {
+                return Err(JournalError::NotAJournal {
+                    path: self.path.clone(),
+                    reason: format!("a SQLite database with {foreign} objects of another program"),
+                });
+            }
+        }
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations
+            .to_latest(&mut self.conn)
+            .map_err(|source| JournalError::Migrate {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Journals a file (or finds it already journaled) in `state`.
+    pub fn add_file(
+        &mut self,
+        file: &FileIdentity,
+        state: FileState,
+    ) -> Result<Added, JournalError> {
+        Ok(self.add_files(std::slice::from_ref(file), state)?[0])
+    }
+
+    /// Journals many files in one transaction (a burst of new files costs one
+    /// fsync, not one each).
+    pub fn add_files(
+        &mut self,
+        files: &[FileIdentity],
+        state: FileState,
+    ) -> Result<Vec<Added>, JournalError> {
+        let now = now_ms();
+        let path = self.path.clone();
+        let err = |op| {
+            let path = path.clone();
+            move |source| JournalError::Query { op, path, source }
+        };
+        let tx = self.conn.transaction().map_err(err("add files"))?;
+        let mut out = Vec::with_capacity(files.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, state, \
+                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(err("add files"))?;
+            let mut find = tx
+                .prepare_cached(
+                    "SELECT id, state FROM files WHERE root = ?1 AND rel_path = ?2 AND size = ?3 \
+                     AND mtime_ns = ?4 AND dev = ?5 AND inode = ?6",
+                )
+                .map_err(err("add files"))?;
+            for f in files {
+                let key = params![
+                    f.root.as_os_str().as_bytes(),
+                    f.rel_path.as_os_str().as_bytes(),
+                    to_i64(f.size),
+                    f.mtime_ns,
+                    to_i64(f.dev),
+                    to_i64(f.inode),
+                ];
+                let inserted = insert
+                    .execute(params![
+                        f.root.as_os_str().as_bytes(),
+                        f.rel_path.as_os_str().as_bytes(),
+                        to_i64(f.size),
+                        f.mtime_ns,
+                        to_i64(f.dev),
+                        to_i64(f.inode),
+                        state.as_str(),
+                        now
+                    ])
+                    .map_err(err("add files"))?
+                    == 1;
+                let (id, st): (i64, String) = find
+                    .query_row(key, |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(err("add files"))?;
+                let state = FileState::from_str(&st).unwrap_or(FileState::Failed);
+                out.push(Added {
+                    id,
+                    inserted,
+                    state,
+                });
+            }
+        }
+        tx.commit().map_err(err("add files"))?;
+        Ok(out)
+    }
+
+    /// One guarded transition: `sql` must update the row `id` only when it is
+    /// in one of the `from` states (bound as ?1 = id; the states are inlined).
+    fn transition(
+        &mut self,
+        op: &'static str,
+        id: i64,
+        from: &[FileState],
+        set: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<(), JournalError> {
+        let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE files SET {set}, updated_at = ?2 WHERE id = ?1 AND state IN ({})",
+            states.join(", ")
+        );
+        let now = now_ms();
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&id, &now];
+        args.extend_from_slice(extra);
+        let changed = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.execute(args.as_slice()))
+            .map_err(self.query_err(op))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let actual = self.get(id)?.map(|r| r.state);
+        Err(JournalError::WrongState {
+            op,
+            id,
+            expected: from.first().map_or("", |s| s.as_str()),
+            actual,
+        })
+    }
+
+    /// settling → queued: the file stopped changing.
+    pub fn mark_ready(&mut self, id: i64) -> Result<(), JournalError> {
+        self.transition(
+            "mark ready",
+            id,
+            &[FileState::Settling],
+            "state = 'queued'",
+            &[],
+        )
+    }
+
+    /// At start-up: rows left `uploading` by a process that died are put back
+    /// in the queue with their offset and videoId, so they resume.
+    pub fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
+        self.conn
+            .execute(
+                "UPDATE files SET state = 'queued', updated_at = ?1 WHERE state = 'uploading'",
+                [now_ms()],
+            )
+            .map_err(self.query_err("requeue interrupted uploads"))
+    }
+
+    /// Claims the next file due for upload (queued, or retrying whose backoff
+    /// expired), oldest first, and marks it `uploading`. With `only`, claims
+    /// only among those ids. A `next_attempt_at` further in the future than
+    /// `max_backoff` (the clock jumped back) counts as due.
+    pub fn claim_next(
+        &mut self,
+        now: i64,
+        max_backoff: Duration,
+        only: Option<&[i64]>,
+    ) -> Result<Option<FileRow>, JournalError> {
+        let horizon = now.saturating_add(i64::try_from(max_backoff.as_millis()).unwrap_or(0));
+        let filter = match only {
+            Some(ids) if ids.is_empty() => return Ok(None),
+            Some(ids) => {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("AND id IN ({})", ids.join(","))
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
+             WHERE id = (SELECT id FROM files WHERE state IN ('queued', 'retrying') \
+               AND (next_attempt_at IS NULL OR next_attempt_at <= ?1 OR next_attempt_at > ?2) \
+               {filter} ORDER BY id LIMIT 1) \
+             RETURNING {COLUMNS}"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(params![now, horizon], row_to_file).optional())
+            .map_err(self.query_err("claim a file"))
+    }
+
+    /// Fixes the chunk plan of an upload before its first chunk (kept if set).
+    pub fn set_chunk_size(&mut self, id: i64, chunk_size: u64) -> Result<u64, JournalError> {
+        self.transition(
+            "fix the chunk plan",
+            id,
+            &[FileState::Uploading],
+            "chunk_size = coalesce(chunk_size, ?3)",
+            &[&to_i64(chunk_size)],
+        )?;
+        let row = self.get(id)?;
+        Ok(row.and_then(|r| r.chunk_size).unwrap_or(chunk_size))
+    }
+
+    /// A chunk was acknowledged: commit the videoId and the new offset, and
+    /// reset the backoff (progress was made). Must commit before the next chunk.
+    pub fn record_progress(
+        &mut self,
+        id: i64,
+        video_id: &str,
+        bytes_uploaded: u64,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "record progress",
+            id,
+            &[FileState::Uploading],
+            "video_id = ?3, bytes_uploaded = ?4, attempts = 0, next_attempt_at = NULL, last_error = NULL",
+            &[&video_id, &to_i64(bytes_uploaded)],
+        )
+    }
+
+    /// The last chunk was acknowledged: the file is done.
+    pub fn mark_done(
+        &mut self,
+        id: i64,
+        video_id: &str,
+        video_json: Option<&str>,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "mark done",
+            id,
+            &[FileState::Uploading],
+            "state = 'done', video_id = ?3, bytes_uploaded = size, done_at = ?2, video_json = ?4, \
+             next_attempt_at = NULL, last_error = NULL",
+            &[&video_id, &video_json],
+        )
+    }
+
+    /// A retryable error: wait until `next_attempt_at`.
+    pub fn mark_retrying(
+        &mut self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "schedule a retry",
+            id,
+            &[FileState::Uploading],
+            "state = 'retrying', attempts = ?3, next_attempt_at = ?4, last_error = ?5",
+            &[&attempts, &next_attempt_at, &error],
+        )
+    }
+
+    /// A permanent error: the file waits for `ingestd retry`.
+    pub fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark failed",
+            id,
+            &[FileState::Uploading, FileState::Queued, FileState::Retrying],
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL",
+            &[&error],
+        )
+    }
+
+    /// The source vanished or changed before it was finished.
+    pub fn mark_gone(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark gone",
+            id,
+            &[
+                FileState::Uploading,
+                FileState::Queued,
+                FileState::Retrying,
+                FileState::Settling,
+            ],
+            "state = 'gone', last_error = ?3, next_attempt_at = NULL",
+            &[&reason],
+        )
+    }
+
+    /// Gives a claimed file back to the queue untouched (shutdown, token
+    /// trouble): its offset, videoId and attempts are kept.
+    pub fn release(&mut self, id: i64, note: Option<&str>) -> Result<(), JournalError> {
+        self.transition(
+            "release",
+            id,
+            &[FileState::Uploading],
+            "state = 'queued', last_error = coalesce(?3, last_error)",
+            &[&note],
+        )
+    }
+
+    /// Puts failed files back in the queue (`ingestd retry`). With `ids`, only
+    /// those; each id gets its own outcome.
+    pub fn retry_failed(
+        &mut self,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<(i64, Result<(), JournalError>)>, JournalError> {
+        let ids: Vec<i64> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => self
+                .list(Some(&[FileState::Failed]))?
+                .into_iter()
+                .map(|r| r.id)
+                .collect(),
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let r = self.transition(
+                    "retry",
+                    id,
+                    &[FileState::Failed],
+                    "state = 'queued', attempts = 0, next_attempt_at = NULL",
+                    &[],
+                );
+                (id, r)
+            })
+            .collect())
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<FileRow>, JournalError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], row_to_file).optional())
+            .map_err(self.query_err("read a file"))
+    }
+
+    /// All rows (in id order), or those in `states`.
+    pub fn list(&self, states: Option<&[FileState]>) -> Result<Vec<FileRow>, JournalError> {
+        let filter = match states {
+            Some(states) => {
+                let s: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+                format!("WHERE state IN ({})", s.join(", "))
+            }
+            None => String::new(),
+        };
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM files {filter} ORDER BY id"))
+            .map_err(self.query_err("list files"))?;
+        let rows = st
+            .query_map([], row_to_file)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("list files"))?;
+        Ok(rows)
+    }
+
+    /// How many files are in each state.
+    pub fn counts(&self) -> Result<BTreeMap<FileState, u64>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM files GROUP BY state")
+            .map_err(self.query_err("count files"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("count files"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((FileState::from_str(&s).ok()?, to_u64(n))))
+            .collect())
+    }
+
+    /// The earliest `next_attempt_at` of a retrying file (to sleep until).
+    pub fn next_retry_at(&self, only: Option<&[i64]>) -> Result<Option<i64>, JournalError> {
+        let filter = match only {
+            Some(ids) => {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("AND id IN ({})", ids.join(","))
+            }
+            None => String::new(),
+        };
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT min(next_attempt_at) FROM files WHERE state = 'retrying' {filter}"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.query_err("find the next retry"))
+    }
+
+    /// How many of the files (all, or `only`) still have work ahead of them.
+    pub fn unfinished(&self, only: Option<&[i64]>) -> Result<u64, JournalError> {
+        let filter = match only {
+            Some(ids) => {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("AND id IN ({})", ids.join(","))
+            }
+            None => String::new(),
+        };
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM files WHERE state IN \
+                     ('settling', 'queued', 'uploading', 'retrying') {filter}"
+                ),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(to_u64)
+            .map_err(self.query_err("count unfinished files"))
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Journal) + Send>;
+
+/// The async face of the journal: a dedicated thread owns the connection and
+/// runs the closures sent to it in order, so the runtime never blocks on SQLite.
+#[derive(Clone)]
+pub struct JournalHandle {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for JournalHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalHandle")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl JournalHandle {
+    /// Moves `journal` to its own thread; it closes when the last handle drops.
+    pub fn spawn(mut journal: Journal) -> std::io::Result<JournalHandle> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let path = journal.path.clone();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut journal);
+                }
+            })?;
+        Ok(JournalHandle { jobs: tx, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the journal thread and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
+    where
+        F: FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |j: &mut Journal| {
+                // The caller may have gone away (cancelled); nothing to do then.
+                let _ = tx.send(f(j));
+            }))
+            .map_err(|_| JournalError::Closed)?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(name: &str, size: u64) -> FileIdentity {
+        FileIdentity {
+            root: PathBuf::from("/srv/capture"),
+            rel_path: PathBuf::from(name),
+            size,
+            mtime_ns: 1_700_000_000_000_000_000,
+            dev: 42,
+            inode: 7,
+        }
+    }
+
+    fn open_temp() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("sub/journal.db")).unwrap();
+        (dir, j)
+    }
+
+    #[test]
+    fn add_is_idempotent_per_identity() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a.mp4", 10), FileState::Queued).unwrap();
+        let b = j.add_file(&ident("a.mp4", 10), FileState::Queued).unwrap();
+        assert!(a.inserted && !b.inserted);
+        assert_eq!(a.id, b.id);
+        // Same name, new content (size): a new row.
+        let c = j.add_file(&ident("a.mp4", 11), FileState::Queued).unwrap();
+        assert!(c.inserted);
+        assert_ne!(c.id, a.id);
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let (_d, mut j) = open_temp();
+        let mut f = ident("x", 5);
+        f.rel_path = PathBuf::from(OsStr::from_bytes(b"caf\xe9\nnew.mp4"));
+        let a = j.add_file(&f, FileState::Queued).unwrap();
+        let row = j.get(a.id).unwrap().unwrap();
+        assert_eq!(row.identity, f);
+    }
+
+    #[test]
+    fn happy_path_transitions() {
+        let (_d, mut j) = open_temp();
+        let a = j
+            .add_file(&ident("a.mp4", 100), FileState::Settling)
+            .unwrap();
+        assert!(j
+            .claim_next(now_ms(), Duration::from_secs(300), None)
+            .unwrap()
+            .is_none());
+        j.mark_ready(a.id).unwrap();
+        let row = j
+            .claim_next(now_ms(), Duration::from_secs(300), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, FileState::Uploading);
+        assert_eq!(j.set_chunk_size(a.id, 50).unwrap(), 50);
+        // The plan is fixed once set.
+        assert_eq!(j.set_chunk_size(a.id, 60).unwrap(), 50);
+        j.record_progress(a.id, "vi1", 50).unwrap();
+        let row = j.get(a.id).unwrap().unwrap();
+        assert_eq!(
+            (row.bytes_uploaded, row.video_id.as_deref()),
+            (50, Some("vi1"))
+        );
+        j.mark_done(a.id, "vi1", Some("{}")).unwrap();
+        let row = j.get(a.id).unwrap().unwrap();
+        assert_eq!(row.state, FileState::Done);
+        assert_eq!(row.bytes_uploaded, 100);
+        // A done file is never claimed again.
+        assert!(j
+            .claim_next(now_ms(), Duration::from_secs(300), None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn guarded_transitions_refuse_wrong_state() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
+        let err = j.record_progress(a.id, "vi1", 10).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                JournalError::WrongState {
+                    actual: Some(FileState::Queued),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = j.mark_done(999, "vi", None).unwrap_err();
+        assert!(matches!(err, JournalError::WrongState { actual: None, .. }));
+    }
+
+    #[test]
+    fn retrying_waits_for_its_time_and_clock_jumps_back_count_as_due() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
+        let now = now_ms();
+        let cap = Duration::from_secs(300);
+        j.claim_next(now, cap, None).unwrap().unwrap();
+        j.mark_retrying(a.id, 1, now + 10_000, "503").unwrap();
+        assert!(j.claim_next(now, cap, None).unwrap().is_none());
+        assert_eq!(j.next_retry_at(None).unwrap(), Some(now + 10_000));
+        assert!(j.claim_next(now + 10_000, cap, None).unwrap().is_some());
+        j.mark_retrying(a.id, 2, now + 10_000_000, "503").unwrap();
+        // Far beyond the cap: the clock went back; do not wait for it.
+        let row = j.claim_next(now, cap, None).unwrap().unwrap();
+        assert_eq!(row.attempts, 2);
+    }
+
+    #[test]
+    fn interrupted_uploads_are_resumed_with_their_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let id = {
+            let mut j = Journal::open(&path).unwrap();
+            let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
+            j.claim_next(now_ms(), Duration::from_secs(1), None)
+                .unwrap();
+            j.set_chunk_size(a.id, 40).unwrap();
+            j.record_progress(a.id, "vi9", 40).unwrap();
+            a.id
+        };
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(j.requeue_interrupted().unwrap(), 1);
+        let row = j
+            .claim_next(now_ms(), Duration::from_secs(1), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.id, id);
+        assert_eq!(row.bytes_uploaded, 40);
+        assert_eq!(row.video_id.as_deref(), Some("vi9"));
+        assert_eq!(row.chunk_size, Some(40));
+    }
+
+    #[test]
+    fn retry_failed_requeues_only_failed() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
+        let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
+        j.mark_failed(a.id, "400 nope").unwrap();
+        let out = j.retry_failed(Some(&[a.id, b.id])).unwrap();
+        assert!(out[0].1.is_ok());
+        assert!(out[1].1.is_err());
+        assert_eq!(j.get(a.id).unwrap().unwrap().state, FileState::Queued);
+    }
+
+    #[test]
+    fn claim_only_among_given_ids() {
+        let (_d, mut j) = open_temp();
+        let _a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
+        let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
+        let row = j
+            .claim_next(now_ms(), Duration::from_secs(1), Some(&[b.id]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.id, b.id);
+        assert!(j
+            .claim_next(now_ms(), Duration::from_secs(1), Some(&[b.id]))
+            .unwrap()
+            .is_none());
+        assert_eq!(j.unfinished(Some(&[b.id])).unwrap(), 1);
+    }
+
+    #[test]
+    fn garbage_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(matches!(err, JournalError::NotAJournal { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 8192]);
+    }
+
+    #[test]
+    fn foreign_sqlite_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(matches!(err, JournalError::NotAJournal { .. }), "{err}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        drop(Journal::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(
+            matches!(err, JournalError::TooNew { found: 99, .. }),
+            "{err}"
+        );
+        let err = Journal::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, JournalError::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations.validate().unwrap();
+    }
+
+    #[test]
+    fn read_only_open_sees_writes_and_refuses_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        assert!(matches!(
+            Journal::open_read_only(&path),
+            Err(JournalError::Missing { .. })
+        ));
+        let mut w = Journal::open(&path).unwrap();
+        w.add_file(&ident("a", 1), FileState::Queued).unwrap();
+        let r = Journal::open_read_only(&path).unwrap();
+        assert_eq!(r.list(None).unwrap().len(), 1);
+        assert_eq!(r.counts().unwrap().get(&FileState::Queued), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn handle_runs_calls_on_the_owner_thread() {
+        let (_d, j) = open_temp();
+        let h = JournalHandle::spawn(j).unwrap();
+        let added = h
+            .call(|j| j.add_file(&ident("a", 1), FileState::Queued))
+            .await
+            .unwrap();
+        let row = h.call(move |j| j.get(added.id)).await.unwrap().unwrap();
+        assert_eq!(row.state, FileState::Queued);
+    }
+}

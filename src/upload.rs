@@ -1,1 +1,860 @@
-//! (being written)
+//! Upload workers: claim a file from the journal, send it chunk by chunk
+//! (streamed from disk), commit each acknowledged chunk before the next, and
+//! turn every failure into a journal state: retrying (persisted backoff),
+//! failed (permanent), gone (the source changed), or back to the queue (token
+//! trouble, shutdown).
+//!
+//! Shared by all workers: the [`Pacer`] (api.video's rate limit is per
+//! account, not per file), the [`TokenGate`] (a refused token pauses every
+//! upload) and the [`Throttle`] (`upload.bandwidth_limit`).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{watch, Notify};
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, MAX_TOTAL_BYTES};
+use crate::journal::{now_ms, FileRow, JournalError, JournalHandle};
+
+/// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Bytes read from disk per body frame: large enough that per-frame costs
+/// vanish, small enough that memory stays flat whatever the chunk size.
+const READ_BUF: usize = 256 * 1024;
+/// No byte of a chunk body taken by the connection for this long: a stall.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the last byte is sent, how long the server may take to answer
+/// (it may assemble the whole file before answering the last chunk).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// On shutdown, how long a chunk in flight may take to finish before it is abandoned.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The chunks of a file of `size` bytes: every chunk `chunk_size` long but
+/// the last, which holds the rest (never empty).
+pub fn chunk_plan(size: u64, chunk_size: u64) -> impl Iterator<Item = ByteRange> {
+    let step = chunk_size.max(1);
+    (0..size.div_ceil(step)).map(move |i| {
+        let offset = i * step;
+        ByteRange {
+            offset,
+            len: step.min(size - offset),
+            total: size,
+        }
+    })
+}
+
+/// The chunk that starts at `offset`.
+pub fn chunk_at(offset: u64, size: u64, chunk_size: u64) -> ByteRange {
+    ByteRange {
+        offset,
+        len: chunk_size.min(size - offset),
+        total: size,
+    }
+}
+
+/// Full-jitter exponential backoff for the `attempt`-th failure (1-based).
+pub fn backoff_delay(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(BACKOFF_CAP);
+    // At least 100 ms, so a storm of failures never spins.
+    let ms = fastrand::u64(100..=u64::try_from(ceiling.as_millis()).unwrap_or(100).max(100));
+    Duration::from_millis(ms)
+}
+
+/// Global pacing from the rate-limit headers: when the server says no request
+/// is left in the window, nobody sends until it resets.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    state: Mutex<PacerState>,
+}
+
+#[derive(Debug, Default)]
+struct PacerState {
+    /// Requests left in the current window, as last reported, minus those
+    /// started since.
+    remaining: Option<u64>,
+    /// When the current window ends.
+    reset_at: Option<Instant>,
+}
+
+impl Pacer {
+    /// Waits until a request may be sent, and counts it.
+    pub async fn wait_turn(&self, cancel: &CancellationToken) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                match (s.remaining, s.reset_at) {
+                    (_, Some(reset)) if reset <= now => {
+                        s.remaining = None;
+                        s.reset_at = None;
+                        None
+                    }
+                    (Some(0), Some(reset)) => Some(reset - now),
+                    (Some(n), _) => {
+                        s.remaining = Some(n - 1);
+                        None
+                    }
+                    (None, _) => None,
+                }
+            };
+            match wait {
+                None => return,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes in the rate-limit headers of a reply.
+    pub fn observe(&self, rate: &RateInfo, limited: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(secs) = rate.retry_after {
+            s.reset_at = Some(now + Duration::from_secs(secs.max(u64::from(limited))));
+        }
+        if limited {
+            s.remaining = Some(0);
+            if s.reset_at.is_none() {
+                s.reset_at = Some(now + Duration::from_secs(1));
+            }
+        } else if let Some(r) = rate.remaining {
+            s.remaining = Some(r);
+        }
+    }
+}
+
+/// Whether the token works. A 401 closes the gate for every worker until the
+/// token is replaced; a stale 401 (sent with the old token) cannot close it again.
+#[derive(Debug, Clone)]
+pub struct TokenGate {
+    tx: Arc<watch::Sender<GateState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateState {
+    /// Bumped every time the token is replaced.
+    pub generation: u64,
+    /// Why the gate is closed, when it is.
+    pub refused: Option<String>,
+}
+
+impl Default for TokenGate {
+    fn default() -> Self {
+        TokenGate {
+            tx: Arc::new(
+                watch::channel(GateState {
+                    generation: 0,
+                    refused: None,
+                })
+                .0,
+            ),
+        }
+    }
+}
+
+impl TokenGate {
+    pub fn state(&self) -> GateState {
+        self.tx.borrow().clone()
+    }
+
+    /// Closes the gate, if `generation` is still the current token.
+    pub fn refuse(&self, generation: u64, why: String) -> bool {
+        self.tx.send_if_modified(|s| {
+            if s.generation == generation && s.refused.is_none() {
+                s.refused = Some(why);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// A new token is in place: open the gate.
+    pub fn replaced(&self) {
+        self.tx.send_modify(|s| {
+            s.generation += 1;
+            s.refused = None;
+        });
+    }
+
+    /// Waits until the gate is open; false if cancelled first.
+    pub async fn wait_open(&self, cancel: &CancellationToken) -> bool {
+        let mut rx = self.tx.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|s| s.refused.is_none()) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+/// A token bucket shared by all uploads (`upload.bandwidth_limit`).
+#[derive(Debug)]
+pub struct Throttle {
+    /// Bytes per second; 0 = unlimited.
+    rate: AtomicU64,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Throttle {
+    pub fn new(rate: u64) -> Throttle {
+        Throttle {
+            rate: AtomicU64::new(rate),
+            bucket: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    pub fn set_rate(&self, rate: u64) {
+        self.rate.store(rate, Ordering::Relaxed);
+    }
+
+    /// Waits until `n` bytes may be sent.
+    pub async fn take(&self, n: usize) {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return;
+        }
+        let wait = {
+            let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let rate = rate as f64;
+            // Allow a burst of at most a quarter second of traffic.
+            let burst = rate / 4.0;
+            b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(burst);
+            b.1 = now;
+            b.0 -= n as f64;
+            if b.0 < 0.0 {
+                Duration::from_secs_f64(-b.0 / rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Everything a worker needs, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    pub journal: JournalHandle,
+    pub client: Client,
+    pub chunk_size: u64,
+    pub pacer: Arc<Pacer>,
+    pub gate: TokenGate,
+    pub throttle: Arc<Throttle>,
+    /// Signalled when new work may be in the journal.
+    pub work: Arc<Notify>,
+}
+
+/// How one attempt at a file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done {
+        video_id: String,
+    },
+    Retrying,
+    Failed,
+    Gone,
+    /// Given back to the queue: the token was refused.
+    Paused,
+    /// Given back to the queue: shutting down.
+    Released,
+}
+
+/// Errors that stop a worker: the journal cannot record what happened, so
+/// continuing could lose track of what the server holds.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Progress of the body being sent, watched for stalls.
+#[derive(Debug)]
+struct BodyProgress {
+    sent: AtomicU64,
+    /// Milliseconds since `start` of the last byte taken.
+    last_ms: AtomicU64,
+    start: Instant,
+}
+
+impl BodyProgress {
+    fn touch(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// The multipart filename: the file's name, made valid UTF-8 (reqwest
+/// percent-encodes what a header cannot carry).
+fn display_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
+        .unwrap_or_else(|| "upload".to_owned());
+    name.replace(['\r', '\n'], " ")
+}
+
+enum ChunkResult {
+    /// The server holds the chunk; with the reply when there was one.
+    Stored(Option<Reply>),
+    Failed(ApiError),
+    Stalled,
+    Abandoned,
+}
+
+impl Uploader {
+    /// Uploads one claimed file as far as it goes.
+    pub async fn upload(
+        &self,
+        row: FileRow,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        let path = row.path();
+        let shown = path.display().to_string();
+        let size = row.identity.size;
+
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let why = "the file vanished before it was uploaded";
+                warn!(id, path = %shown, "{why}");
+                self.journal.call(move |j| j.mark_gone(id, why)).await?;
+                return Ok(Outcome::Gone);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let why = format!(
+                    "cannot read the file: {e}; fix its permissions, then `ingestd retry {id}`"
+                );
+                error!(id, path = %shown, "{why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                return Ok(Outcome::Failed);
+            }
+            Err(e) => {
+                return self
+                    .retry_later(&row, &format!("cannot open the file: {e}"))
+                    .await
+            }
+        };
+        if let Some(why) = self.changed(&row, &file).await {
+            return self.gone(&row, &why).await;
+        }
+        if size == 0 {
+            let why = "the file is empty: nothing to upload";
+            self.journal.call(move |j| j.mark_failed(id, why)).await?;
+            return Ok(Outcome::Failed);
+        }
+        if size > MAX_TOTAL_BYTES {
+            let why = format!(
+                "the file is {size} bytes, over api.video's limit of {MAX_TOTAL_BYTES} bytes"
+            );
+            error!(id, path = %shown, "{why}");
+            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+            return Ok(Outcome::Failed);
+        }
+
+        let wanted = self.chunk_size;
+        let chunk_size = self
+            .journal
+            .call(move |j| j.set_chunk_size(id, wanted))
+            .await?;
+        let ranged = size > chunk_size;
+        let name = display_name(&path);
+        let mut offset = row.bytes_uploaded;
+        let mut video_id = row.video_id.clone();
+        // A resumed upload may have had its chunk at `offset` stored just
+        // before the process died, so an overlap reply means "stored".
+        let mut maybe_stored = video_id.is_some();
+        let mut last_log = Instant::now();
+        if offset > 0 {
+            info!(id, path = %shown, video_id = video_id.as_deref().unwrap_or(""), offset, size, "resuming upload");
+        }
+
+        while offset < size {
+            if cancel.is_cancelled() {
+                self.journal.call(move |j| j.release(id, None)).await?;
+                return Ok(Outcome::Released);
+            }
+            if let Some(why) = self.changed(&row, &file).await {
+                return self.gone(&row, &why).await;
+            }
+            self.pacer.wait_turn(cancel).await;
+            let generation = self.gate.state().generation;
+            if self.gate.state().refused.is_some() {
+                self.journal
+                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
+                    .await?;
+                return Ok(Outcome::Paused);
+            }
+            let range = chunk_at(offset, size, chunk_size);
+            let result = self
+                .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
+                .await;
+            let reply = match result {
+                ChunkResult::Stored(reply) => reply,
+                ChunkResult::Failed(e)
+                    if maybe_stored && (e.is_already_stored() || e.is_already_complete()) =>
+                {
+                    info!(id, path = %shown, range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
+                    None
+                }
+                ChunkResult::Failed(ApiError::RateLimited { retry_after }) => {
+                    info!(
+                        id,
+                        retry_after_s = retry_after.as_secs(),
+                        "rate limited; waiting"
+                    );
+                    continue;
+                }
+                ChunkResult::Failed(e) => {
+                    return self.failed(&row, e, generation, video_id.is_some()).await;
+                }
+                ChunkResult::Stalled => {
+                    return self
+                        .retry_later(&row, "the connection stalled: no progress for 60 s")
+                        .await;
+                }
+                ChunkResult::Abandoned => {
+                    info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
+                    self.journal.call(move |j| j.release(id, None)).await?;
+                    return Ok(Outcome::Released);
+                }
+            };
+            maybe_stored = false;
+            if let Some(rate) = reply.as_ref().map(|r| r.rate) {
+                self.pacer.observe(&rate, false);
+            }
+            let got_id = reply.as_ref().and_then(|r| r.video_id.clone());
+            let vid = match (video_id.clone(), got_id) {
+                (Some(known), Some(got)) if known != got => {
+                    warn!(id, known = %known, got = %got, "the server answered with another videoId; keeping ours");
+                    known
+                }
+                (Some(known), _) => known,
+                (None, Some(got)) => got,
+                (None, None) => {
+                    // Accepted, but unreadable: the server has a video we
+                    // cannot name. Retrying creates a new one.
+                    return self
+                        .retry_later(&row, "the server accepted the first chunk but its reply had no readable videoId")
+                        .await;
+                }
+            };
+            offset = range.offset + range.len;
+            video_id = Some(vid.clone());
+            if offset == size {
+                let json = reply.and_then(|r| r.video).map(|v| v.to_string());
+                let v = vid.clone();
+                self.journal
+                    .call(move |j| j.mark_done(id, &v, json.as_deref()))
+                    .await?;
+                info!(id, path = %shown, video_id = %vid, size, "upload done");
+                return Ok(Outcome::Done { video_id: vid });
+            }
+            let v = vid.clone();
+            self.journal
+                .call(move |j| j.record_progress(id, &v, offset))
+                .await?;
+            if last_log.elapsed() >= Duration::from_secs(5) || offset == range.len {
+                last_log = Instant::now();
+                info!(
+                    id,
+                    path = %shown,
+                    video_id = %vid,
+                    "uploaded {} of {} ({}%)",
+                    bytesize::ByteSize(offset),
+                    bytesize::ByteSize(size),
+                    offset * 100 / size
+                );
+            }
+        }
+        // Only reachable when the journal says everything was acknowledged
+        // but the row was not done (a crash between the two commits cannot
+        // happen: both are one statement). Finish it.
+        let vid = video_id.unwrap_or_default();
+        let v = vid.clone();
+        self.journal
+            .call(move |j| j.mark_done(id, &v, None))
+            .await?;
+        Ok(Outcome::Done { video_id: vid })
+    }
+
+    /// Why the file is no longer the one journaled, if it is not.
+    async fn changed(&self, row: &FileRow, file: &tokio::fs::File) -> Option<String> {
+        let now = match file.metadata().await {
+            Ok(m) => m,
+            Err(e) => return Some(format!("cannot stat the open file: {e}")),
+        };
+        if !row.identity.matches(&now) {
+            return Some(format!(
+                "the file changed since it was journaled (size {} → {}, or its mtime/inode)",
+                row.identity.size,
+                now.len()
+            ));
+        }
+        match tokio::fs::metadata(row.path()).await {
+            Ok(m) if row.identity.matches(&m) => None,
+            Ok(_) => Some("the file was replaced by another one at the same path".to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some("the file was deleted or renamed during the upload".to_owned())
+            }
+            Err(e) => Some(format!("cannot stat the file: {e}")),
+        }
+    }
+
+    async fn gone(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        warn!(id, path = %row.path().display(), video_id = row.video_id.as_deref().unwrap_or(""), "abandoning the upload: {why}");
+        let why = why.to_owned();
+        self.journal.call(move |j| j.mark_gone(id, &why)).await?;
+        Ok(Outcome::Gone)
+    }
+
+    async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        // `row.attempts` is as claimed; progress in this call resets it in
+        // the journal, so read it back.
+        let attempts = self
+            .journal
+            .call(move |j| j.get(id))
+            .await?
+            .map_or(row.attempts, |r| r.attempts)
+            .saturating_add(1);
+        let delay = backoff_delay(attempts);
+        let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        warn!(id, path = %row.path().display(), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        let why = why.to_owned();
+        self.journal
+            .call(move |j| j.mark_retrying(id, attempts, at, &why))
+            .await?;
+        self.work.notify_waiters();
+        Ok(Outcome::Retrying)
+    }
+
+    async fn failed(
+        &self,
+        row: &FileRow,
+        e: ApiError,
+        generation: u64,
+        has_video: bool,
+    ) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        match e.class() {
+            ErrorClass::Retry => self.retry_later(row, &e.to_string()).await,
+            ErrorClass::Token => {
+                if self.gate.refuse(generation, e.to_string()) {
+                    error!(
+                        "UPLOADS PAUSED: the server refused the upload token ({e}). Every file keeps its \
+                         place. Put a valid token in place (api.token, api.token_file or \
+                         $CREDENTIALS_DIRECTORY/upload-token), then send SIGHUP or restart ingestd."
+                    );
+                }
+                self.journal
+                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
+                    .await?;
+                Ok(Outcome::Paused)
+            }
+            ErrorClass::Permanent => {
+                let why = if e.is_unknown_video() && has_video {
+                    format!("{e}: the partly uploaded video no longer exists on the server")
+                } else {
+                    e.to_string()
+                };
+                error!(id, path = %row.path().display(), "upload failed permanently: {why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    /// Sends one chunk, streamed from the file, watching for stalls and shutdown.
+    async fn send_chunk(
+        &self,
+        file: &mut tokio::fs::File,
+        name: &str,
+        range: ByteRange,
+        ranged: bool,
+        video_id: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> ChunkResult {
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(range.offset)).await {
+            return ChunkResult::Failed(ApiError::Local(format!("cannot seek in the file: {e}")));
+        }
+        let reader = match file.try_clone().await {
+            Ok(f) => f.take(range.len),
+            Err(e) => {
+                return ChunkResult::Failed(ApiError::Local(format!("cannot read the file: {e}")))
+            }
+        };
+        let progress = Arc::new(BodyProgress {
+            sent: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            start: Instant::now(),
+        });
+        let throttle = self.throttle.clone();
+        let p = progress.clone();
+        let stream = ReaderStream::with_capacity(reader, READ_BUF).then(move |item| {
+            let throttle = throttle.clone();
+            let p = p.clone();
+            async move {
+                if let Ok(b) = &item {
+                    throttle.take(b.len()).await;
+                    p.touch(b.len());
+                }
+                item.map(|b: Bytes| b)
+            }
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let send = self.client.send(name, range, ranged, video_id, body);
+        tokio::pin!(send);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let shutdown = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    return match r {
+                        Ok(reply) => ChunkResult::Stored(Some(reply)),
+                        Err(ApiError::RateLimited { retry_after }) => {
+                            self.pacer.observe(&RateInfo { retry_after: Some(retry_after.as_secs()), ..RateInfo::default() }, true);
+                            ChunkResult::Failed(ApiError::RateLimited { retry_after })
+                        }
+                        Err(e) => ChunkResult::Failed(e),
+                    };
+                }
+                _ = tick.tick() => {
+                    let body_done = progress.sent.load(Ordering::Relaxed) >= range.len;
+                    let limit = if body_done { REPLY_TIMEOUT } else { STALL_TIMEOUT };
+                    if progress.idle() > limit {
+                        return ChunkResult::Stalled;
+                    }
+                }
+                _ = &mut shutdown => return ChunkResult::Abandoned,
+            }
+        }
+    }
+
+    /// A worker: claims files and uploads them until cancelled, or, with
+    /// `only`, until none of those files has work left.
+    pub async fn worker(
+        &self,
+        only: Option<Arc<Vec<i64>>>,
+        cancel: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            if self.gate.state().refused.is_some() {
+                if only.is_some() {
+                    // In the foreground there is nobody to replace the token.
+                    return Ok(());
+                }
+                if !self.gate.wait_open(&cancel).await {
+                    return Ok(());
+                }
+            }
+            // Register interest before looking, so a notify between the
+            // claim and the wait is not lost.
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ids = only.clone();
+            let claimed = self
+                .journal
+                .call(move |j| {
+                    j.claim_next(now_ms(), BACKOFF_CAP, ids.as_deref().map(|v| v.as_slice()))
+                })
+                .await?;
+            if let Some(row) = claimed {
+                let outcome = self.upload(row, &cancel).await?;
+                if matches!(
+                    outcome,
+                    Outcome::Done { .. } | Outcome::Failed | Outcome::Gone
+                ) {
+                    // A slot freed: another worker waiting on an idle journal may go.
+                    self.work.notify_waiters();
+                }
+                continue;
+            }
+            let ids = only.clone();
+            let (unfinished, next_retry) = self
+                .journal
+                .call(move |j| {
+                    let ids = ids.as_deref().map(|v| v.as_slice());
+                    Ok((j.unfinished(ids)?, j.next_retry_at(ids)?))
+                })
+                .await?;
+            if only.is_some() && unfinished == 0 {
+                return Ok(());
+            }
+            // Nothing to claim now: sleep until a retry is due, new work is
+            // signalled, or a while passes (another process may add work).
+            let until_retry = next_retry
+                .map(|at| Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)))
+                .unwrap_or(Duration::from_secs(2));
+            let nap = until_retry
+                .min(Duration::from_secs(2))
+                .max(Duration::from_millis(20));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn plan(size: u64, chunk: u64) -> Vec<String> {
+        chunk_plan(size, chunk).map(|r| r.content_range()).collect()
+    }
+
+    #[test]
+    fn plan_with_exact_multiple_has_no_empty_chunk() {
+        assert_eq!(
+            plan(10 * MIB, 5 * MIB),
+            vec![
+                "bytes 0-5242879/10485760",
+                "bytes 5242880-10485759/10485760"
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_last_chunk_of_one_byte() {
+        let p: Vec<ByteRange> = chunk_plan(5 * MIB + 1, 5 * MIB).collect();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].content_range(), "bytes 5242880-5242880/5242881");
+        assert_eq!(p[1].len, 1);
+    }
+
+    #[test]
+    fn plan_file_of_exactly_one_chunk() {
+        let p: Vec<ByteRange> = chunk_plan(8 * MIB, 8 * MIB).collect();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].len, 8 * MIB);
+        assert!(p[0].is_last());
+    }
+
+    #[test]
+    fn plan_covers_every_byte_once() {
+        for (size, chunk) in [(1, 5), (99, 10), (100, 10), (101, 10), (40 * MIB, 8 * MIB)] {
+            let p: Vec<ByteRange> = chunk_plan(size, chunk).collect();
+            let mut next = 0;
+            for r in &p {
+                assert_eq!(r.offset, next);
+                assert!(r.len > 0 && r.len <= chunk);
+                next += r.len;
+            }
+            assert_eq!(next, size);
+            assert_eq!(
+                chunk_at(p.last().unwrap().offset, size, chunk),
+                *p.last().unwrap()
+            );
+        }
+        assert_eq!(chunk_plan(0, 10).count(), 0);
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        for attempt in 1..40 {
+            let d = backoff_delay(attempt);
+            assert!(d >= Duration::from_millis(100));
+            assert!(d <= BACKOFF_CAP);
+        }
+        let early_max = (0..200).map(|_| backoff_delay(1)).max().unwrap();
+        assert!(early_max <= Duration::from_secs(1));
+        let distinct: std::collections::HashSet<_> = (0..50).map(|_| backoff_delay(10)).collect();
+        assert!(distinct.len() > 10, "full jitter spreads the delays");
+    }
+
+    #[tokio::test]
+    async fn pacer_blocks_until_the_window_resets() {
+        let p = Pacer::default();
+        let cancel = CancellationToken::new();
+        p.observe(
+            &RateInfo {
+                limit: Some(2),
+                remaining: Some(1),
+                retry_after: Some(1),
+            },
+            false,
+        );
+        let t = Instant::now();
+        p.wait_turn(&cancel).await; // the one remaining request
+        assert!(t.elapsed() < Duration::from_millis(200));
+        p.wait_turn(&cancel).await; // none left: waits for the reset
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn gate_ignores_stale_refusals() {
+        let g = TokenGate::default();
+        let generation = g.state().generation;
+        g.replaced();
+        assert!(!g.refuse(generation, "old token".into()));
+        assert!(g.state().refused.is_none());
+        assert!(g.refuse(generation + 1, "new token".into()));
+        assert!(g.state().refused.is_some());
+        g.replaced();
+        assert!(g.state().refused.is_none());
+    }
+
+    #[tokio::test]
+    async fn throttle_limits_the_rate() {
+        let t = Throttle::new(4 * MIB);
+        let start = Instant::now();
+        for _ in 0..8 {
+            t.take(256 * 1024).await; // 2 MiB in all at 4 MiB/s
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        let t = Throttle::new(0);
+        let start = Instant::now();
+        t.take(usize::MAX / 2).await;
+        assert!(start.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn multipart_names_are_made_safe() {
+        use std::ffi::OsStr;
+        let p = Path::new(OsStr::from_bytes(b"/x/caf\xe9\nclip.mp4"));
+        assert_eq!(display_name(p), "caf\u{fffd} clip.mp4");
+    }
+}
