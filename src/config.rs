@@ -129,3 +129,10 @@ pub fn load(_path: Option<&Path>) -> Result<Settings, ConfigError> {
         "config loading is not written yet".into(),
     ))
 }
+
+impl Settings {
+    /// The effective configuration as TOML (stub).
+    pub fn render(&self) -> String {
+        String::new()
+    }
+}

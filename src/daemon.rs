@@ -1,1 +1,379 @@
-//! Wiring (being written)
+//! Wiring: opens the journal (one process at a time), builds the shared
+//! upload state, runs the workers in a `JoinSet` and stops them on the
+//! cancellation token. `run` is the daemon; `upload_files` is `ingestd upload`.
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::apivideo::{ApiError, Client};
+use crate::config::{self, ConfigError, Settings};
+use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle};
+use crate::upload::{Pacer, Throttle, TokenGate, Uploader, WorkerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
+    Busy { journal: PathBuf, lock: PathBuf },
+    #[error("cannot lock the journal ({}): {source}", lock.display())]
+    Lock {
+        lock: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the upload token was refused by the server: {0}. Files keep their state; give a valid token and run again")]
+    TokenRefused(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The journal, opened and locked for this process, with the upload state
+/// every worker shares.
+pub struct Session {
+    pub uploader: Uploader,
+    pub concurrency: usize,
+    /// Held for the life of the session: one writer process per journal.
+    _lock: File,
+}
+
+/// The lock file beside the journal; `status` does not need it.
+fn lock_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+impl Session {
+    /// Opens and locks the journal, puts interrupted uploads back in the
+    /// queue, and builds the client.
+    pub async fn open(settings: &Settings) -> Result<Session, DaemonError> {
+        let token = settings.require_token()?.clone();
+        let path = settings.journal.path.clone();
+        let (journal, lock) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let mut journal = Journal::open(&path)?;
+            let lock_file = lock_path(&path);
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_file)
+                .map_err(|source| DaemonError::Lock {
+                    lock: lock_file.clone(),
+                    source,
+                })?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(DaemonError::Busy {
+                        journal: path,
+                        lock: lock_file,
+                    })
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(DaemonError::Lock {
+                        lock: lock_file,
+                        source,
+                    })
+                }
+            }
+            let resumed = journal.requeue_interrupted()?;
+            if resumed > 0 {
+                info!(resumed, "resuming uploads interrupted by a stop or a crash");
+            }
+            Ok((journal, lock))
+        })
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+        let journal = JournalHandle::spawn(journal).map_err(DaemonError::Thread)?;
+        let client = Client::new(settings.api.base_url.clone(), token)?;
+        Ok(Session {
+            uploader: Uploader {
+                journal,
+                client,
+                chunk_size: settings.api.chunk_size,
+                pacer: Arc::new(Pacer::default()),
+                gate: TokenGate::default(),
+                throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
+                work: Arc::new(Notify::new()),
+            },
+            concurrency: settings.upload.concurrency.max(1),
+            _lock: lock,
+        })
+    }
+
+    /// Runs `concurrency` workers until `cancel` (or, with `only`, until
+    /// those files are finished). A worker's journal error stops them all.
+    pub async fn run_workers(
+        &self,
+        only: Option<Vec<i64>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let only = only.map(Arc::new);
+        let stop = cancel.child_token();
+        let mut set = JoinSet::new();
+        for _ in 0..self.concurrency {
+            let uploader = self.uploader.clone();
+            let only = only.clone();
+            let stop = stop.clone();
+            set.spawn(async move { uploader.worker(only, stop).await });
+        }
+        let mut first_err = None;
+        while let Some(res) = set.join_next().await {
+            let res = match res {
+                Ok(r) => r.map_err(DaemonError::from),
+                Err(e) => Err(DaemonError::Thread(std::io::Error::other(format!(
+                    "a worker panicked: {e}"
+                )))),
+            };
+            if let Err(e) = res {
+                error!("stopping: {e}");
+                stop.cancel();
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Applies a reloaded configuration to running workers: a new token reopens
+/// the gate; the bandwidth limit changes at once.
+pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
+    let token = settings.require_token()?.clone();
+    uploader.client.set_token(token);
+    uploader.gate.replaced();
+    uploader.throttle.set_rate(settings.upload.bandwidth_limit);
+    uploader.work.notify_waiters();
+    Ok(())
+}
+
+/// `ingestd run`: resumes and uploads whatever the journal holds, until
+/// `shutdown`. SIGHUP re-reads the configuration from `config_path`.
+pub async fn run(
+    settings: Settings,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let session = Session::open(&settings).await?;
+    info!(
+        journal = %settings.journal.path.display(),
+        server = %settings.api.base_url,
+        concurrency = session.concurrency,
+        "ingestd running"
+    );
+    let reloader = spawn_reloader(&session, config_path, shutdown.clone());
+    let result = session.run_workers(None, &shutdown).await;
+    reloader.abort();
+    info!("stopped; the journal is consistent");
+    result
+}
+
+/// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
+fn spawn_reloader(
+    session: &Session,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let uploader = session.uploader.clone();
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot listen for SIGHUP, reloading is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            info!("SIGHUP: reloading the configuration");
+            let path = config_path.clone();
+            let loaded = tokio::task::spawn_blocking(move || config::load(path.as_deref())).await;
+            let settings = match loaded {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    error!("the new configuration is refused, the old one stays: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    error!("reloading failed: {e}");
+                    continue;
+                }
+            };
+            match apply_reload(&uploader, &settings) {
+                Ok(()) => info!("configuration reloaded; uploads resume"),
+                Err(e) => error!("the new configuration is refused, the old one stays: {e}"),
+            }
+        }
+    })
+}
+
+/// What happened to one file given to `ingestd upload`.
+#[derive(Debug, Clone)]
+pub struct UploadResult {
+    pub path: PathBuf,
+    /// The journal row, when the file was journaled.
+    pub row: Option<FileRow>,
+    /// Why it was not journaled or not uploaded, when so.
+    pub note: Option<String>,
+}
+
+impl UploadResult {
+    pub fn ok(&self) -> bool {
+        self.row
+            .as_ref()
+            .is_some_and(|r| r.state == FileState::Done)
+    }
+}
+
+/// The identity of a file named on the command line, or why it cannot be
+/// uploaded.
+fn identify(path: &Path) -> Result<FileIdentity, String> {
+    let abs = std::path::absolute(path).map_err(|e| format!("cannot resolve the path: {e}"))?;
+    let meta = std::fs::metadata(&abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        _ => format!("cannot read it: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    if meta.len() == 0 {
+        return Err("empty file: nothing to upload (skipped, not journaled)".to_owned());
+    }
+    let (Some(root), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err("not a file path".to_owned());
+    };
+    Ok(FileIdentity::from_metadata(root, Path::new(name), &meta))
+}
+
+/// `ingestd upload FILE…`: journals the files and uploads them in the
+/// foreground. Files already uploaded are not uploaded again.
+pub async fn upload_files(
+    settings: &Settings,
+    paths: &[PathBuf],
+    shutdown: CancellationToken,
+) -> Result<Vec<UploadResult>, DaemonError> {
+    let session = Session::open(settings).await?;
+    let mut results: Vec<UploadResult> = Vec::new();
+    let mut idents = Vec::new();
+    for p in paths {
+        match identify(p) {
+            Ok(ident) => {
+                idents.push(ident);
+                results.push(UploadResult {
+                    path: p.clone(),
+                    row: None,
+                    note: None,
+                });
+            }
+            Err(note) => {
+                warn!(path = %p.display(), "not uploading: {note}");
+                results.push(UploadResult {
+                    path: p.clone(),
+                    row: None,
+                    note: Some(note),
+                });
+            }
+        }
+    }
+    let journal = session.uploader.journal.clone();
+    let to_add = idents.clone();
+    let added = journal
+        .call(move |j| j.add_files(&to_add, FileState::Queued))
+        .await?;
+    let mut ids = Vec::new();
+    for a in &added {
+        match a.state {
+            FileState::Queued | FileState::Retrying | FileState::Uploading => ids.push(a.id),
+            FileState::Done => info!(id = a.id, "already uploaded; not uploading it again"),
+            other => warn!(
+                id = a.id,
+                "already journaled as {other}; see `ingestd status`, `ingestd retry {}`", a.id
+            ),
+        }
+    }
+    let run = session.run_workers(Some(ids.clone()), &shutdown).await;
+    let refused = session.uploader.gate.state().refused;
+    // Fill in the final rows, in the order given.
+    let ids_in_order: Vec<i64> = added.iter().map(|a| a.id).collect();
+    let rows = journal
+        .call(move |j| {
+            ids_in_order
+                .iter()
+                .map(|id| j.get(*id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    let mut rows = rows.into_iter();
+    for r in results.iter_mut().filter(|r| r.note.is_none()) {
+        r.row = rows.next().flatten();
+    }
+    run?;
+    if let Some(why) = refused {
+        return Err(DaemonError::TokenRefused(why));
+    }
+    Ok(results)
+}
+
+/// A path for humans: lossy for names that are not UTF-8, control
+/// characters escaped so a name cannot forge a line.
+pub fn show_path(p: &Path) -> String {
+    String::from_utf8_lossy(p.as_os_str().as_bytes())
+        .escape_debug()
+        .to_string()
+}
+
+/// `ingestd run --once`: uploads everything the journal has ready, then
+/// returns. (Watch-folder scanning joins this with the watch stage.)
+pub async fn run_once(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<Vec<UploadResult>, DaemonError> {
+    let session = Session::open(settings).await?;
+    let journal = session.uploader.journal.clone();
+    let pending: Vec<i64> = journal
+        .call(|j| {
+            Ok(j.list(Some(&[FileState::Queued, FileState::Retrying]))?
+                .into_iter()
+                .map(|r| r.id)
+                .collect())
+        })
+        .await?;
+    let run = session.run_workers(Some(pending.clone()), &shutdown).await;
+    let refused = session.uploader.gate.state().refused;
+    let rows = journal
+        .call(move |j| {
+            pending
+                .iter()
+                .map(|id| j.get(*id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    run?;
+    if let Some(why) = refused {
+        return Err(DaemonError::TokenRefused(why));
+    }
+    Ok(rows
+        .into_iter()
+        .flatten()
+        .map(|row| UploadResult {
+            path: row.path(),
+            row: Some(row),
+            note: None,
+        })
+        .collect())
+}

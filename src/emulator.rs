@@ -91,3 +91,11 @@ impl Emulator {
     }
     pub async fn shutdown(self) {}
 }
+
+pub async fn run_standalone(
+    _listen: SocketAddr,
+    _opts: EmulatorOptions,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    Err(std::io::Error::other("emulator not written yet"))
+}

@@ -235,6 +235,21 @@ fn disk_hint(e: &rusqlite::Error) -> &'static str {
     }
 }
 
+/// `AND id IN (…)` restricting a query to `only`, or nothing. Ids are
+/// integers, so inlining them is safe.
+fn id_filter(only: Option<&[i64]>) -> String {
+    match only {
+        Some(ids) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!("AND id IN ({})", ids.join(","))
+        }
+        None => String::new(),
+    }
+}
+
+/// What `retry` did to each id.
+pub type RetryOutcome = Vec<(i64, Result<(), JournalError>)>;
+
 /// The column list every row-reading query uses, in [`row_to_file`]'s order.
 const COLUMNS: &str = "id, root, rel_path, size, mtime_ns, dev, inode, state, chunk_size, \
      bytes_uploaded, video_id, attempts, next_attempt_at, last_error, created_at, updated_at, \
@@ -577,14 +592,10 @@ impl Journal {
         only: Option<&[i64]>,
     ) -> Result<Option<FileRow>, JournalError> {
         let horizon = now.saturating_add(i64::try_from(max_backoff.as_millis()).unwrap_or(0));
-        let filter = match only {
-            Some(ids) if ids.is_empty() => return Ok(None),
-            Some(ids) => {
-                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-                format!("AND id IN ({})", ids.join(","))
-            }
-            None => String::new(),
-        };
+        if only.is_some_and(|ids| ids.is_empty()) {
+            return Ok(None);
+        }
+        let filter = id_filter(only);
         let sql = format!(
             "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
              WHERE id = (SELECT id FROM files WHERE state IN ('queued', 'retrying') \
@@ -703,10 +714,7 @@ impl Journal {
 
     /// Puts failed files back in the queue (`ingestd retry`). With `ids`, only
     /// those; each id gets its own outcome.
-    pub fn retry_failed(
-        &mut self,
-        ids: Option<&[i64]>,
-    ) -> Result<Vec<(i64, Result<(), JournalError>)>, JournalError> {
+    pub fn retry_failed(&mut self, ids: Option<&[i64]>) -> Result<RetryOutcome, JournalError> {
         let ids: Vec<i64> = match ids {
             Some(ids) => ids.to_vec(),
             None => self
@@ -775,13 +783,7 @@ impl Journal {
 
     /// The earliest `next_attempt_at` of a retrying file (to sleep until).
     pub fn next_retry_at(&self, only: Option<&[i64]>) -> Result<Option<i64>, JournalError> {
-        let filter = match only {
-            Some(ids) => {
-                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-                format!("AND id IN ({})", ids.join(","))
-            }
-            None => String::new(),
-        };
+        let filter = id_filter(only);
         self.conn
             .query_row(
                 &format!(
@@ -795,13 +797,7 @@ impl Journal {
 
     /// How many of the files (all, or `only`) still have work ahead of them.
     pub fn unfinished(&self, only: Option<&[i64]>) -> Result<u64, JournalError> {
-        let filter = match only {
-            Some(ids) => {
-                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-                format!("AND id IN ({})", ids.join(","))
-            }
-            None => String::new(),
-        };
+        let filter = id_filter(only);
         self.conn
             .query_row(
                 &format!(

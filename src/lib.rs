@@ -28,6 +28,8 @@
 pub mod apivideo;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod emulator;
 pub mod journal;
+pub mod status;
 pub mod upload;

@@ -1,1 +1,284 @@
-fn main() {}
+//! The `ingestd` command line: parse, load the configuration, call the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use ingestd::config::{self, Settings};
+use ingestd::daemon::{self, DaemonError};
+use ingestd::journal::{FileState, Journal};
+use ingestd::{demo, emulator, status};
+
+/// EX_CONFIG from sysexits.h: the configuration is invalid.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "ingestd",
+    version,
+    about = "Watch folders, journal every new file, upload it to api.video in resumable chunks"
+)]
+struct Cli {
+    /// The configuration file [default: $INGESTD_CONFIG, else /etc/ingestd/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground: resume and upload what the journal holds
+    Run {
+        /// Upload everything that is ready, then exit (1 if a file failed)
+        #[arg(long)]
+        once: bool,
+    },
+    /// Journal these files and upload them now, in the foreground
+    Upload {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show the journal: one line (or JSON object) per file
+    Status {
+        /// Print a JSON array for scripts
+        #[arg(long)]
+        json: bool,
+        /// Only files in this state (repeatable): settling, queued, uploading, retrying, done, failed, gone
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<FileState>,
+    },
+    /// Put failed files back in the queue
+    Retry {
+        /// Journal ids (see `ingestd status`)
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "failed",
+            conflicts_with = "failed"
+        )]
+        ids: Vec<i64>,
+        /// Every failed file
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Validate the configuration and print it, secrets redacted
+    CheckConfig,
+    /// Run the local api.video-compatible upload endpoint
+    Emulator {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        options: emulator::EmulatorOptions,
+    },
+    /// Show the whole pipeline against a built-in emulator and a temporary folder
+    Demo,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("INGESTD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load_config(cli_path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    config::load(cli_path.map(|p| p.as_path())).map_err(|e| {
+        eprintln!("ingestd: invalid configuration: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: finishing the chunks in flight, then stopping"),
+            _ = int.recv() => info!("SIGINT: finishing the chunks in flight, then stopping"),
+        }
+        t.cancel();
+    });
+    Ok(token)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ingestd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("ingestd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Run { once } => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            if let Err(e) = settings.require_token() {
+                eprintln!("ingestd: invalid configuration: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let shutdown = shutdown_on_signals()?;
+            if once {
+                let results = daemon::run_once(&settings, shutdown).await;
+                return finish_batch(results);
+            }
+            daemon::run(settings, config_path, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upload { files } => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            if let Err(e) = settings.require_token() {
+                eprintln!("ingestd: invalid configuration: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let shutdown = shutdown_on_signals()?;
+            let results = daemon::upload_files(&settings, &files, shutdown).await;
+            finish_batch(results)
+        }
+        Command::Status { json, states } => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let journal = Journal::open_read_only(&settings.journal.path)?;
+            let filter = (!states.is_empty()).then_some(states.as_slice());
+            let rows = journal.list(filter)?;
+            if json {
+                println!("{}", status::to_json(&rows));
+            } else {
+                print!("{}", status::to_table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { ids, failed } => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let mut journal = Journal::open(&settings.journal.path)?;
+            let outcome = journal.retry_failed((!failed).then_some(ids.as_slice()))?;
+            let mut ok = true;
+            for (id, r) in &outcome {
+                match r {
+                    Ok(()) => println!("{id}: queued again"),
+                    Err(e) => {
+                        ok = false;
+                        println!("{id}: {e}");
+                    }
+                }
+            }
+            if outcome.is_empty() {
+                println!("no failed files");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::CheckConfig => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            print!("{}", settings.render());
+            if let Err(e) = settings.require_token() {
+                eprintln!("ingestd: invalid configuration: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            eprintln!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emulator { listen, options } => {
+            let shutdown = shutdown_on_signals()?;
+            emulator::run_standalone(listen, options, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let shutdown = shutdown_on_signals()?;
+            let ok = demo::run(shutdown).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// Prints the outcome of `upload` / `run --once`; exit 0 only if all are done.
+fn finish_batch(
+    results: Result<Vec<daemon::UploadResult>, DaemonError>,
+) -> anyhow::Result<ExitCode> {
+    let results = match results {
+        Ok(r) => r,
+        Err(DaemonError::Config(e)) => {
+            eprintln!("ingestd: invalid configuration: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut all_ok = true;
+    for r in &results {
+        all_ok &= r.ok();
+        let path = daemon::show_path(&r.path);
+        match (&r.row, &r.note) {
+            (Some(row), _) if row.state == FileState::Done => println!(
+                "done      {path}  videoId {}",
+                row.video_id.as_deref().unwrap_or("?")
+            ),
+            (Some(row), _) => println!(
+                "{:<9} {path}  {}",
+                row.state.as_str(),
+                row.last_error.as_deref().unwrap_or("")
+            ),
+            (None, note) => println!(
+                "skipped   {path}  {}",
+                note.as_deref().unwrap_or("not journaled")
+            ),
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

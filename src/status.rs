@@ -1,0 +1,135 @@
+//! `ingestd status`: the journal as a table for people or JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::daemon::show_path;
+use crate::journal::{now_ms, FileRow, FileState};
+
+/// One file as `status --json` prints it. The field names are a contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    pub id: i64,
+    pub path: String,
+    pub state: FileState,
+    pub size: u64,
+    pub bytes_uploaded: u64,
+    pub progress_percent: f64,
+    pub video_id: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix milliseconds.
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub done_at: Option<i64>,
+}
+
+impl From<&FileRow> for FileStatus {
+    fn from(r: &FileRow) -> Self {
+        FileStatus {
+            id: r.id,
+            path: String::from_utf8_lossy(std::os::unix::ffi::OsStrExt::as_bytes(
+                r.path().as_os_str(),
+            ))
+            .into_owned(),
+            state: r.state,
+            size: r.identity.size,
+            bytes_uploaded: r.bytes_uploaded,
+            progress_percent: percent(r.bytes_uploaded, r.identity.size),
+            video_id: r.video_id.clone(),
+            attempts: r.attempts,
+            last_error: r.last_error.clone(),
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            done_at: r.done_at,
+        }
+    }
+}
+
+fn percent(done: u64, size: u64) -> f64 {
+    if size == 0 {
+        return 100.0;
+    }
+    ((done as f64 / size as f64) * 1000.0).floor() / 10.0
+}
+
+pub fn to_json(rows: &[FileRow]) -> String {
+    let all: Vec<FileStatus> = rows.iter().map(FileStatus::from).collect();
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn age(ms: i64) -> String {
+    let secs = (now_ms() - ms).max(0) / 1000;
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A readable table and a summary line.
+pub fn to_table(rows: &[FileRow]) -> String {
+    let mut out = String::new();
+    let header = [
+        "ID", "STATE", "PROGRESS", "SIZE", "VIDEO", "TRIES", "AGE", "PATH",
+    ];
+    let mut lines: Vec<[String; 8]> = vec![header.map(str::to_owned)];
+    for r in rows {
+        lines.push([
+            r.id.to_string(),
+            r.state.to_string(),
+            format!("{:.1}%", percent(r.bytes_uploaded, r.identity.size)),
+            bytesize::ByteSize(r.identity.size).to_string(),
+            r.video_id.clone().unwrap_or_else(|| "-".into()),
+            r.attempts.to_string(),
+            age(r.updated_at),
+            show_path(&r.path()),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for l in &lines {
+        for (w, c) in widths.iter_mut().zip(l.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for (i, l) in lines.iter().enumerate() {
+        let mut line = String::new();
+        for (j, (c, w)) in l.iter().zip(widths).enumerate() {
+            if j == 7 {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i > 0 {
+            let r = &rows[i - 1];
+            if let (Some(e), false) = (&r.last_error, r.state == FileState::Done) {
+                let _ = writeln!(out, "      └ {}", e.escape_debug());
+            }
+        }
+    }
+    let mut counts: BTreeMap<FileState, usize> = BTreeMap::new();
+    for r in rows {
+        *counts.entry(r.state).or_default() += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let _ = writeln!(
+        out,
+        "{} files: {}",
+        rows.len(),
+        if summary.is_empty() {
+            "none".to_owned()
+        } else {
+            summary.join(", ")
+        }
+    );
+    out
+}
