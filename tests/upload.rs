@@ -1,0 +1,387 @@
+//! The upload core end to end: the real binary against the emulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ingestd::emulator::Fault;
+
+fn upload(env: &Env, files: &[&std::path::Path]) -> std::process::Output {
+    let mut args = vec!["upload"];
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    env.run(&args)
+}
+
+fn done_video(env: &Env, path: &std::path::Path) -> String {
+    let row = row_for(env, path).expect("journaled");
+    assert_eq!(row["state"], "done", "{row}");
+    row["video_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn small_file_goes_in_one_request() {
+    let env = Env::new();
+    let f = env.file("clip.mp4", MIB + 3, 1);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    let v = env.video(&vid);
+    assert!(v.complete);
+    assert_eq!(v.sha256.as_deref(), Some(sha256(&f).as_str()));
+    assert_eq!(v.title, "clip");
+    assert_eq!(env.emulator.stats().upload_requests, 1);
+}
+
+#[test]
+fn chunked_file_is_reassembled_byte_for_byte() {
+    let env = Env::new();
+    let f = env.file("big.mov", 40 * MIB, 2);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+    // 40 MiB in 8 MiB chunks: five requests, one video.
+    assert_eq!(env.emulator.stats().upload_requests, 5);
+    assert_eq!(env.videos().len(), 1);
+    let row = row_for(&env, &f).unwrap();
+    for key in [
+        "id",
+        "path",
+        "state",
+        "size",
+        "bytes_uploaded",
+        "video_id",
+        "attempts",
+        "last_error",
+    ] {
+        assert!(row.get(key).is_some(), "status --json lacks {key}: {row}");
+    }
+    assert_eq!(row["bytes_uploaded"], 40 * MIB);
+    // Uploading the same file again does nothing: it is done.
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.emulator.stats().upload_requests, 5);
+}
+
+#[test]
+fn sigkill_mid_upload_resumes_on_the_same_video() {
+    let env = Env::new();
+    env.write_config("5MiB", "");
+    let size = 40 * MIB;
+    let f = env.file("long take.mxf", size, 3);
+    // Slow every request so the kill lands mid-upload.
+    env.emulator
+        .push_faults(vec![Some(Fault::Latency(Duration::from_millis(250))); 40]);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    let mut video_before = None;
+    let reached = wait_until(Duration::from_secs(30), || {
+        rows(&env).first().is_some_and(|r| {
+            video_before = r.video_id.clone();
+            r.bytes_uploaded >= 15 * MIB
+        })
+    });
+    let mut child = child;
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(reached, "the upload never got past 15 MiB");
+    let video_before = video_before.expect("videoId journaled before the kill");
+    let row = rows(&env).remove(0);
+    assert_ne!(
+        row.state.as_str(),
+        "done",
+        "killed too late to test anything"
+    );
+
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(
+        vid, video_before,
+        "the resumed upload must reuse the videoId"
+    );
+    assert_eq!(env.videos().len(), 1, "no second video: {:?}", env.videos());
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+    let sent = env.emulator.stats().body_bytes;
+    assert!(
+        sent <= size + 5 * MIB,
+        "at most one chunk re-sent: the server read {sent} bytes for a {size}-byte file"
+    );
+}
+
+#[test]
+fn lost_reply_is_recovered_through_the_overlap_rule() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 20 * MIB, 4);
+    // The second chunk is stored but its reply never arrives.
+    env.emulator.push_faults(vec![None, Some(Fault::LostReply)]);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.videos().len(), 1);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already had this chunk"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn lost_reply_on_the_last_chunk_still_finishes() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 12 * MIB, 5);
+    env.emulator.push_faults(vec![None, Some(Fault::LostReply)]);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.videos().len(), 1);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+}
+
+#[test]
+fn storms_of_503_and_resets_are_survived() {
+    let env = Env::new();
+    let a = env.file("a.mp4", 17 * MIB, 6);
+    let b = env.file("b.mp4", 2 * MIB, 7);
+    env.emulator.push_faults(vec![
+        Some(Fault::Status503),
+        Some(Fault::ResetMidBody),
+        None,
+        Some(Fault::Status503),
+        Some(Fault::ResetMidBody),
+        None,
+        Some(Fault::ResetMidBody),
+        Some(Fault::Status503),
+    ]);
+    let out = upload(&env, &[&a, &b]);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in [&a, &b] {
+        let vid = done_video(&env, f);
+        assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(f).as_str()));
+    }
+    assert_eq!(env.videos().len(), 2, "{:?}", env.videos());
+}
+
+#[test]
+fn invalid_token_pauses_without_failing_and_resumes_on_sighup() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 12 * MIB, 8);
+    env.set_token("to1wrongWRONGwrongWRONGx");
+    // In the foreground: exit 1 with a clear message; the file keeps its place.
+    let out = upload(&env, &[&f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("token"), "{}", text(&out));
+    let row = row_for(&env, &f).unwrap();
+    assert_eq!(row["state"], "queued", "{row}");
+    assert_eq!(row["attempts"], 0, "{row}");
+
+    // The daemon pauses, then resumes when the token is replaced + SIGHUP.
+    let child = env.spawn(&["run"]);
+    assert!(wait_until(Duration::from_secs(20), || env
+        .emulator
+        .stats()
+        .upload_requests
+        >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rows(&env).iter().all(|r| r.state.as_str() == "queued"));
+    env.set_token(TOKEN);
+    signal(&child, 1); // SIGHUP
+    let finished = wait_until(Duration::from_secs(30), || {
+        rows(&env).iter().all(|r| r.state.as_str() == "done")
+    });
+    signal(&child, 15); // SIGTERM
+    let out = wait_child(child, Duration::from_secs(20));
+    assert!(finished, "not resumed after SIGHUP: {}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UPLOADS PAUSED"), "{err}");
+    assert!(
+        !text(&out).contains("to1wrongWRONG"),
+        "the token leaked: {}",
+        text(&out)
+    );
+    let vid = done_video(&env, &f);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+}
+
+#[test]
+fn rate_limit_slows_down_and_finishes_everything() {
+    let env = Env::with(|o| {
+        o.rate_limit = 3;
+        o.rate_window = Duration::from_secs(1);
+    });
+    let files: Vec<_> = (0..8)
+        .map(|i| env.file(&format!("f{i}.mp4"), 100_000 + i, 100 + i))
+        .collect();
+    let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let out = upload(&env, &refs);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in &files {
+        let vid = done_video(&env, f);
+        assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(f).as_str()));
+    }
+    assert_eq!(env.videos().len(), 8);
+}
+
+#[test]
+fn empty_files_are_skipped_and_never_sent() {
+    let env = Env::new();
+    let empty = env.file("empty.mp4", 0, 0);
+    let full = env.file("full.mp4", 1000, 9);
+    let out = upload(&env, &[&empty, &full]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("empty"), "{}", text(&out));
+    assert_eq!(env.emulator.stats().upload_requests, 1);
+    assert!(row_for(&env, &empty).is_none());
+    done_video(&env, &full);
+}
+
+#[test]
+fn non_utf8_and_newline_names_are_uploaded() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 \"take\"\n2.mp4");
+    let p = env.media.join(name);
+    write_random(&p, 4000, 10);
+    let out = env.cmd(&["upload"]).arg(&p).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = rows(&env);
+    assert_eq!(rows[0].state.as_str(), "done");
+    assert_eq!(rows[0].path(), p);
+    let v = env.video(rows[0].video_id.as_deref().unwrap());
+    assert_eq!(v.sha256.as_deref(), Some(sha256(&p).as_str()));
+}
+
+#[test]
+fn a_file_deleted_during_upload_ends_gone() {
+    let env = Env::new();
+    env.write_config("5MiB", "");
+    let f = env.file("vanishing.mp4", 30 * MIB, 11);
+    env.emulator
+        .push_faults(vec![Some(Fault::Latency(Duration::from_millis(300))); 10]);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        rows(&env).first().is_some_and(|r| r.bytes_uploaded > 0)
+    }));
+    std::fs::remove_file(&f).unwrap();
+    let out = wait_child(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = rows(&env).remove(0);
+    assert_eq!(r.state.as_str(), "gone");
+    assert!(text(&out).contains("deleted or renamed"), "{}", text(&out));
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_the_upload_resumes() {
+    let env = Env::new();
+    env.write_config("5MiB", "");
+    let f = env.file("a.mp4", 30 * MIB, 12);
+    env.emulator
+        .push_faults(vec![Some(Fault::Latency(Duration::from_millis(300))); 6]);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        rows(&env).first().is_some_and(|r| r.bytes_uploaded > 0)
+    }));
+    signal(&child, 15);
+    let out = wait_child(child, Duration::from_secs(20));
+    let r = rows(&env).remove(0);
+    assert!(
+        matches!(r.state.as_str(), "queued" | "done"),
+        "after SIGTERM the journal is consistent: {r:?}\n{}",
+        text(&out)
+    );
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.videos().len(), 1);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+}
+
+#[test]
+fn the_token_never_appears_in_output_even_at_trace_level() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 6 * MIB, 13);
+    env.emulator
+        .push_faults(vec![Some(Fault::Status503), Some(Fault::ResetMidBody)]);
+    let out = env
+        .cmd(&["upload", f.to_str().unwrap()])
+        .env("INGESTD_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for args in [&["status"][..], &["status", "--json"], &["check-config"]] {
+        let o = env.run(args);
+        assert!(
+            !text(&o).contains(TOKEN),
+            "{args:?} leaked the token: {}",
+            text(&o)
+        );
+    }
+    assert!(
+        !text(&out).contains(TOKEN),
+        "the token leaked: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn journal_in_an_unusable_place_is_a_clear_error() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 1000, 14);
+    // A regular file where the journal's directory should be.
+    let blocker = env.dir.path().join("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    env.write_config("8MiB", "");
+    let cfg = std::fs::read_to_string(&env.config).unwrap().replace(
+        &env.journal.display().to_string(),
+        &blocker.join("journal.db").display().to_string(),
+    );
+    std::fs::write(&env.config, cfg).unwrap();
+    let out = upload(&env, &[&f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("journal"), "{}", text(&out));
+    assert_eq!(env.emulator.stats().upload_requests, 0);
+
+    // Not a SQLite file: refused, left untouched.
+    let garbage = env.dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let cfg = std::fs::read_to_string(&env.config).unwrap().replace(
+        &blocker.join("journal.db").display().to_string(),
+        &garbage.display().to_string(),
+    );
+    std::fs::write(&env.config, cfg).unwrap();
+    let out = upload(&env, &[&f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not an ingestd journal"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![7u8; 4096]);
+}
+
+#[test]
+fn retry_puts_failed_files_back() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 1000, 15);
+    let out = env.run(&["retry", "--failed"]);
+    assert!(
+        !out.status.success()
+            || text(&out).contains("no failed files")
+            || text(&out).contains("no journal"),
+        "{}",
+        text(&out)
+    );
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = rows(&env)[0].id.to_string();
+    let out = env.run(&["retry", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a done file cannot be retried: {}",
+        text(&out)
+    );
+}
