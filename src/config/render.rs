@@ -1,0 +1,142 @@
+//! The effective configuration as TOML, for `ingestd check-config`. The
+//! output loads back into the same settings; the token is never in it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::values::{format_duration, format_size};
+use super::{AfterUpload, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
+
+impl Settings {
+    /// The effective configuration as TOML, sizes and durations in human
+    /// units, the token replaced by `<redacted>` and where it came from.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // `write!` into a String cannot fail; the results are ignored.
+        let _ = writeln!(out, "# ingestd effective configuration");
+        match &self.source {
+            Some(path) => {
+                let _ = writeln!(
+                    out,
+                    "# read from {} and INGESTD_* environment variables",
+                    path.display()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "# no config file; built-in defaults and INGESTD_* environment variables"
+                );
+            }
+        }
+
+        let api = &self.api;
+        let _ = writeln!(out, "\n[api]");
+        let _ = writeln!(out, "base_url = {}", quote(api.base_url.as_str()));
+        match &api.token {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "# token: none configured (uploads need one: api.token_file, api.token or LoadCredential={TOKEN_CREDENTIAL_NAME}:FILE)"
+                );
+            }
+            Some((_, TokenSource::Inline)) => {
+                let _ = writeln!(
+                    out,
+                    "# token: <redacted>, from api.token (config file or INGESTD_API__TOKEN)"
+                );
+            }
+            Some((_, TokenSource::File(path))) => {
+                let _ = writeln!(out, "token_file = {}", quote_path(path));
+                let _ = writeln!(out, "# token: <redacted>, from {}", path.display());
+            }
+            Some((_, TokenSource::Credentials(path))) => {
+                let _ = writeln!(
+                    out,
+                    "# token: <redacted>, from systemd credential {TOKEN_CREDENTIAL_NAME} ({})",
+                    path.display()
+                );
+            }
+        }
+        let _ = writeln!(out, "chunk_size = {}", quote(&format_size(api.chunk_size)));
+
+        let _ = writeln!(out, "\n[journal]");
+        let _ = writeln!(out, "path = {}", quote_path(&self.journal.path));
+
+        let upload = &self.upload;
+        let _ = writeln!(out, "\n[upload]");
+        let _ = writeln!(out, "concurrency = {}", upload.concurrency);
+        let unlimited = if upload.bandwidth_limit == 0 {
+            "  # unlimited"
+        } else {
+            "  # bytes per second"
+        };
+        let _ = writeln!(
+            out,
+            "bandwidth_limit = {}{unlimited}",
+            quote(&format_size(upload.bandwidth_limit))
+        );
+
+        if self.watches.is_empty() {
+            let _ = writeln!(out, "\n# no [[watch]] folders configured");
+        }
+        for watch in &self.watches {
+            let _ = writeln!(out, "\n[[watch]]");
+            let _ = writeln!(out, "path = {}", quote_path(&watch.path));
+            let _ = writeln!(out, "recursive = {}", watch.recursive);
+            let _ = writeln!(out, "include = {}", list(&watch.include));
+            let _ = writeln!(out, "exclude = {}", list(&watch.exclude));
+            let _ = writeln!(out, "settle = {}", quote(&format_duration(watch.settle)));
+            let _ = writeln!(out, "mode = {}", quote(watch.mode.as_str()));
+            let _ = writeln!(
+                out,
+                "poll_interval = {}",
+                quote(&format_duration(watch.poll_interval))
+            );
+            match &watch.after_upload {
+                AfterUpload::Keep => {
+                    let _ = writeln!(out, "after_upload = \"keep\"");
+                }
+                AfterUpload::Delete => {
+                    let _ = writeln!(out, "after_upload = \"delete\"");
+                }
+                AfterUpload::Move(dir) => {
+                    let _ = writeln!(out, "after_upload = \"move\"");
+                    let _ = writeln!(out, "move_to = {}", quote_path(dir));
+                }
+            }
+            let _ = writeln!(out, "follow_symlinks = {}", watch.follow_symlinks);
+        }
+        out
+    }
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(&path.to_string_lossy())
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,105 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> EnvMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_missing_default_config_file_means_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let absent = dir.path().join("config.toml");
+    let settings = load_with_default(None, env(&[]), &absent).expect("defaults");
+    assert_eq!(settings.source, None);
+    assert_eq!(settings.api.chunk_size, DEFAULT_CHUNK_SIZE);
+    assert!(settings.watches.is_empty());
+}
+
+#[test]
+fn an_existing_default_config_file_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[upload]\nconcurrency = 5\n").expect("write");
+    let settings = load_with_default(None, env(&[]), &path).expect("loads");
+    assert_eq!(settings.source.as_deref(), Some(path.as_path()));
+    assert_eq!(settings.upload.concurrency, 5);
+}
+
+#[test]
+fn ingestd_config_wins_over_the_default_and_must_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, "[upload]\nconcurrency = 5\n").expect("write");
+    let chosen = dir.path().join("chosen.toml");
+    std::fs::write(&chosen, "[upload]\nconcurrency = 7\n").expect("write");
+    let chosen_text = chosen.to_string_lossy().to_string();
+
+    let settings =
+        load_with_default(None, env(&[("INGESTD_CONFIG", &chosen_text)]), &default).expect("loads");
+    assert_eq!(settings.upload.concurrency, 7);
+    assert_eq!(settings.source.as_deref(), Some(chosen.as_path()));
+
+    let missing = dir.path().join("missing.toml");
+    let missing_text = missing.to_string_lossy().to_string();
+    match load_with_default(None, env(&[("INGESTD_CONFIG", &missing_text)]), &default) {
+        Err(ConfigError::ReadFile { path, error }) => {
+            assert_eq!(path, missing);
+            assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected ReadFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_explicit_path_wins_over_ingestd_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let explicit = dir.path().join("explicit.toml");
+    std::fs::write(&explicit, "[upload]\nconcurrency = 3\n").expect("write");
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "[upload]\nconcurrency = 9\n").expect("write");
+    let other_text = other.to_string_lossy().to_string();
+    let settings = load_with_default(
+        Some(&explicit),
+        env(&[("INGESTD_CONFIG", &other_text)]),
+        &other,
+    )
+    .expect("loads");
+    assert_eq!(settings.upload.concurrency, 3);
+}
+
+#[test]
+fn journal_default_uses_the_first_state_directory() {
+    assert_eq!(
+        journal_default_in(Some("/var/lib/ingestd")),
+        PathBuf::from("/var/lib/ingestd/journal.db")
+    );
+    assert_eq!(
+        journal_default_in(Some("/var/lib/a:/var/lib/b")),
+        PathBuf::from("/var/lib/a/journal.db")
+    );
+    assert_eq!(journal_default_in(Some("")), PathBuf::from("./ingestd.db"));
+    assert_eq!(journal_default_in(None), PathBuf::from("./ingestd.db"));
+}
+
+#[test]
+fn lexical_paths_ignore_dots_and_trailing_slashes() {
+    assert_eq!(
+        lexical(Path::new("/srv/./capture/")),
+        PathBuf::from("/srv/capture")
+    );
+    assert!(lexical(Path::new("/srv/capture/sub")).starts_with(lexical(Path::new("/srv/capture/"))));
+    assert!(!lexical(Path::new("/srv/capture2")).starts_with(lexical(Path::new("/srv/capture"))));
+}
+
+#[test]
+fn tokens_with_whitespace_or_control_characters_are_refused() {
+    assert!(check_token("to1abc", "x").is_ok());
+    for bad in ["", "to1 abc", "to1\tabc", "to1\u{7}abc", "to1\nabc"] {
+        match check_token(bad, "in test") {
+            Err(ConfigError::BadToken { from, .. }) => assert_eq!(from, "in test"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
