@@ -1,0 +1,135 @@
+//! Fixed-window rate limit of upload requests and the `X-RateLimit-*` headers.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue};
+
+pub const LIMIT_HEADER: &str = "x-ratelimit-limit";
+pub const REMAINING_HEADER: &str = "x-ratelimit-remaining";
+pub const RETRY_AFTER_HEADER: &str = "x-ratelimit-retry-after";
+
+/// The values of the three headers for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// Whether the request that asked was admitted.
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the current window ends (at least 1 when exhausted).
+    pub retry_after: u64,
+}
+
+impl RateInfo {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(LIMIT_HEADER, HeaderValue::from(self.limit));
+        headers.insert(REMAINING_HEADER, HeaderValue::from(self.remaining));
+        headers.insert(RETRY_AFTER_HEADER, HeaderValue::from(self.retry_after));
+    }
+}
+
+/// Fixed windows of `window` starting at the limiter's creation; `limit == 0`
+/// means unlimited (the headers then advertise `u32::MAX`).
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window: Duration,
+    origin: Instant,
+    current: u128,
+    used: u32,
+}
+
+impl RateLimiter {
+    pub fn new(limit: u32, window: Duration, now: Instant) -> RateLimiter {
+        RateLimiter {
+            limit,
+            window: window.max(Duration::from_millis(1)),
+            origin: now,
+            current: 0,
+            used: 0,
+        }
+    }
+
+    /// Changes the limit and window, starting a fresh window.
+    pub fn reconfigure(&mut self, limit: u32, window: Duration, now: Instant) {
+        *self = RateLimiter::new(limit, window, now);
+    }
+
+    /// Counts one upload request.
+    pub fn acquire(&mut self, now: Instant) -> RateInfo {
+        self.roll(now);
+        let allowed = self.limit == 0 || self.used < self.limit;
+        if allowed && self.limit != 0 {
+            self.used += 1;
+        }
+        self.info(now, allowed)
+    }
+
+    /// The current values, without counting a request.
+    pub fn peek(&mut self, now: Instant) -> RateInfo {
+        self.roll(now);
+        self.info(now, true)
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let index = now.saturating_duration_since(self.origin).as_nanos() / self.window.as_nanos();
+        if index != self.current {
+            self.current = index;
+            self.used = 0;
+        }
+    }
+
+    fn info(&self, now: Instant, allowed: bool) -> RateInfo {
+        if self.limit == 0 {
+            return RateInfo {
+                allowed: true,
+                limit: u64::from(u32::MAX),
+                remaining: u64::from(u32::MAX),
+                retry_after: 0,
+            };
+        }
+        let window_ns = self.window.as_nanos();
+        let end_ns = (self.current + 1) * window_ns;
+        let elapsed_ns = now.saturating_duration_since(self.origin).as_nanos();
+        let left_ns = end_ns.saturating_sub(elapsed_ns);
+        let secs = u64::try_from(left_ns.div_ceil(1_000_000_000)).unwrap_or(u64::MAX);
+        RateInfo {
+            allowed,
+            limit: u64::from(self.limit),
+            remaining: u64::from(self.limit - self.used.min(self.limit)),
+            retry_after: secs.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_window() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(2, Duration::from_secs(10), t0);
+        let a = rl.acquire(t0);
+        assert!(a.allowed);
+        assert_eq!((a.limit, a.remaining, a.retry_after), (2, 1, 10));
+        let b = rl.acquire(t0 + Duration::from_millis(2500));
+        assert!(b.allowed);
+        assert_eq!((b.remaining, b.retry_after), (0, 8));
+        let c = rl.acquire(t0 + Duration::from_millis(9990));
+        assert!(!c.allowed);
+        assert_eq!((c.remaining, c.retry_after), (0, 1));
+        let d = rl.acquire(t0 + Duration::from_secs(10));
+        assert!(d.allowed);
+        assert_eq!((d.remaining, d.retry_after), (1, 10));
+        assert_eq!(rl.peek(t0 + Duration::from_secs(11)).remaining, 1);
+    }
+
+    #[test]
+    fn unlimited() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(0, Duration::from_secs(60), t0);
+        for _ in 0..1000 {
+            assert!(rl.acquire(t0).allowed);
+        }
+    }
+}
