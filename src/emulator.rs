@@ -662,11 +662,3 @@ mod tests {
         assert!(a.contains(&None));
     }
 }
-
-pub async fn run_standalone(
-    _listen: SocketAddr,
-    _opts: EmulatorOptions,
-    _shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    Err(std::io::Error::other("emulator not written yet"))
-}
