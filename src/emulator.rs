@@ -65,7 +65,8 @@ pub struct EmulatorOptions {
 /// A fault to inject into one upload request.
 ///
 /// JSON: `"status503"`, `"reset_mid_body"`, `"lost_reply"`,
-/// `{"latency": "250ms"}` (a humantime string, or a number of milliseconds).
+/// `{"latency": "250ms"}` (a humantime string, or a number of milliseconds),
+/// `{"reject": "<slug>"}`, `"garbage_reply"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -77,6 +78,12 @@ pub enum Fault {
     LostReply,
     /// Wait this long before handling the request.
     Latency(#[serde(with = "latency_serde")] Duration),
+    /// Read (and discard) the body, then answer with this catalogue error
+    /// (its slug, e.g. `"uploaded-file-invalid-file"`): a permanent refusal.
+    Reject(String),
+    /// Handle the request normally (store the chunk), then answer with its
+    /// status but a body that is not JSON (a misbehaving proxy).
+    GarbageReply,
 }
 
 /// Random faults applied to every upload request the script does not cover.

@@ -640,19 +640,21 @@ impl Journal {
     }
 
     /// The last chunk was acknowledged: the file is done.
+    /// `note` stays in `last_error` (e.g. why the videoId is unknown).
     pub fn mark_done(
         &mut self,
         id: i64,
-        video_id: &str,
+        video_id: Option<&str>,
         video_json: Option<&str>,
+        note: Option<&str>,
     ) -> Result<(), JournalError> {
         self.transition(
             "mark done",
             id,
             &[FileState::Uploading],
-            "state = 'done', video_id = ?3, bytes_uploaded = size, done_at = ?2, video_json = ?4, \
-             next_attempt_at = NULL, last_error = NULL",
-            &[&video_id, &video_json],
+            "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
+             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5",
+            &[&video_id, &video_json, &note],
         )
     }
 
@@ -935,7 +937,7 @@ mod tests {
             (row.bytes_uploaded, row.video_id.as_deref()),
             (50, Some("vi1"))
         );
-        j.mark_done(a.id, "vi1", Some("{}")).unwrap();
+        j.mark_done(a.id, Some("vi1"), Some("{}"), None).unwrap();
         let row = j.get(a.id).unwrap().unwrap();
         assert_eq!(row.state, FileState::Done);
         assert_eq!(row.bytes_uploaded, 100);
@@ -961,7 +963,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = j.mark_done(999, "vi", None).unwrap_err();
+        let err = j.mark_done(999, Some("vi"), None, None).unwrap_err();
         assert!(matches!(err, JournalError::WrongState { actual: None, .. }));
     }
 

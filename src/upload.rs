@@ -454,11 +454,23 @@ impl Uploader {
                 }
                 (Some(known), _) => known,
                 (None, Some(got)) => got,
+                (None, None) if range.is_last() => {
+                    // The server accepted the whole file but its reply was
+                    // unreadable. Sending it again would make a duplicate.
+                    let note = "the server accepted the file (2xx) but its reply was unreadable: the videoId is unknown";
+                    warn!(id, path = %shown, "{note}");
+                    self.journal
+                        .call(move |j| j.mark_done(id, None, None, Some(note)))
+                        .await?;
+                    return Ok(Outcome::Done {
+                        video_id: String::new(),
+                    });
+                }
                 (None, None) => {
-                    // Accepted, but unreadable: the server has a video we
-                    // cannot name. Retrying creates a new one.
+                    // The server holds a partial video we cannot name: the
+                    // upload must start over (the partial one stays behind).
                     return self
-                        .retry_later(&row, "the server accepted the first chunk but its reply had no readable videoId")
+                        .retry_later(&row, "the server accepted the first chunk but its reply had no readable videoId; starting over")
                         .await;
                 }
             };
@@ -468,7 +480,7 @@ impl Uploader {
                 let json = reply.and_then(|r| r.video).map(|v| v.to_string());
                 let v = vid.clone();
                 self.journal
-                    .call(move |j| j.mark_done(id, &v, json.as_deref()))
+                    .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), None))
                     .await?;
                 info!(id, path = %shown, video_id = %vid, size, "upload done");
                 return Ok(Outcome::Done { video_id: vid });
@@ -490,15 +502,16 @@ impl Uploader {
                 );
             }
         }
-        // Only reachable when the journal says everything was acknowledged
-        // but the row was not done (a crash between the two commits cannot
-        // happen: both are one statement). Finish it.
-        let vid = video_id.unwrap_or_default();
-        let v = vid.clone();
+        // Reached only if the journal already counts every byte as
+        // acknowledged (progress is never recorded at the full size, but a
+        // journal edited by hand could say so): finish the row.
+        let v = video_id.clone();
         self.journal
-            .call(move |j| j.mark_done(id, &v, None))
+            .call(move |j| j.mark_done(id, v.as_deref(), None, None))
             .await?;
-        Ok(Outcome::Done { video_id: vid })
+        Ok(Outcome::Done {
+            video_id: video_id.unwrap_or_default(),
+        })
     }
 
     /// Why the file is no longer the one journaled, if it is not.

@@ -385,3 +385,67 @@ fn retry_puts_failed_files_back() {
         text(&out)
     );
 }
+
+#[test]
+fn a_permanent_rejection_fails_only_that_file() {
+    let env = Env::new();
+    let a = env.file("a.mp4", 1000, 16);
+    let b = env.file("b.mp4", 2000, 17);
+    env.emulator.push_faults(vec![Some(Fault::Reject(
+        "uploaded-file-invalid-file".into(),
+    ))]);
+    // One worker, so the first request is a's.
+    let out = env
+        .cmd(&["upload", a.to_str().unwrap(), b.to_str().unwrap()])
+        .env("INGESTD_UPLOAD__CONCURRENCY", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let ra = row_for(&env, &a).unwrap();
+    assert_eq!(ra["state"], "failed", "{ra}");
+    let err = ra["last_error"].as_str().unwrap();
+    assert!(err.contains("uploaded-file-invalid-file"), "{err}");
+    assert!(err.contains("The uploaded file is invalid."), "{err}");
+    done_video(&env, &b);
+    // `retry` puts it back, and it then goes through.
+    let id = ra["id"].to_string();
+    let out = env.run(&["retry", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &a);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&a).as_str()));
+}
+
+#[test]
+fn garbage_replies_do_not_lose_or_duplicate_files() {
+    let env = Env::new();
+    // A chunked file whose second reply is not JSON: the chunk was accepted
+    // (2xx) and the videoId is already known, so the upload goes on.
+    let a = env.file("a.mp4", 20 * MIB, 18);
+    env.emulator
+        .push_faults(vec![None, Some(Fault::GarbageReply)]);
+    let out = env
+        .cmd(&["upload", a.to_str().unwrap()])
+        .env("INGESTD_UPLOAD__CONCURRENCY", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &a);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&a).as_str()));
+    // A whole file accepted with an unreadable reply is done, not sent twice.
+    let b = env.file("b.mp4", 3000, 19);
+    env.emulator.push_faults(vec![Some(Fault::GarbageReply)]);
+    let out = env.run(&["upload", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rb = row_for(&env, &b).unwrap();
+    assert_eq!(rb["state"], "done", "{rb}");
+    assert!(
+        rb["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("videoId is unknown"),
+        "{rb}"
+    );
+    assert_eq!(env.videos().len(), 2, "no duplicate: {:?}", env.videos());
+}

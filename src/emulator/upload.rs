@@ -52,6 +52,15 @@ pub(super) async fn upload(State(app): State<Arc<App>>, req: Request) -> Respons
             // Only reached when the request did not come through our server loop.
             Problem::new(cat::SERVER_ERROR).into_response()
         }
+        Some(Fault::Reject(ref slug)) => {
+            drain(&mut body).await;
+            let error = cat::ALL
+                .iter()
+                .find(|e| e.slug == Some(slug.as_str()))
+                .copied()
+                .unwrap_or(cat::INVALID_PAYLOAD);
+            Problem::new(error).into_response()
+        }
         _ if !rate.allowed => {
             drain(&mut body).await;
             Problem::new(cat::TOO_MANY_REQUESTS).into_response()
@@ -66,6 +75,10 @@ pub(super) async fn upload(State(app): State<Arc<App>>, req: Request) -> Respons
             Err(problem) => problem.into_response(),
         },
     };
+    if fault == Some(Fault::GarbageReply) {
+        let status = response.status();
+        response = (status, "<html><body>502 Bad Gateway (proxy)</body></html>").into_response();
+    }
     rate.apply(response.headers_mut());
     app.record_status(response.status());
     tracing::debug!(
