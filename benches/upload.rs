@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -74,6 +74,8 @@ struct Sample {
     rss_kib: i64,
 }
 
+// The child is reaped by `wait4` (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command) -> Sample {
     let start = Instant::now();
     let child = cmd
@@ -185,7 +187,6 @@ fn main() {
     let file = dir.path().join("bench.mov");
     sparse_file(&file, size_mib * MIB);
     let bin = ingestd_bin();
-    let cfg = write_config(dir.path(), addr, "128MiB", "tput");
     println!("upload of a {size_mib} MiB file to a discard server on loopback, {runs} runs each, side by side");
 
     let mut curl = Vec::new();
@@ -201,7 +202,6 @@ fn main() {
         let ing_bytes = counters.bytes.load(Ordering::Relaxed) - before;
         assert!(ing_bytes >= size_mib * MIB, "ingestd sent {ing_bytes}");
     }
-    let _ = cfg;
     let gib = size_mib as f64 / 1024.0;
     let row = |name: &str, s: &[Sample]| {
         let tput: Vec<f64> = s.iter().map(|x| size_mib as f64 / x.wall).collect();
@@ -240,5 +240,4 @@ fn main() {
         }
         let _ = std::fs::remove_file(&f);
     }
-    let _ = Duration::ZERO;
 }
