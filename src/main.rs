@@ -109,8 +109,8 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     let t = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM: finishing the chunks in flight, then stopping"),
-            _ = int.recv() => info!("SIGINT: finishing the chunks in flight, then stopping"),
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
         }
         t.cancel();
     });

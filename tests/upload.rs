@@ -449,3 +449,35 @@ fn garbage_replies_do_not_lose_or_duplicate_files() {
     );
     assert_eq!(env.videos().len(), 2, "no duplicate: {:?}", env.videos());
 }
+
+#[test]
+fn a_file_that_grows_during_upload_is_abandoned_not_sent_half() {
+    let env = Env::new();
+    env.write_config("5MiB", "");
+    let f = env.file("growing.mp4", 20 * MIB, 21);
+    env.emulator
+        .push_faults(vec![Some(Fault::Latency(Duration::from_millis(300))); 10]);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        rows(&env).first().is_some_and(|r| r.bytes_uploaded > 0)
+    }));
+    {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        h.write_all(&[1u8; 4096]).unwrap();
+    }
+    let out = wait_child(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = rows(&env).remove(0);
+    assert_eq!(r.state.as_str(), "gone", "{r:?}");
+    assert!(
+        text(&out).contains("changed since it was journaled"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        env.videos().iter().all(|v| !v.complete),
+        "nothing completed: {:?}",
+        env.videos()
+    );
+}
