@@ -481,3 +481,50 @@ fn a_file_that_grows_during_upload_is_abandoned_not_sent_half() {
         env.videos()
     );
 }
+
+#[test]
+fn an_unreadable_file_fails_with_a_clear_reason_and_others_go_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let locked = env.file("locked.mp4", 1000, 22);
+    let fine = env.file("fine.mp4", 1000, 23);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything; drop the capabilities that let it, when running as root.
+    let mut cmd = env.cmd(&["upload", locked.to_str().unwrap(), fine.to_str().unwrap()]);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if is_root {
+        if std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: running as root without setpriv to drop CAP_DAC_OVERRIDE");
+            return;
+        }
+        let inner = cmd;
+        cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+        ]);
+        cmd.arg(inner.get_program()).args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = row_for(&env, &locked).unwrap();
+    assert_eq!(r["state"], "failed", "{r}");
+    let err = r["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("cannot read the file") && err.contains("ingestd retry"),
+        "{err}"
+    );
+    done_video(&env, &fine);
+}
