@@ -136,6 +136,14 @@ pub enum ApiError {
     /// 401, or a suspended account: no upload can succeed with this token.
     #[error("upload token refused ({status}): {problem}")]
     Token { status: u16, problem: Problem },
+    /// A redirect, or a URL the server does not know: `api.base_url` is
+    /// wrong for every file, so everything pauses.
+    #[error("the server at {base} answered {status} {detail}: check api.base_url")]
+    Endpoint {
+        base: String,
+        status: u16,
+        detail: String,
+    },
     /// 429: wait `retry_after`.
     #[error("rate limited by the server (429); retry in {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
@@ -158,7 +166,7 @@ impl ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::Server { .. }
             | ApiError::Local(_) => ErrorClass::Retry,
-            ApiError::Token { .. } => ErrorClass::Token,
+            ApiError::Token { .. } | ApiError::Endpoint { .. } => ErrorClass::Token,
             ApiError::Rejected { .. } => ErrorClass::Permanent,
         }
     }
@@ -192,7 +200,7 @@ impl ApiError {
 
     /// The videoId sent does not exist (any more) on the server.
     pub fn is_unknown_video(&self) -> bool {
-        matches!(self, ApiError::Rejected { status: 404, .. })
+        matches!(self, ApiError::Rejected { status: 404, problem } if problem.slug() != Some("unrecognized-request-url"))
     }
 }
 
@@ -218,6 +226,10 @@ pub fn http_client() -> Result<reqwest::Client, ApiError> {
         .connect_timeout(Duration::from_secs(30))
         .tcp_keepalive(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(60))
+        // A redirect would carry the token (in the URL and the Referer) to
+        // another host, and turn the POST into a GET of some portal page.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .build()
         .map_err(|e| ApiError::Local(format!("cannot build the HTTP client: {}", chain(&e))))
 }
@@ -306,7 +318,14 @@ impl Client {
         let body = read_limited(resp)
             .await
             .map_err(|e| transport_error(&base, e, &token))?;
-        classify(status, rate, &body, &token)
+        classify(status, rate, &body, &token).map_err(|e| match e {
+            ApiError::Endpoint { status, detail, .. } => ApiError::Endpoint {
+                base,
+                status,
+                detail,
+            },
+            e => e,
+        })
     }
 }
 
@@ -402,6 +421,17 @@ pub fn classify(
         if let Some(v) = field.as_mut() {
             *v = scrub(v, token);
         }
+    }
+    if status.is_redirection() || problem.slug() == Some("unrecognized-request-url") {
+        return Err(ApiError::Endpoint {
+            base: String::new(),
+            status: code,
+            detail: if status.is_redirection() {
+                "(a redirect)".to_owned()
+            } else {
+                format!("({problem})")
+            },
+        });
     }
     Err(match code {
         401 | 403 => ApiError::Token {
@@ -520,6 +550,12 @@ mod tests {
         let e = c(404, &problem_body("resource-not-found", 404));
         assert!(e.is_unknown_video());
         assert_eq!(e.class(), ErrorClass::Permanent);
+        // A wrong base_url affects every file: pause, do not fail them all.
+        let e = c(404, &problem_body("unrecognized-request-url", 404));
+        assert!(!e.is_unknown_video());
+        assert_eq!(e.class(), ErrorClass::Token);
+        assert!(e.to_string().contains("api.base_url"), "{e}");
+        assert_eq!(c(302, b"").class(), ErrorClass::Token);
         // Garbage JSON on an error status still classifies by status.
         let e = c(400, b"{not json");
         assert_eq!(e.class(), ErrorClass::Permanent);

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::apivideo::{ApiError, Client};
 use crate::config::{self, ConfigError, Settings};
 use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle};
-use crate::upload::{Pacer, Throttle, TokenGate, Uploader, WorkerError};
+use crate::upload::{Batch, Pacer, Throttle, TokenGate, Uploader, WorkerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -56,6 +56,40 @@ fn lock_path(journal: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Takes the journal's lock (held while the returned file is open), creating
+/// the journal's directory if needed.
+pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
+    if let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| {
+            DaemonError::Journal(JournalError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        })?;
+    }
+    let lock_file = lock_path(journal);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_file)
+        .map_err(|source| DaemonError::Lock {
+            lock: lock_file.clone(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Busy {
+            journal: journal.to_path_buf(),
+            lock: lock_file,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Lock {
+            lock: lock_file,
+            source,
+        }),
+    }
+}
+
 impl Session {
     /// Opens and locks the journal, puts interrupted uploads back in the
     /// queue, and builds the client.
@@ -63,32 +97,10 @@ impl Session {
         let token = settings.require_token()?.clone();
         let path = settings.journal.path.clone();
         let (journal, lock) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            // Lock first: a second process must not migrate or touch a
+            // journal another one is using.
+            let lock = lock_journal(&path)?;
             let mut journal = Journal::open(&path)?;
-            let lock_file = lock_path(&path);
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_file)
-                .map_err(|source| DaemonError::Lock {
-                    lock: lock_file.clone(),
-                    source,
-                })?;
-            match lock.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(DaemonError::Busy {
-                        journal: path,
-                        lock: lock_file,
-                    })
-                }
-                Err(std::fs::TryLockError::Error(source)) => {
-                    return Err(DaemonError::Lock {
-                        lock: lock_file,
-                        source,
-                    })
-                }
-            }
             let resumed = journal.requeue_interrupted()?;
             if resumed > 0 {
                 info!(resumed, "resuming uploads interrupted by a stop or a crash");
@@ -121,7 +133,7 @@ impl Session {
         only: Option<Vec<i64>>,
         cancel: &CancellationToken,
     ) -> Result<(), DaemonError> {
-        let only = only.map(Arc::new);
+        let only = only.map(|ids| Arc::new(Batch::new(ids)));
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
         for _ in 0..self.concurrency {
@@ -166,6 +178,8 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    // Listen for SIGHUP before anything else: its default action kills.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let session = Session::open(&settings).await?;
     info!(
         journal = %settings.journal.path.display(),
@@ -173,7 +187,7 @@ pub async fn run(
         concurrency = session.concurrency,
         "ingestd running"
     );
-    let reloader = spawn_reloader(&session, config_path, shutdown.clone());
+    let reloader = spawn_reloader(&session, hup, config_path, shutdown.clone());
     let result = session.run_workers(None, &shutdown).await;
     reloader.abort();
     info!("stopped; the journal is consistent");
@@ -183,12 +197,13 @@ pub async fn run(
 /// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
 fn spawn_reloader(
     session: &Session,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let uploader = session.uploader.clone();
     tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hup = match hup {
             Ok(s) => s,
             Err(e) => {
                 warn!("cannot listen for SIGHUP, reloading is off: {e}");
@@ -270,8 +285,13 @@ pub async fn upload_files(
     let session = Session::open(settings).await?;
     let mut results: Vec<UploadResult> = Vec::new();
     let mut idents = Vec::new();
-    for p in paths {
-        match identify(p) {
+    let given = paths.to_vec();
+    let identified =
+        tokio::task::spawn_blocking(move || given.iter().map(|p| identify(p)).collect::<Vec<_>>())
+            .await
+            .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))?;
+    for (p, identity) in paths.iter().zip(identified) {
+        match identity {
             Ok(ident) => {
                 idents.push(ident);
                 results.push(UploadResult {

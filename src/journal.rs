@@ -686,6 +686,19 @@ impl Journal {
         )
     }
 
+    /// A permanent error that also voids the upload's progress (the server
+    /// no longer has the partial video): `ingestd retry` starts it over.
+    pub fn mark_failed_restart(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark failed",
+            id,
+            &[FileState::Uploading],
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
+             bytes_uploaded = 0, chunk_size = NULL",
+            &[&error],
+        )
+    }
+
     /// The source vanished or changed before it was finished.
     pub fn mark_gone(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
         self.transition(
@@ -1007,6 +1020,22 @@ mod tests {
         assert_eq!(row.bytes_uploaded, 40);
         assert_eq!(row.video_id.as_deref(), Some("vi9"));
         assert_eq!(row.chunk_size, Some(40));
+    }
+
+    #[test]
+    fn failing_with_restart_voids_the_progress() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a", 100), FileState::Queued).unwrap();
+        j.claim_next(now_ms(), Duration::from_secs(1), None)
+            .unwrap();
+        j.set_chunk_size(a.id, 50).unwrap();
+        j.record_progress(a.id, "vi1", 50).unwrap();
+        j.mark_failed_restart(a.id, "404").unwrap();
+        let r = j.get(a.id).unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.bytes_uploaded, r.video_id, r.chunk_size),
+            (FileState::Failed, 0, None, None)
+        );
     }
 
     #[test]

@@ -130,14 +130,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(real_main(cli)) {
+    let code = match runtime.block_on(real_main(cli)) {
         Ok(code) => code,
         Err(e) => {
             error!("{e:#}");
             eprintln!("ingestd: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A read stuck on a dead network mount must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -193,6 +196,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
+            // Never a new journal when the path is wrong. No lock: a running
+            // daemon sees the requeued files at its next look (guarded
+            // transitions make the concurrent write safe).
+            Journal::open_read_only(&settings.journal.path)?;
             let mut journal = Journal::open(&settings.journal.path)?;
             let outcome = journal.retry_failed((!failed).then_some(ids.as_slice()))?;
             let mut ok = true;

@@ -28,6 +28,10 @@ use crate::journal::{now_ms, FileRow, JournalError, JournalHandle};
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// In the foreground (`upload`, `run --once`), a file that failed this many
+/// times in a row is left `retrying` for the next run instead of blocking the
+/// command's exit.
+pub const FOREGROUND_ATTEMPTS: u32 = 5;
 /// Bytes read from disk per body frame: large enough that per-frame costs
 /// vanish, small enough that memory stays flat whatever the chunk size.
 const READ_BUF: usize = 256 * 1024;
@@ -38,6 +42,9 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// On shutdown, how long a chunk in flight may take to finish before it is abandoned.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how much longer to wait for the reply to a chunk whose body
+/// was sent in full (abandoning it would leave its fate unknown).
+const SHUTDOWN_REPLY_WAIT: Duration = Duration::from_secs(20);
 
 /// The chunks of a file of `size` bytes: every chunk `chunk_size` long but
 /// the last, which holds the rest (never empty).
@@ -101,6 +108,11 @@ impl Pacer {
                         None
                     }
                     (Some(0), Some(reset)) => Some(reset - now),
+                    // No request left and no word on when: try again in a second.
+                    (Some(0), None) => {
+                        s.reset_at = Some(now + Duration::from_secs(1));
+                        Some(Duration::from_secs(1))
+                    }
                     (Some(n), _) => {
                         s.remaining = Some(n - 1);
                         None
@@ -208,6 +220,8 @@ pub struct Throttle {
     /// Bytes per second; 0 = unlimited.
     rate: AtomicU64,
     bucket: Mutex<(f64, Instant)>,
+    /// Uploads sleeping on the limit right now (the stall watchdog ignores them).
+    waiting: AtomicU64,
 }
 
 impl Throttle {
@@ -215,6 +229,7 @@ impl Throttle {
         Throttle {
             rate: AtomicU64::new(rate),
             bucket: Mutex::new((0.0, Instant::now())),
+            waiting: AtomicU64::new(0),
         }
     }
 
@@ -244,8 +259,22 @@ impl Throttle {
             }
         };
         if !wait.is_zero() {
+            // Counted while sleeping, even if the upload is dropped mid-sleep.
+            struct Waiting<'a>(&'a AtomicU64);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let _waiting = Waiting(&self.waiting);
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Whether an upload is sleeping on the limit.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -289,7 +318,8 @@ pub enum WorkerError {
 #[derive(Debug)]
 struct BodyProgress {
     sent: AtomicU64,
-    /// Milliseconds since `start` of the last byte taken.
+    /// Milliseconds since `start` of the last byte taken (or of the end of a
+    /// bandwidth-limit wait, which is not a stall).
     last_ms: AtomicU64,
     start: Instant,
 }
@@ -297,6 +327,9 @@ struct BodyProgress {
 impl BodyProgress {
     fn touch(&self, n: usize) {
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.alive();
+    }
+    fn alive(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -317,10 +350,11 @@ fn display_name(path: &Path) -> String {
 }
 
 enum ChunkResult {
-    /// The server holds the chunk; with the reply when there was one.
-    Stored(Option<Reply>),
+    /// A 2xx reply (not yet proof of storage: see its videoId).
+    Stored(Reply),
     Failed(ApiError),
-    Stalled,
+    /// No progress for too long; the reason says which wait ran out.
+    Stalled(&'static str),
     Abandoned,
 }
 
@@ -401,6 +435,10 @@ impl Uploader {
                 return self.gone(&row, &why).await;
             }
             self.pacer.wait_turn(cancel).await;
+            if cancel.is_cancelled() {
+                self.journal.call(move |j| j.release(id, None)).await?;
+                return Ok(Outcome::Released);
+            }
             let generation = self.gate.state().generation;
             if self.gate.state().refused.is_some() {
                 self.journal
@@ -413,7 +451,7 @@ impl Uploader {
                 .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
                 .await;
             let reply = match result {
-                ChunkResult::Stored(reply) => reply,
+                ChunkResult::Stored(reply) => Some(reply),
                 ChunkResult::Failed(e)
                     if maybe_stored && (e.is_already_stored() || e.is_already_complete()) =>
                 {
@@ -429,13 +467,15 @@ impl Uploader {
                     continue;
                 }
                 ChunkResult::Failed(e) => {
+                    if e.is_ambiguous() && video_id.is_none() {
+                        // Nothing can ask the server whether it stored this
+                        // request: sending it again may leave an incomplete
+                        // video (first chunk) or a duplicate (whole file) behind.
+                        warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({e}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+                    }
                     return self.failed(&row, e, generation, video_id.is_some()).await;
                 }
-                ChunkResult::Stalled => {
-                    return self
-                        .retry_later(&row, "the connection stalled: no progress for 60 s")
-                        .await;
-                }
+                ChunkResult::Stalled(why) => return self.retry_later(&row, why).await,
                 ChunkResult::Abandoned => {
                     info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
                     self.journal.call(move |j| j.release(id, None)).await?;
@@ -447,33 +487,41 @@ impl Uploader {
                 self.pacer.observe(&rate, false);
             }
             let got_id = reply.as_ref().and_then(|r| r.video_id.clone());
-            let vid = match (video_id.clone(), got_id) {
-                (Some(known), Some(got)) if known != got => {
+            let vid = match (video_id.clone(), got_id, reply.is_some()) {
+                (Some(known), Some(got), _) if known != got => {
                     warn!(id, known = %known, got = %got, "the server answered with another videoId; keeping ours");
                     known
                 }
-                (Some(known), _) => known,
-                (None, Some(got)) => got,
-                (None, None) if range.is_last() => {
-                    // The server accepted the whole file but its reply was
-                    // unreadable. Sending it again would make a duplicate.
-                    let note = "the server accepted the file (2xx) but its reply was unreadable: the videoId is unknown";
-                    warn!(id, path = %shown, "{note}");
-                    self.journal
-                        .call(move |j| j.mark_done(id, None, None, Some(note)))
-                        .await?;
-                    return Ok(Outcome::Done {
-                        video_id: String::new(),
-                    });
+                (Some(known), Some(_), _) | (Some(known), None, false) => known,
+                (Some(_), None, true) => {
+                    // A 2xx we cannot read (a proxy page?): not proof that
+                    // the chunk was stored. Send it again; if it was, the
+                    // overlap reply says so.
+                    let e = ApiError::Ambiguous {
+                        base: self.client.base_url().to_string(),
+                        message: "a 2xx reply without a readable videoId".to_owned(),
+                    };
+                    return self.failed(&row, e, generation, true).await;
                 }
-                (None, None) => {
-                    // The server holds a partial video we cannot name: the
-                    // upload must start over (the partial one stays behind).
-                    return self
-                        .retry_later(&row, "the server accepted the first chunk but its reply had no readable videoId; starting over")
-                        .await;
+                (None, Some(got), _) => got,
+                (None, None, _) => {
+                    // Accepted, maybe, by something that is not api.video
+                    // answering properly. Sending again could duplicate the
+                    // file or leave partial videos behind, without end.
+                    let why = format!(
+                        "in doubt: the server answered 2xx without a readable videoId; it may or may not hold this file. \
+                         Check api.base_url and any proxy; check api.video for a video named {name:?}, then `ingestd retry {id}` if it is not there"
+                    );
+                    error!(id, path = %shown, "{why}");
+                    self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                    return Ok(Outcome::Failed);
                 }
             };
+            if let Some(why) = self.changed(&row, &file).await {
+                // What the server holds is no longer this file.
+                let why = format!("{why}; the upload to video {vid} was abandoned");
+                return self.gone(&row, &why).await;
+            }
             offset = range.offset + range.len;
             video_id = Some(vid.clone());
             if offset == size {
@@ -579,9 +627,9 @@ impl Uploader {
             ErrorClass::Token => {
                 if self.gate.refuse(generation, e.to_string()) {
                     error!(
-                        "UPLOADS PAUSED: the server refused the upload token ({e}). Every file keeps its \
-                         place. Put a valid token in place (api.token, api.token_file or \
-                         $CREDENTIALS_DIRECTORY/upload-token), then send SIGHUP or restart ingestd."
+                        "UPLOADS PAUSED: {e}. Every file keeps its place. Fix it (a valid token in \
+                         api.token, api.token_file or $CREDENTIALS_DIRECTORY/upload-token; the right \
+                         api.base_url), then send SIGHUP or restart ingestd."
                     );
                 }
                 self.journal
@@ -589,12 +637,19 @@ impl Uploader {
                     .await?;
                 Ok(Outcome::Paused)
             }
+            ErrorClass::Permanent if e.is_unknown_video() && has_video => {
+                let why = format!(
+                    "{e}: the partly uploaded video no longer exists on the server (deleted, or \
+                     expired in the sandbox); `ingestd retry {id}` starts the upload over"
+                );
+                error!(id, path = %row.path().display(), "upload failed permanently: {why}");
+                self.journal
+                    .call(move |j| j.mark_failed_restart(id, &why))
+                    .await?;
+                Ok(Outcome::Failed)
+            }
             ErrorClass::Permanent => {
-                let why = if e.is_unknown_video() && has_video {
-                    format!("{e}: the partly uploaded video no longer exists on the server")
-                } else {
-                    e.to_string()
-                };
+                let why = e.to_string();
                 error!(id, path = %row.path().display(), "upload failed permanently: {why}");
                 self.journal.call(move |j| j.mark_failed(id, &why)).await?;
                 Ok(Outcome::Failed)
@@ -633,6 +688,7 @@ impl Uploader {
             let p = p.clone();
             async move {
                 if let Ok(b) = &item {
+                    p.alive();
                     throttle.take(b.len()).await;
                     p.touch(b.len());
                 }
@@ -649,11 +705,13 @@ impl Uploader {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::pin!(shutdown);
+        let mut abandon_checked = false;
+        let mut reply_deadline: Option<Instant> = None;
         loop {
             tokio::select! {
                 r = &mut send => {
                     return match r {
-                        Ok(reply) => ChunkResult::Stored(Some(reply)),
+                        Ok(reply) => ChunkResult::Stored(reply),
                         Err(ApiError::RateLimited { retry_after }) => {
                             self.pacer.observe(&RateInfo { retry_after: Some(retry_after.as_secs()), ..RateInfo::default() }, true);
                             ChunkResult::Failed(ApiError::RateLimited { retry_after })
@@ -663,21 +721,40 @@ impl Uploader {
                 }
                 _ = tick.tick() => {
                     let body_done = progress.sent.load(Ordering::Relaxed) >= range.len;
-                    let limit = if body_done { REPLY_TIMEOUT } else { STALL_TIMEOUT };
-                    if progress.idle() > limit {
-                        return ChunkResult::Stalled;
+                    if body_done && progress.idle() > REPLY_TIMEOUT {
+                        return ChunkResult::Stalled("no reply within 5 min of the last byte sent");
+                    }
+                    // A bandwidth-limit wait is not a stall.
+                    if !body_done && !self.throttle.is_waiting() && progress.idle() > STALL_TIMEOUT {
+                        return ChunkResult::Stalled("the connection stalled: no byte taken for 60 s");
                     }
                 }
-                _ = &mut shutdown => return ChunkResult::Abandoned,
+                _ = &mut shutdown, if !abandon_checked => {
+                    // Abandoning mid-body is safe (the server stores only
+                    // whole requests); once the body is out, the reply
+                    // decides what the server holds: wait for it a while.
+                    if progress.sent.load(Ordering::Relaxed) < range.len {
+                        return ChunkResult::Abandoned;
+                    }
+                    abandon_checked = true;
+                    reply_deadline = Some(Instant::now() + SHUTDOWN_REPLY_WAIT);
+                }
+                _ = async {
+                    match reply_deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => return ChunkResult::Abandoned,
             }
         }
     }
 
-    /// A worker: claims files and uploads them until cancelled, or, with
-    /// `only`, until none of those files has work left.
+    /// A worker: claims files and uploads them until cancelled, or, in the
+    /// foreground (`batch`), until every file of the batch is finished or has
+    /// failed [`FOREGROUND_ATTEMPTS`] times in this run.
     pub async fn worker(
         &self,
-        only: Option<Arc<Vec<i64>>>,
+        batch: Option<Arc<Batch>>,
         cancel: CancellationToken,
     ) -> Result<(), WorkerError> {
         loop {
@@ -685,7 +762,7 @@ impl Uploader {
                 return Ok(());
             }
             if self.gate.state().refused.is_some() {
-                if only.is_some() {
+                if batch.is_some() {
                     // In the foreground there is nobody to replace the token.
                     return Ok(());
                 }
@@ -698,15 +775,27 @@ impl Uploader {
             let notified = self.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let ids = only.clone();
+            let ids = batch.as_ref().map(|b| b.ids());
+            let only = ids.clone();
             let claimed = self
                 .journal
-                .call(move |j| {
-                    j.claim_next(now_ms(), BACKOFF_CAP, ids.as_deref().map(|v| v.as_slice()))
-                })
+                .call(move |j| j.claim_next(now_ms(), BACKOFF_CAP, only.as_deref()))
                 .await?;
             if let Some(row) = claimed {
-                let outcome = self.upload(row, &cancel).await?;
+                let id = row.id;
+                let outcome = match self.upload(row, &cancel).await {
+                    Ok(o) => o,
+                    // Someone else moved this row (the watch stage saw the
+                    // file vanish, say): this file is no longer ours.
+                    Err(WorkerError::Journal(e @ JournalError::WrongState { .. })) => {
+                        warn!(id, "dropping this upload: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let (Some(b), Outcome::Retrying) = (&batch, &outcome) {
+                    b.failed_once(id);
+                }
                 if matches!(
                     outcome,
                     Outcome::Done { .. } | Outcome::Failed | Outcome::Gone
@@ -716,15 +805,17 @@ impl Uploader {
                 }
                 continue;
             }
-            let ids = only.clone();
+            let only = ids.clone();
             let (unfinished, next_retry) = self
                 .journal
                 .call(move |j| {
-                    let ids = ids.as_deref().map(|v| v.as_slice());
-                    Ok((j.unfinished(ids)?, j.next_retry_at(ids)?))
+                    Ok((
+                        j.unfinished(only.as_deref())?,
+                        j.next_retry_at(only.as_deref())?,
+                    ))
                 })
                 .await?;
-            if only.is_some() && unfinished == 0 {
+            if batch.is_some() && unfinished == 0 {
                 return Ok(());
             }
             // Nothing to claim now: sleep until a retry is due, new work is
@@ -740,6 +831,45 @@ impl Uploader {
                 _ = tokio::time::sleep(nap) => {}
                 _ = cancel.cancelled() => return Ok(()),
             }
+        }
+    }
+}
+
+/// The files of a foreground run (`upload`, `run --once`). A file that fails
+/// [`FOREGROUND_ATTEMPTS`] times in this run leaves the batch, staying
+/// `retrying` in the journal for the next run, so the command always ends.
+#[derive(Debug)]
+pub struct Batch {
+    ids: Mutex<Vec<i64>>,
+    failures: Mutex<std::collections::HashMap<i64, u32>>,
+}
+
+impl Batch {
+    pub fn new(ids: Vec<i64>) -> Batch {
+        Batch {
+            ids: Mutex::new(ids),
+            failures: Mutex::new(Default::default()),
+        }
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn failed_once(&self, id: i64) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(id).or_default();
+        *n += 1;
+        if *n >= FOREGROUND_ATTEMPTS {
+            warn!(
+                id,
+                attempts = *n,
+                "giving up on this file for this run; it stays queued for the next"
+            );
+            self.ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| *x != id);
         }
     }
 }

@@ -223,6 +223,13 @@ fn rate_limit_slows_down_and_finishes_everything() {
         assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(f).as_str()));
     }
     assert_eq!(env.videos().len(), 8);
+    // Pacing from the headers: the window is respected, not hammered.
+    let stats = env.emulator.stats();
+    let too_many = stats.responses_by_status.get(&429).copied().unwrap_or(0);
+    assert!(
+        too_many <= 4,
+        "{too_many} requests refused with 429: the pacer is not pacing"
+    );
 }
 
 #[test]
@@ -285,11 +292,18 @@ fn sigterm_stops_cleanly_and_the_upload_resumes() {
         rows(&env).first().is_some_and(|r| r.bytes_uploaded > 0)
     }));
     signal(&child, 15);
-    let out = wait_child(child, Duration::from_secs(20));
+    let out = wait_child(child, Duration::from_secs(40));
     let r = rows(&env).remove(0);
+    assert_eq!(
+        r.state.as_str(),
+        "queued",
+        "after SIGTERM the file waits, progress kept: {r:?}\n{}",
+        text(&out)
+    );
+    assert!(r.bytes_uploaded > 0 && r.video_id.is_some(), "{r:?}");
     assert!(
-        matches!(r.state.as_str(), "queued" | "done"),
-        "after SIGTERM the journal is consistent: {r:?}\n{}",
+        out.status.code().is_some(),
+        "killed by a signal instead of exiting: {}",
         text(&out)
     );
     let out = upload(&env, &[&f]);
@@ -297,6 +311,8 @@ fn sigterm_stops_cleanly_and_the_upload_resumes() {
     let vid = done_video(&env, &f);
     assert_eq!(env.videos().len(), 1);
     assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+    let sent = env.emulator.stats().body_bytes;
+    assert!(sent <= 35 * MIB, "at most one chunk sent again: {sent}");
 }
 
 #[test]
@@ -311,6 +327,22 @@ fn the_token_never_appears_in_output_even_at_trace_level() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // Through the error paths too: a refused token, at trace level.
+    let g = env.file("b.mp4", 1000, 24);
+    let bad = "to1refusedREFUSEDrefused";
+    env.set_token(bad);
+    let refused = env
+        .cmd(&["upload", g.to_str().unwrap()])
+        .env("INGESTD_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        !text(&refused).contains(bad),
+        "the token leaked: {}",
+        text(&refused)
+    );
+    env.set_token(TOKEN);
     for args in [&["status"][..], &["status", "--json"], &["check-config"]] {
         let o = env.run(args);
         assert!(
@@ -363,17 +395,14 @@ fn journal_in_an_unusable_place_is_a_clear_error() {
 }
 
 #[test]
-fn retry_puts_failed_files_back() {
+fn retry_refuses_files_that_are_not_failed_and_never_creates_a_journal() {
     let env = Env::new();
-    let f = env.file("a.mp4", 1000, 15);
+    // No journal yet: a clear error, and no empty journal left behind.
     let out = env.run(&["retry", "--failed"]);
-    assert!(
-        !out.status.success()
-            || text(&out).contains("no failed files")
-            || text(&out).contains("no journal"),
-        "{}",
-        text(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no journal"), "{}", text(&out));
+    assert!(!env.journal.exists());
+    let f = env.file("a.mp4", 1000, 15);
     let out = upload(&env, &[&f]);
     assert!(out.status.success(), "{}", text(&out));
     let id = rows(&env)[0].id.to_string();
@@ -384,6 +413,10 @@ fn retry_puts_failed_files_back() {
         "a done file cannot be retried: {}",
         text(&out)
     );
+    assert!(text(&out).contains("is done, not failed"), "{}", text(&out));
+    let out = env.run(&["retry", "--failed"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no failed files"), "{}", text(&out));
 }
 
 #[test]
@@ -433,21 +466,20 @@ fn garbage_replies_do_not_lose_or_duplicate_files() {
     assert!(out.status.success(), "{}", text(&out));
     let vid = done_video(&env, &a);
     assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&a).as_str()));
-    // A whole file accepted with an unreadable reply is done, not sent twice.
+    // A whole file answered 2xx with an unreadable reply may or may not be
+    // stored: it is failed "in doubt", never sent again behind one's back.
     let b = env.file("b.mp4", 3000, 19);
     env.emulator.push_faults(vec![Some(Fault::GarbageReply)]);
     let out = env.run(&["upload", b.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let rb = row_for(&env, &b).unwrap();
-    assert_eq!(rb["state"], "done", "{rb}");
+    assert_eq!(rb["state"], "failed", "{rb}");
+    let err = rb["last_error"].as_str().unwrap();
     assert!(
-        rb["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("videoId is unknown"),
+        err.contains("in doubt") && err.contains("ingestd retry"),
         "{rb}"
     );
-    assert_eq!(env.videos().len(), 2, "no duplicate: {:?}", env.videos());
+    assert_eq!(env.videos().len(), 2, "sent once: {:?}", env.videos());
 }
 
 #[test]
@@ -527,4 +559,81 @@ fn an_unreadable_file_fails_with_a_clear_reason_and_others_go_on() {
         "{err}"
     );
     done_video(&env, &fine);
+}
+
+#[test]
+fn a_redirect_is_never_followed_and_pauses_with_a_clear_reason() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    // A "captive portal": every request is redirected to a page that says 200.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten().take(20) {
+            let mut conn = conn;
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            log.lock().unwrap().push(head.clone());
+            let reply = if head.starts_with("GET /portal") {
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_owned()
+            } else {
+                format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/portal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    let cfg = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(&env.emulator.base_url(), &format!("http://{addr}"));
+    std::fs::write(&env.config, cfg).unwrap();
+    let f = env.file("a.mp4", 2000, 25);
+    let out = upload(&env, &[&f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("api.base_url"), "{}", text(&out));
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        requests.iter().all(|r| !r.starts_with("GET /portal")),
+        "the redirect was followed: {requests:?}"
+    );
+    assert!(
+        requests.iter().all(|r| !r.contains("referer")),
+        "{requests:?}"
+    );
+    let r = row_for(&env, &f).unwrap();
+    assert_eq!(
+        r["state"], "queued",
+        "nothing failed, nothing marked done: {r}"
+    );
+}
+
+#[test]
+fn a_foreground_run_gives_up_after_a_few_attempts_and_leaves_the_file_retrying() {
+    let env = Env::new();
+    env.emulator
+        .set_random_faults(ingestd::emulator::RandomFaults {
+            seed: 1,
+            p_503: 1.0,
+            ..Default::default()
+        });
+    let f = env.file("a.mp4", 2000, 26);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    let out = wait_child(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = row_for(&env, &f).unwrap();
+    assert_eq!(r["state"], "retrying", "{r}");
+    assert_eq!(r["attempts"], ingestd::upload::FOREGROUND_ATTEMPTS, "{r}");
+    assert_eq!(
+        env.emulator.stats().upload_requests,
+        u64::from(ingestd::upload::FOREGROUND_ATTEMPTS)
+    );
+    // The next run picks it up again and, the server healed, finishes it.
+    env.emulator
+        .set_random_faults(ingestd::emulator::RandomFaults::default());
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    done_video(&env, &f);
 }
