@@ -177,6 +177,16 @@ pub struct Added {
     pub state: FileState,
 }
 
+/// What [`Journal::resettle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resettled {
+    /// The settling row now has the file's new identity.
+    Updated,
+    /// Another row already had that identity: the settling row is now `gone`
+    /// and the file is `into`'s.
+    Merged { into: i64, state: FileState },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot create the journal directory {}: {source}; check journal.path (INGESTD_JOURNAL__PATH) and the permissions", path.display())]
@@ -825,6 +835,184 @@ impl Journal {
             .map(to_u64)
             .map_err(self.query_err("count unfinished files"))
     }
+
+    /// Every row of one watch root (the reconcile scan loads a folder once
+    /// instead of asking about each file).
+    pub fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM files WHERE root = ?1 ORDER BY id"
+            ))
+            .map_err(self.query_err("list a watch folder"))?;
+        let rows = st
+            .query_map([root.as_os_str().as_bytes()], row_to_file)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("list a watch folder"))?;
+        Ok(rows)
+    }
+
+    /// Every row (any identity, any state) journaled for `root/rel_path`.
+    pub fn rows_at(&self, root: &Path, rel_path: &Path) -> Result<Vec<FileRow>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM files WHERE root = ?1 AND rel_path = ?2 ORDER BY id"
+            ))
+            .map_err(self.query_err("look up a path"))?;
+        let rows = st
+            .query_map(
+                params![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
+                row_to_file,
+            )
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("look up a path"))?;
+        Ok(rows)
+    }
+
+    /// A settling file changed (it is still being written): its row follows
+    /// the new size, mtime and inode instead of a new row per growth step.
+    /// Only the size, mtime, dev and inode of `identity` are used; root and
+    /// path stay. If another row already has that exact identity (the file
+    /// went back to a state already journaled), this row becomes `gone` and
+    /// the other one is returned.
+    pub fn resettle(
+        &mut self,
+        id: i64,
+        identity: &FileIdentity,
+    ) -> Result<Resettled, JournalError> {
+        let updated = self.transition(
+            "resettle",
+            id,
+            &[FileState::Settling],
+            "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6",
+            &[
+                &to_i64(identity.size),
+                &identity.mtime_ns,
+                &to_i64(identity.dev),
+                &to_i64(identity.inode),
+            ],
+        );
+        let err = match updated {
+            Ok(()) => return Ok(Resettled::Updated),
+            Err(e) => e,
+        };
+        let conflict = matches!(&err, JournalError::Query { source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::ConstraintViolation));
+        if !conflict {
+            return Err(err);
+        }
+        let Some(row) = self.get(id)? else {
+            return Err(err);
+        };
+        let same = FileIdentity {
+            size: identity.size,
+            mtime_ns: identity.mtime_ns,
+            dev: identity.dev,
+            inode: identity.inode,
+            ..row.identity
+        };
+        let Some((other, state)) = self.find(&same)? else {
+            return Err(err);
+        };
+        self.mark_gone(id, &format!("the same file as {other}"))?;
+        Ok(Resettled::Merged { into: other, state })
+    }
+
+    /// The row with exactly this identity, if any.
+    fn find(&self, f: &FileIdentity) -> Result<Option<(i64, FileState)>, JournalError> {
+        let found: Option<(i64, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, state FROM files WHERE root = ?1 AND rel_path = ?2 AND size = ?3 \
+                 AND mtime_ns = ?4 AND dev = ?5 AND inode = ?6",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
+                        f.root.as_os_str().as_bytes(),
+                        f.rel_path.as_os_str().as_bytes(),
+                        to_i64(f.size),
+                        f.mtime_ns,
+                        to_i64(f.dev),
+                        to_i64(f.inode),
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(self.query_err("find a file"))?;
+        Ok(found.map(|(id, st)| (id, FileState::from_str(&st).unwrap_or(FileState::Failed))))
+    }
+
+    /// `UPDATE … WHERE id = ? AND state IN (from)` for many ids in one
+    /// transaction; returns the ids that changed (the others were not in a
+    /// `from` state any more: a lost race, not an error).
+    fn transition_many(
+        &mut self,
+        op: &'static str,
+        ids: &[i64],
+        from: &[FileState],
+        set: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<i64>, JournalError> {
+        let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE files SET {set}, updated_at = ?2 WHERE id = ?1 AND state IN ({})",
+            states.join(", ")
+        );
+        let now = now_ms();
+        let path = self.path.clone();
+        let err = move |source| JournalError::Query { op, path, source };
+        let tx = self.conn.transaction().map_err(err.clone())?;
+        let mut changed = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx.prepare_cached(&sql).map_err(err.clone())?;
+            for id in ids {
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![id, &now];
+                args.extend_from_slice(extra);
+                if st.execute(args.as_slice()).map_err(err.clone())? == 1 {
+                    changed.push(*id);
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(changed)
+    }
+
+    /// settling → queued for many files in one transaction (a restart with
+    /// thousands of settled files costs one fsync). Returns the ids queued.
+    pub fn mark_ready_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, JournalError> {
+        self.transition_many(
+            "mark ready",
+            ids,
+            &[FileState::Settling],
+            "state = 'queued'",
+            &[],
+        )
+    }
+
+    /// Files not yet claimed by a worker (settling, queued, retrying) whose
+    /// source vanished or changed: `gone`, in one transaction. Rows a worker
+    /// holds (`uploading`) are the worker's to judge. Returns the ids changed.
+    pub fn mark_gone_many(&mut self, ids: &[i64], reason: &str) -> Result<Vec<i64>, JournalError> {
+        self.transition_many(
+            "mark gone",
+            ids,
+            &[FileState::Settling, FileState::Queued, FileState::Retrying],
+            "state = 'gone', last_error = ?3, next_attempt_at = NULL",
+            &[&reason],
+        )
+    }
+
+    /// The Video object (JSON) of the reply that completed a file's upload.
+    pub fn video_json(&self, id: i64) -> Result<Option<String>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT video_json FROM files WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(self.query_err("read a file's video"))
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Journal) + Send>;
@@ -1126,6 +1314,83 @@ mod tests {
         let r = Journal::open_read_only(&path).unwrap();
         assert_eq!(r.list(None).unwrap().len(), 1);
         assert_eq!(r.counts().unwrap().get(&FileState::Queued), Some(&1));
+    }
+
+    #[test]
+    fn resettle_follows_a_growing_file_and_merges_into_an_existing_identity() {
+        let (_d, mut j) = open_temp();
+        let a = j
+            .add_file(&ident("a.mp4", 10), FileState::Settling)
+            .unwrap();
+        assert_eq!(
+            j.resettle(a.id, &ident("a.mp4", 20)).unwrap(),
+            Resettled::Updated
+        );
+        let row = j.get(a.id).unwrap().unwrap();
+        assert_eq!((row.identity.size, row.state), (20, FileState::Settling));
+        assert_eq!(
+            j.rows_at(Path::new("/srv/capture"), Path::new("a.mp4"))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Back to an identity another row has: this one is gone, that one wins.
+        let done = j.add_file(&ident("a.mp4", 30), FileState::Done).unwrap();
+        let merged = j.resettle(a.id, &ident("a.mp4", 30)).unwrap();
+        assert_eq!(
+            merged,
+            Resettled::Merged {
+                into: done.id,
+                state: FileState::Done
+            }
+        );
+        assert_eq!(j.get(a.id).unwrap().unwrap().state, FileState::Gone);
+        // Only a settling row may be resettled.
+        let q = j.add_file(&ident("q.mp4", 1), FileState::Queued).unwrap();
+        let err = j.resettle(q.id, &ident("q.mp4", 2)).unwrap_err();
+        assert!(matches!(err, JournalError::WrongState { .. }), "{err}");
+    }
+
+    #[test]
+    fn batch_transitions_skip_rows_in_other_states() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a", 1), FileState::Settling).unwrap();
+        let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
+        let c = j.add_file(&ident("c", 1), FileState::Done).unwrap();
+        assert_eq!(j.mark_ready_many(&[a.id, b.id, 999]).unwrap(), vec![a.id]);
+        let gone = j.mark_gone_many(&[a.id, b.id, c.id], "vanished").unwrap();
+        assert_eq!(gone, vec![a.id, b.id]);
+        assert_eq!(j.get(c.id).unwrap().unwrap().state, FileState::Done);
+        assert_eq!(
+            j.get(b.id).unwrap().unwrap().last_error.as_deref(),
+            Some("vanished")
+        );
+        let other = FileIdentity {
+            root: PathBuf::from("/elsewhere"),
+            ..ident("a", 1)
+        };
+        j.add_file(&other, FileState::Queued).unwrap();
+        let under = j.rows_under(Path::new("/srv/capture")).unwrap();
+        assert_eq!(
+            under.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![a.id, b.id, c.id]
+        );
+    }
+
+    #[test]
+    fn video_json_is_read_back() {
+        let (_d, mut j) = open_temp();
+        let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
+        assert_eq!(j.video_json(a.id).unwrap(), None);
+        j.claim_next(now_ms(), Duration::from_secs(1), None)
+            .unwrap();
+        j.mark_done(a.id, "vi1", Some(r#"{"videoId":"vi1"}"#))
+            .unwrap();
+        assert_eq!(
+            j.video_json(a.id).unwrap().as_deref(),
+            Some(r#"{"videoId":"vi1"}"#)
+        );
+        assert_eq!(j.video_json(999).unwrap(), None);
     }
 
     #[tokio::test]

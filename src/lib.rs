@@ -33,3 +33,4 @@ pub mod emulator;
 pub mod journal;
 pub mod status;
 pub mod upload;
+pub mod watch;

@@ -1,0 +1,459 @@
+//! What happens to a file once it is uploaded (`after_upload`): keep it,
+//! delete it, or move it under `move_to`; with keep and move, optionally a
+//! sidecar `NAME.ingestd.json` saying where the video went.
+//!
+//! Synchronous (renames, hashing): run it on a blocking thread. It acts only
+//! on a `done` row whose file is still exactly the file that was uploaded.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use rustix::fs::{RenameFlags, CWD};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::{journal_root, show, WatchError};
+use crate::config::{AfterUpload, WatchSettings};
+use crate::journal::{FileIdentity, FileRow, FileState};
+
+/// The suffix of sidecar files (ignored by every watch folder).
+pub const SIDECAR_SUFFIX: &str = ".ingestd.json";
+
+/// How many `name (N).ext` candidates are tried before giving up.
+const MAX_SUFFIX: u32 = 10_000;
+
+/// What `after_upload` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterUploadOutcome {
+    /// `keep`: the file stays; the sidecar written, if any.
+    Kept {
+        sidecar: Option<PathBuf>,
+    },
+    Deleted {
+        path: PathBuf,
+    },
+    Moved {
+        from: PathBuf,
+        to: PathBuf,
+        sidecar: Option<PathBuf>,
+    },
+    /// The file is no longer where it was uploaded from (already moved or
+    /// deleted, by us before a crash or by someone): nothing to do.
+    Vanished {
+        path: PathBuf,
+    },
+    /// The file changed since it was uploaded: it is left alone (it will be
+    /// journaled as a new file).
+    Changed {
+        path: PathBuf,
+    },
+}
+
+/// `NAME.ingestd.json` beside `file`.
+pub fn sidecar_path(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(SIDECAR_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WatchError + 'a {
+    move |source| WatchError::AfterUpload {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Applies the folder's `after_upload` to a file whose upload is `done`.
+///
+/// Refuses a row that is not `done` or not of this folder. Re-checks the
+/// file's identity first: a file that vanished or changed since its upload
+/// is left alone. `sidecar` writes `NAME.ingestd.json` (keep and move).
+/// `video_json` is the Video object of the completing reply (for the player
+/// URL); `None` is fine.
+pub fn after_upload(
+    watch: &WatchSettings,
+    row: &FileRow,
+    video_json: Option<&str>,
+    sidecar: bool,
+) -> Result<AfterUploadOutcome, WatchError> {
+    if row.state != FileState::Done {
+        return Err(WatchError::NotDone {
+            id: row.id,
+            state: row.state,
+        });
+    }
+    let root = journal_root(&watch.path);
+    if row.identity.root != root {
+        return Err(WatchError::NotInFolder {
+            id: row.id,
+            path: row.path(),
+            folder: root,
+        });
+    }
+    let path = row.path();
+    let meta = match fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            info!(id = row.id, path = %show(&path), "uploaded file is already gone from the watch folder");
+            return Ok(AfterUploadOutcome::Vanished { path });
+        }
+        Err(e) => return Err(io_err("inspect", &path)(e)),
+    };
+    if !row.identity.matches(&meta) {
+        warn!(id = row.id, path = %show(&path),
+            "the file changed after it was uploaded; leaving it in place (it will be uploaded as a new file)");
+        return Ok(AfterUploadOutcome::Changed { path });
+    }
+    match &watch.after_upload {
+        AfterUpload::Keep => {
+            let written = if sidecar {
+                let meta = Sidecar::describe(row, video_json, &path)?;
+                let Some(meta) = meta else {
+                    return Ok(AfterUploadOutcome::Changed { path });
+                };
+                let side = sidecar_path(&path);
+                meta.write(&side)?;
+                Some(side)
+            } else {
+                None
+            };
+            Ok(AfterUploadOutcome::Kept { sidecar: written })
+        }
+        AfterUpload::Delete => {
+            // Checked again as late as possible: a rewrite since is kept.
+            let meta = fs::metadata(&path).map_err(io_err("inspect", &path))?;
+            if !row.identity.matches(&meta) {
+                warn!(id = row.id, path = %show(&path), "the file changed after it was uploaded; not deleting it");
+                return Ok(AfterUploadOutcome::Changed { path });
+            }
+            fs::remove_file(&path).map_err(io_err("delete", &path))?;
+            info!(id = row.id, path = %show(&path), "uploaded file deleted");
+            Ok(AfterUploadOutcome::Deleted { path })
+        }
+        AfterUpload::Move(move_to) => move_file(row, &root, move_to, video_json, sidecar),
+    }
+}
+
+/// The directory `move_to` names: relative means under the watch root.
+pub(crate) fn move_target(root: &Path, move_to: &Path) -> PathBuf {
+    journal_root(&root.join(move_to))
+}
+
+fn move_file(
+    row: &FileRow,
+    root: &Path,
+    move_to: &Path,
+    video_json: Option<&str>,
+    sidecar: bool,
+) -> Result<AfterUploadOutcome, WatchError> {
+    let from = row.path();
+    let dest = move_target(root, move_to).join(&row.identity.rel_path);
+    let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    fs::create_dir_all(&dest_dir).map_err(io_err("create the move_to directory", &dest_dir))?;
+    let side_meta = if sidecar {
+        match Sidecar::describe(row, video_json, &from)? {
+            Some(m) => Some(m),
+            None => return Ok(AfterUploadOutcome::Changed { path: from }),
+        }
+    } else {
+        None
+    };
+    let video_id = side_meta.as_ref().map(|m| m.video_id.clone());
+    for n in 0..=MAX_SUFFIX {
+        let candidate = numbered(&dest, n);
+        if fs::symlink_metadata(&candidate).is_ok() {
+            continue;
+        }
+        let side = sidecar_path(&candidate);
+        // A sidecar without its file is taken, unless it is ours from an
+        // attempt interrupted between the sidecar and the rename.
+        let side_exists = fs::symlink_metadata(&side).is_ok();
+        if side_exists && !sidecar_names(&side, video_id.as_deref()) {
+            continue;
+        }
+        if let Some(m) = &side_meta {
+            m.write(&side)?;
+        }
+        // Last look before the rename: a file rewritten since is kept.
+        let meta = match fs::metadata(&from) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                remove_ours(side_meta.is_some() && !side_exists, &side);
+                return Ok(AfterUploadOutcome::Vanished { path: from });
+            }
+            Err(e) => return Err(io_err("inspect", &from)(e)),
+        };
+        if !row.identity.matches(&meta) {
+            remove_ours(side_meta.is_some() && !side_exists, &side);
+            warn!(id = row.id, path = %show(&from), "the file changed after it was uploaded; not moving it");
+            return Ok(AfterUploadOutcome::Changed { path: from });
+        }
+        match rename_no_replace(&from, &candidate, &row.identity) {
+            Ok(()) => {
+                info!(id = row.id, from = %show(&from), to = %show(&candidate), "uploaded file moved");
+                return Ok(AfterUploadOutcome::Moved {
+                    from,
+                    to: candidate,
+                    sidecar: side_meta.map(|_| side),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                remove_ours(side_meta.is_some() && !side_exists, &side);
+                continue;
+            }
+            Err(e) => {
+                remove_ours(side_meta.is_some() && !side_exists, &side);
+                return Err(io_err("move", &from)(e));
+            }
+        }
+    }
+    Err(WatchError::NoFreeName { path: dest })
+}
+
+fn remove_ours(ours: bool, side: &Path) {
+    if ours {
+        let _ = fs::remove_file(side);
+    }
+}
+
+/// `name.ext`, then `name (1).ext`, `name (2).ext`…
+pub(crate) fn numbered(path: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(OsStrExt::as_bytes).unwrap_or_default();
+    let mut name = stem.to_vec();
+    name.extend_from_slice(format!(" ({n})").as_bytes());
+    if let Some(ext) = path.extension() {
+        name.push(b'.');
+        name.extend_from_slice(ext.as_bytes());
+    }
+    path.with_file_name(OsString::from_vec(name))
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`). Falls
+/// back to a copy when they are on different filesystems.
+fn rename_no_replace(from: &Path, to: &Path, identity: &FileIdentity) -> io::Result<()> {
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::XDEV) => copy_then_remove(from, to, identity),
+        // The filesystem has no RENAME_NOREPLACE (some network ones): a
+        // hard link cannot replace either; then a check and a plain rename.
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            match fs::hard_link(from, to) {
+                Ok(()) => fs::remove_file(from),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => {
+                    if fs::symlink_metadata(to).is_ok() {
+                        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+                    }
+                    fs::rename(from, to)
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A move across filesystems: copy to a hidden temp beside the target,
+/// flush, rename into place without replacing, then remove the source if it
+/// did not change during the copy.
+fn copy_then_remove(from: &Path, to: &Path, identity: &FileIdentity) -> io::Result<()> {
+    let tmp = temp_beside(to, "move");
+    let result = (|| {
+        let mut src = File::open(from)?;
+        let mut dst = File::options().write(true).create_new(true).open(&tmp)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+        if !identity.matches(&fs::metadata(from)?) {
+            return Err(io::Error::other("the file changed while it was copied"));
+        }
+        match rustix::fs::renameat_with(CWD, &tmp, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                if fs::symlink_metadata(to).is_ok() {
+                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+                }
+                fs::rename(&tmp, to)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    fs::remove_file(from)
+}
+
+/// A hidden (so never watched) unique temp name in `target`'s directory.
+fn temp_beside(target: &Path, what: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(OsStrExt::as_bytes)
+        .unwrap_or_default();
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name);
+    tmp.extend_from_slice(
+        format!(
+            ".{what}-{}-{:08x}.tmp",
+            std::process::id(),
+            fastrand::u32(..)
+        )
+        .as_bytes(),
+    );
+    target.with_file_name(OsString::from_vec(tmp))
+}
+
+/// Whether the sidecar at `side` is about `video_id`.
+fn sidecar_names(side: &Path, video_id: Option<&str>) -> bool {
+    let Some(video_id) = video_id else {
+        return false;
+    };
+    fs::read(side)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("videoId").and_then(|v| v.as_str().map(str::to_owned)))
+        .is_some_and(|v| v == video_id)
+}
+
+/// The content of a sidecar.
+#[derive(Debug)]
+struct Sidecar {
+    video_id: String,
+    json: serde_json::Value,
+}
+
+impl Sidecar {
+    /// Describes the uploaded file (hashing it); `None` if it changed
+    /// while it was hashed.
+    fn describe(
+        row: &FileRow,
+        video_json: Option<&str>,
+        path: &Path,
+    ) -> Result<Option<Sidecar>, WatchError> {
+        let video: Option<serde_json::Value> =
+            video_json.and_then(|j| serde_json::from_str(j).ok());
+        let video_id = row
+            .video_id
+            .clone()
+            .or_else(|| {
+                video
+                    .as_ref()
+                    .and_then(|v| v.get("videoId")?.as_str().map(str::to_owned))
+            })
+            .unwrap_or_default();
+        let player = video
+            .as_ref()
+            .and_then(|v| v.pointer("/assets/player")?.as_str().map(str::to_owned));
+        let sha256 = hash_file(path).map_err(io_err("hash", path))?;
+        let meta = fs::metadata(path).map_err(io_err("inspect", path))?;
+        if !row.identity.matches(&meta) {
+            warn!(id = row.id, path = %show(path), "the file changed after it was uploaded; leaving it alone");
+            return Ok(None);
+        }
+        let uploaded_at = row.done_at.and_then(|ms| u64::try_from(ms).ok()).map(|ms| {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        });
+        let json = serde_json::json!({
+            "videoId": video_id,
+            "player": player,
+            "file": String::from_utf8_lossy(
+                row.identity.rel_path.file_name().map(OsStrExt::as_bytes).unwrap_or_default()
+            ),
+            "size": row.identity.size,
+            "sha256": sha256,
+            "uploadedAt": uploaded_at,
+        });
+        Ok(Some(Sidecar { video_id, json }))
+    }
+
+    /// Writes the sidecar atomically: a hidden temp, flushed, renamed.
+    fn write(&self, side: &Path) -> Result<(), WatchError> {
+        let tmp = temp_beside(side, "write");
+        let result = (|| {
+            let mut f = File::options().write(true).create_new(true).open(&tmp)?;
+            let mut bytes = serde_json::to_vec_pretty(&self.json).map_err(io::Error::other)?;
+            bytes.push(b'\n');
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, side)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io_err("write the sidecar", side))
+    }
+}
+
+fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_names() {
+        let p = Path::new("/d/clip.mp4");
+        assert_eq!(numbered(p, 0), PathBuf::from("/d/clip.mp4"));
+        assert_eq!(numbered(p, 1), PathBuf::from("/d/clip (1).mp4"));
+        assert_eq!(
+            numbered(Path::new("/d/README"), 2),
+            PathBuf::from("/d/README (2)")
+        );
+        assert_eq!(
+            numbered(Path::new("/d/a.tar.gz"), 1),
+            PathBuf::from("/d/a.tar (1).gz")
+        );
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"/d/caf\xe9.mp4"));
+        assert_eq!(
+            numbered(&odd, 3).as_os_str().as_bytes(),
+            b"/d/caf\xe9 (3).mp4"
+        );
+    }
+
+    #[test]
+    fn sidecar_and_temp_names_are_ignored_by_watchers() {
+        let f = super::super::filter::Filter::new(&[], &[]).unwrap();
+        let side = sidecar_path(Path::new("a/clip.mp4"));
+        assert_eq!(side, PathBuf::from("a/clip.mp4.ingestd.json"));
+        assert!(!f.wants_path(&side));
+        let tmp = temp_beside(Path::new("a/clip.mp4"), "move");
+        assert!(!f.wants_path(&tmp));
+    }
+
+    #[test]
+    fn move_target_is_under_the_root_when_relative() {
+        assert_eq!(
+            move_target(Path::new("/srv/in"), Path::new("done")),
+            PathBuf::from("/srv/in/done")
+        );
+        assert_eq!(
+            move_target(Path::new("/srv/in"), Path::new("/srv/done/")),
+            PathBuf::from("/srv/done")
+        );
+    }
+}

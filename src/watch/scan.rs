@@ -1,0 +1,333 @@
+//! Reconcile scans: walk a watch folder (synchronously: run it on a blocking
+//! thread) and diff what is on disk against the folder's journal rows.
+//!
+//! The walk never follows a symlink unless the folder allows it, and then
+//! only to a target inside the root; it remembers the (dev, inode) of every
+//! directory entered, so neither a symlink nor a bind mount can loop it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use super::filter::Filter;
+use crate::journal::{FileIdentity, FileRow, FileState};
+
+/// What a walk needs to know about its folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Tree {
+    /// The root as journaled (absolute, normalised, possibly via symlinks).
+    pub root: PathBuf,
+    /// The root with every symlink resolved: symlink targets must lie in it.
+    pub canonical_root: PathBuf,
+    pub filter: Filter,
+    pub recursive: bool,
+    pub follow_symlinks: bool,
+}
+
+/// What a walk found.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    /// Wanted regular files (symlinks to files: the target's identity).
+    pub files: Vec<FileIdentity>,
+    /// Every directory entered, absolute (for inotify watches).
+    pub dirs: Vec<PathBuf>,
+    /// Directories that could not be listed (relative): what lies under
+    /// them is unknown, not gone.
+    pub unreadable: Vec<PathBuf>,
+    /// Directories already entered reached again (a loop).
+    pub loops: usize,
+}
+
+impl Tree {
+    /// The metadata that identifies the file at `path` (following a final
+    /// symlink only when the folder allows it).
+    pub(crate) fn stat(&self, path: &Path) -> io::Result<Metadata> {
+        let meta = fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() && self.follow_symlinks && self.link_inside(path) {
+            return fs::metadata(path);
+        }
+        Ok(meta)
+    }
+
+    /// Whether `path` resolves to somewhere inside the root.
+    pub(crate) fn link_inside(&self, path: &Path) -> bool {
+        match fs::canonicalize(path) {
+            Ok(target) => {
+                target.starts_with(&self.canonical_root)
+                    && target
+                        .strip_prefix(&self.canonical_root)
+                        .is_ok_and(|rel| self.filter.ancestors_wanted(&rel.join("x")))
+            }
+            // Dangling, a loop (ELOOP), or vanished.
+            Err(_) => false,
+        }
+    }
+
+    /// Walks the directory `start` (relative to the root; empty for the
+    /// root). `on_dir` is called with each directory's absolute path before
+    /// it is listed (so an inotify watch is in place before the listing and
+    /// no file created in between is missed). Only a failure to list
+    /// `start` itself is an error; `Interrupted` means `cancel` fired.
+    pub(crate) fn walk(
+        &self,
+        start: &Path,
+        on_dir: &mut dyn FnMut(&Path),
+        cancel: &CancellationToken,
+    ) -> io::Result<Walked> {
+        let mut out = Walked::default();
+        let mut visited: HashSet<(u64, u64)> = HashSet::new();
+        let start_abs = self.root.join(start);
+        let meta = fs::metadata(&start_abs)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        visited.insert((meta.dev(), meta.ino()));
+        let mut stack = vec![start.to_path_buf()];
+        while let Some(rel_dir) = stack.pop() {
+            if cancel.is_cancelled() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            }
+            let abs_dir = self.root.join(&rel_dir);
+            on_dir(&abs_dir);
+            let entries = match fs::read_dir(&abs_dir) {
+                Ok(entries) => entries,
+                Err(e) if rel_dir == start => return Err(e),
+                Err(e) => {
+                    tracing::warn!(dir = %super::show(&abs_dir), error = %e,
+                        "cannot list a directory of a watch folder; its files are left as they are");
+                    out.unreadable.push(rel_dir);
+                    continue;
+                }
+            };
+            out.dirs.push(abs_dir.clone());
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!(dir = %super::show(&abs_dir), error = %e,
+                            "error while listing a directory of a watch folder");
+                        out.unreadable.push(rel_dir.clone());
+                        break;
+                    }
+                };
+                let rel = rel_dir.join(entry.file_name());
+                // Vanished since the listing: not an error.
+                let Ok(file_type) = entry.file_type() else {
+                    continue;
+                };
+                if file_type.is_dir() {
+                    if !self.recursive || self.filter.skips_dir(&rel) {
+                        continue;
+                    }
+                    let Ok(meta) = entry.metadata() else {
+                        continue;
+                    };
+                    if visited.insert((meta.dev(), meta.ino())) {
+                        stack.push(rel);
+                    } else {
+                        out.loops += 1;
+                    }
+                } else if file_type.is_file() {
+                    if !self.filter.wants_file(&rel) {
+                        continue;
+                    }
+                    if let Ok(meta) = entry.metadata() {
+                        if meta.is_file() {
+                            out.files
+                                .push(FileIdentity::from_metadata(&self.root, &rel, &meta));
+                        }
+                    }
+                } else if file_type.is_symlink() && self.follow_symlinks {
+                    let abs = abs_dir.join(entry.file_name());
+                    if !self.link_inside(&abs) {
+                        tracing::debug!(path = %super::show(&abs),
+                            "symlink leads outside the watch folder (or nowhere): skipped");
+                        continue;
+                    }
+                    let Ok(meta) = fs::metadata(&abs) else {
+                        continue;
+                    };
+                    if meta.is_dir() {
+                        if !self.recursive || self.filter.skips_dir(&rel) {
+                            continue;
+                        }
+                        if visited.insert((meta.dev(), meta.ino())) {
+                            stack.push(rel);
+                        } else {
+                            out.loops += 1;
+                        }
+                    } else if meta.is_file() && self.filter.wants_file(&rel) {
+                        out.files
+                            .push(FileIdentity::from_metadata(&self.root, &rel, &meta));
+                    }
+                }
+                // Anything else (fifo, socket, device, unfollowed symlink): skipped.
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a scan must do to bring the journal in line with the folder.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// New files: journal them as settling.
+    pub add: Vec<FileIdentity>,
+    /// Settling rows whose file changed since: follow it.
+    pub resettle: Vec<(i64, FileIdentity)>,
+    /// Settling rows whose file is as journaled: keep their clocks running.
+    pub settling: Vec<(i64, FileIdentity)>,
+    /// Rows not uploaded yet whose identity was not seen: check each file,
+    /// then mark the vanished or changed ones gone.
+    pub unseen: Vec<FileRow>,
+    /// Done rows whose file is still in place, unchanged.
+    pub done_in_place: Vec<FileRow>,
+    pub already_done: usize,
+    pub empty: usize,
+}
+
+type Key<'a> = (&'a [u8], u64, i64, u64, u64);
+
+fn key(f: &FileIdentity) -> Key<'_> {
+    (
+        f.rel_path.as_os_str().as_bytes(),
+        f.size,
+        f.mtime_ns,
+        f.dev,
+        f.inode,
+    )
+}
+
+/// Diffs the files found on disk against every journal row of the folder:
+/// one pass over each, with hash maps, whatever the folder's size.
+pub(crate) fn plan(files: Vec<FileIdentity>, rows: Vec<FileRow>) -> Plan {
+    let mut by_identity: HashMap<Key<'_>, usize> = HashMap::with_capacity(rows.len());
+    let mut settling_at: HashMap<&[u8], usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        by_identity.insert(key(&row.identity), i);
+        if row.state == FileState::Settling {
+            settling_at.insert(row.identity.rel_path.as_os_str().as_bytes(), i);
+        }
+    }
+    let mut seen = vec![false; rows.len()];
+    let mut plan = Plan::default();
+    for file in files {
+        let same = by_identity.get(&key(&file)).copied();
+        if let Some(i) = same {
+            seen[i] = true;
+            let row = &rows[i];
+            match row.state {
+                FileState::Settling => plan.settling.push((row.id, file)),
+                FileState::Done => {
+                    plan.already_done += 1;
+                    plan.done_in_place.push(row.clone());
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let earlier = settling_at
+            .get(file.rel_path.as_os_str().as_bytes())
+            .copied()
+            .filter(|i| !seen[*i]);
+        if let Some(i) = earlier {
+            seen[i] = true;
+            plan.resettle.push((rows[i].id, file));
+        } else if file.size == 0 {
+            // Never queued while empty; journaled once it has bytes.
+            plan.empty += 1;
+        } else {
+            plan.add.push(file);
+        }
+    }
+    plan.unseen = rows
+        .iter()
+        .zip(seen)
+        .filter(|(row, seen)| {
+            !seen
+                && matches!(
+                    row.state,
+                    FileState::Settling | FileState::Queued | FileState::Retrying
+                )
+        })
+        .map(|(row, _)| row.clone())
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(name: &str, size: u64, inode: u64) -> FileIdentity {
+        FileIdentity {
+            root: PathBuf::from("/r"),
+            rel_path: PathBuf::from(name),
+            size,
+            mtime_ns: 5,
+            dev: 1,
+            inode,
+        }
+    }
+
+    fn row(id: i64, identity: FileIdentity, state: FileState) -> FileRow {
+        FileRow {
+            id,
+            identity,
+            state,
+            chunk_size: None,
+            bytes_uploaded: 0,
+            video_id: None,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            done_at: None,
+        }
+    }
+
+    #[test]
+    fn plan_sorts_every_case() {
+        let rows = vec![
+            row(1, ident("done.mp4", 10, 1), FileState::Done),
+            row(2, ident("growing.mp4", 10, 2), FileState::Settling),
+            row(3, ident("steady.mp4", 10, 3), FileState::Settling),
+            row(4, ident("vanished.mp4", 10, 4), FileState::Queued),
+            row(5, ident("changed.mp4", 10, 5), FileState::Queued),
+            row(6, ident("uploading.mp4", 10, 6), FileState::Uploading),
+            row(7, ident("old-gone.mp4", 10, 7), FileState::Gone),
+        ];
+        let files = vec![
+            ident("done.mp4", 10, 1),
+            ident("growing.mp4", 20, 2),
+            ident("steady.mp4", 10, 3),
+            ident("changed.mp4", 11, 5),
+            ident("new.mp4", 1, 8),
+            ident("empty.mp4", 0, 9),
+        ];
+        let p = plan(files, rows);
+        assert_eq!(p.already_done, 1);
+        assert_eq!(p.done_in_place[0].id, 1);
+        assert_eq!(p.resettle.len(), 1);
+        assert_eq!((p.resettle[0].0, p.resettle[0].1.size), (2, 20));
+        assert_eq!(p.settling.iter().map(|s| s.0).collect::<Vec<_>>(), vec![3]);
+        let added: Vec<_> = p.add.iter().map(|f| f.rel_path.clone()).collect();
+        assert_eq!(
+            added,
+            vec![PathBuf::from("changed.mp4"), PathBuf::from("new.mp4")]
+        );
+        assert_eq!(p.empty, 1);
+        let unseen: Vec<i64> = p.unseen.iter().map(|r| r.id).collect();
+        assert_eq!(unseen, vec![4, 5]);
+    }
+}
