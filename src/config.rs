@@ -188,6 +188,9 @@ pub struct WatchSettings {
     pub poll_interval: Duration,
     pub after_upload: AfterUpload,
     pub follow_symlinks: bool,
+    /// Write `NAME.ingestd.json` (videoId, player URL, size, SHA-256, upload
+    /// time) beside each uploaded file, with `keep` and `move`.
+    pub sidecar: bool,
 }
 
 impl WatchSettings {
@@ -204,6 +207,7 @@ impl WatchSettings {
             poll_interval: DEFAULT_POLL_INTERVAL,
             after_upload: AfterUpload::Keep,
             follow_symlinks: false,
+            sidecar: false,
         }
     }
 }
@@ -333,6 +337,7 @@ struct RawWatch {
     after_upload: Option<AfterUploadKind>,
     move_to: Option<PathBuf>,
     follow_symlinks: Option<bool>,
+    sidecar: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -629,6 +634,7 @@ impl Validator<'_> {
             poll_interval,
             after_upload,
             follow_symlinks: raw.follow_symlinks.unwrap_or(false),
+            sidecar: raw.sidecar.unwrap_or(false),
         })
     }
 

@@ -1384,7 +1384,7 @@ mod tests {
         assert_eq!(j.video_json(a.id).unwrap(), None);
         j.claim_next(now_ms(), Duration::from_secs(1), None)
             .unwrap();
-        j.mark_done(a.id, "vi1", Some(r#"{"videoId":"vi1"}"#))
+        j.mark_done(a.id, Some("vi1"), Some(r#"{"videoId":"vi1"}"#), None)
             .unwrap();
         assert_eq!(
             j.video_json(a.id).unwrap().as_deref(),

@@ -130,9 +130,9 @@ pub struct WatchOptions {
     pub reconcile_every: Duration,
     /// How often a missing or unreadable folder is looked for again.
     pub retry_unavailable_every: Duration,
-    /// Write `NAME.ingestd.json` sidecars (with `keep` and `move`) when a
-    /// scan applies an after-upload action that a crash interrupted. Pass
-    /// the same choice to [`after_upload`].
+    /// Master switch for `NAME.ingestd.json` sidecars (with `keep` and
+    /// `move`), written when a scan applies an after-upload action that a
+    /// crash interrupted; each folder's `sidecar` key decides under it.
     pub sidecars: bool,
     /// [`run`] sends the report of the first scan of every folder here once
     /// all have been scanned (or found unavailable): the moment to tell
@@ -246,7 +246,10 @@ fn folders(
     }
     watches
         .iter()
-        .map(|w| Folder::new(w.clone(), &roots, journal.clone(), work.clone(), sidecars))
+        .map(|w| {
+            let sidecar = sidecars && w.sidecar;
+            Folder::new(w.clone(), &roots, journal.clone(), work.clone(), sidecar)
+        })
         .collect()
 }
 

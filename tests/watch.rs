@@ -95,7 +95,7 @@ impl World {
             .call(move |j| {
                 let claimed = j.claim_next(now_ms(), Duration::from_secs(1), Some(&[id]))?;
                 assert!(claimed.is_some(), "file {id} was not claimable");
-                j.mark_done(id, "vi4k2Example", video_json)?;
+                j.mark_done(id, Some("vi4k2Example"), video_json, None)?;
                 Ok(j.get(id)?.unwrap())
             })
             .await
@@ -114,6 +114,7 @@ fn settings(root: &Path, settle_ms: u64) -> WatchSettings {
         poll_interval: Duration::from_millis(200),
         after_upload: AfterUpload::Keep,
         follow_symlinks: false,
+        sidecar: true,
     }
 }
 

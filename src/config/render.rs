@@ -106,6 +106,7 @@ impl Settings {
                 }
             }
             let _ = writeln!(out, "follow_symlinks = {}", watch.follow_symlinks);
+            let _ = writeln!(out, "sidecar = {}", watch.sidecar);
         }
         out
     }
