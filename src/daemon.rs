@@ -13,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::apivideo::{ApiError, Client};
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{self, ConfigError, Settings, WatchSettings};
 use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle};
 use crate::upload::{Batch, Pacer, Throttle, TokenGate, Uploader, WorkerError};
+use crate::watch::{self, WatchError, WatchOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -120,6 +123,7 @@ impl Session {
                 gate: TokenGate::default(),
                 throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
                 work: Arc::new(Notify::new()),
+                watches: Arc::new(settings.watches.clone()),
             },
             concurrency: settings.upload.concurrency.max(1),
             _lock: lock,
@@ -188,10 +192,53 @@ pub async fn run(
         "ingestd running"
     );
     let reloader = spawn_reloader(&session, hup, config_path, shutdown.clone());
-    let result = session.run_workers(None, &shutdown).await;
+    // The watch stage and the workers stop together: a fatal error in one
+    // cancels the other.
+    let stop = shutdown.child_token();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let watch_task = {
+        let watches = settings.watches.clone();
+        let journal = session.uploader.journal.clone();
+        let work = session.uploader.work.clone();
+        let stop = stop.clone();
+        let opts = WatchOptions {
+            ready: Some(ready_tx),
+            ..WatchOptions::default()
+        };
+        tokio::spawn(async move {
+            let r = watch::run(watches, journal, work, opts, stop.clone()).await;
+            if let Err(e) = &r {
+                error!("the watch stage stopped: {e}");
+                stop.cancel();
+            }
+            r
+        })
+    };
+    tokio::spawn(async move {
+        if let Ok(report) = ready_rx.await {
+            info!(
+                folders = report.folders,
+                files = report.files,
+                new = report.journaled,
+                already_done = report.already_done,
+                unavailable = report.unavailable.len(),
+                took_ms = report.elapsed.as_millis() as u64,
+                "first scan done; watching"
+            );
+        }
+    });
+    let workers = session.run_workers(None, &stop).await;
+    stop.cancel();
+    let watched = watch_task.await.map_err(|e| {
+        DaemonError::Thread(std::io::Error::other(format!(
+            "the watch stage panicked: {e}"
+        )))
+    })?;
     reloader.abort();
     info!("stopped; the journal is consistent");
-    result
+    workers?;
+    watched?;
+    Ok(())
 }
 
 /// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
@@ -257,7 +304,7 @@ impl UploadResult {
 
 /// The identity of a file named on the command line, or why it cannot be
 /// uploaded.
-fn identify(path: &Path) -> Result<FileIdentity, String> {
+fn identify(path: &Path, watches: &[WatchSettings]) -> Result<FileIdentity, String> {
     let abs = std::path::absolute(path).map_err(|e| format!("cannot resolve the path: {e}"))?;
     let meta = std::fs::metadata(&abs).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_owned(),
@@ -268,6 +315,14 @@ fn identify(path: &Path) -> Result<FileIdentity, String> {
     }
     if meta.len() == 0 {
         return Err("empty file: nothing to upload (skipped, not journaled)".to_owned());
+    }
+    // A file inside a watch folder has the identity the watch stage gives
+    // it, so the two never upload it twice.
+    for w in watches {
+        let root = watch::journal_root(&w.path);
+        if let Ok(rel) = abs.strip_prefix(&root) {
+            return Ok(FileIdentity::from_metadata(&root, rel, &meta));
+        }
     }
     let (Some(root), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Err("not a file path".to_owned());
@@ -286,10 +341,15 @@ pub async fn upload_files(
     let mut results: Vec<UploadResult> = Vec::new();
     let mut idents = Vec::new();
     let given = paths.to_vec();
-    let identified =
-        tokio::task::spawn_blocking(move || given.iter().map(|p| identify(p)).collect::<Vec<_>>())
-            .await
-            .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))?;
+    let watches = settings.watches.clone();
+    let identified = tokio::task::spawn_blocking(move || {
+        given
+            .iter()
+            .map(|p| identify(p, &watches))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))?;
     for (p, identity) in paths.iter().zip(identified) {
         match identity {
             Ok(ident) => {
@@ -365,6 +425,26 @@ pub async fn run_once(
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
     let journal = session.uploader.journal.clone();
+    if !settings.watches.is_empty() {
+        let report = watch::scan_and_settle(
+            &settings.watches,
+            journal.clone(),
+            session.uploader.work.clone(),
+            WatchOptions::default(),
+            shutdown.clone(),
+        )
+        .await?;
+        info!(
+            folders = report.folders,
+            files = report.files,
+            new = report.journaled,
+            already_done = report.already_done,
+            "scan done"
+        );
+        for e in &report.unavailable {
+            error!("{e}");
+        }
+    }
     let pending: Vec<i64> = journal
         .call(|j| {
             Ok(j.list(Some(&[FileState::Queued, FileState::Retrying]))?

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, MAX_TOTAL_BYTES};
+use crate::config::WatchSettings;
 use crate::journal::{now_ms, FileRow, JournalError, JournalHandle};
 
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
@@ -289,6 +290,8 @@ pub struct Uploader {
     pub throttle: Arc<Throttle>,
     /// Signalled when new work may be in the journal.
     pub work: Arc<Notify>,
+    /// The watch folders, for the after-upload action of their files.
+    pub watches: Arc<Vec<WatchSettings>>,
 }
 
 /// How one attempt at a file ended.
@@ -531,6 +534,7 @@ impl Uploader {
                     .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), None))
                     .await?;
                 info!(id, path = %shown, video_id = %vid, size, "upload done");
+                self.after_upload(id).await;
                 return Ok(Outcome::Done { video_id: vid });
             }
             let v = vid.clone();
@@ -560,6 +564,40 @@ impl Uploader {
         Ok(Outcome::Done {
             video_id: video_id.unwrap_or_default(),
         })
+    }
+
+    /// Keeps, deletes or moves a file whose upload is done, as its watch
+    /// folder says. A failure here loses nothing (the file stays where it
+    /// is, done): it is logged, and the next reconcile scan tries again.
+    async fn after_upload(&self, id: i64) {
+        let row = match self.journal.call(move |j| j.get(id)).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(id, "after upload: cannot read the journal: {e}");
+                return;
+            }
+        };
+        let Some(watch) = crate::watch::folder_of(&self.watches, &row).cloned() else {
+            return;
+        };
+        let json = match self.journal.call(move |j| j.video_json(id)).await {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(id, "after upload: cannot read the journal: {e}");
+                None
+            }
+        };
+        let path = row.path().display().to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            crate::watch::after_upload(&watch, &row, json.as_deref(), watch.sidecar)
+        })
+        .await;
+        match done {
+            Ok(Ok(outcome)) => info!(id, path = %path, "after upload: {outcome:?}"),
+            Ok(Err(e)) => warn!(id, path = %path, "after upload: {e}; the next scan tries again"),
+            Err(e) => warn!(id, path = %path, "after upload failed: {e}"),
+        }
     }
 
     /// Why the file is no longer the one journaled, if it is not.

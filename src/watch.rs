@@ -637,18 +637,7 @@ mod tests {
 
     #[test]
     fn unavailable_errors_name_the_path() {
-        let err = check_folder(&WatchSettings {
-            path: PathBuf::from("/nonexistent/ingestd-watch"),
-            recursive: true,
-            include: vec![],
-            exclude: vec![],
-            settle: Duration::from_secs(1),
-            mode: crate::config::WatchMode::Auto,
-            poll_interval: Duration::from_secs(1),
-            after_upload: crate::config::AfterUpload::Keep,
-            follow_symlinks: false,
-        })
-        .unwrap_err();
+        let err = check_folder(&WatchSettings::new("/nonexistent/ingestd-watch")).unwrap_err();
         assert!(matches!(err, WatchError::Missing { .. }));
         assert!(
             err.to_string().contains("/nonexistent/ingestd-watch"),
