@@ -1,24 +1,30 @@
-//! `ingestd demo`: the whole upload pipeline on one machine, with nothing to
-//! configure: a built-in emulator on loopback, a temporary folder of sample
-//! files, the journal, the workers, and a check of every byte at the end.
+//! `ingestd demo`: the whole pipeline on one machine, with nothing to
+//! configure: a built-in emulator on loopback, a temporary watch folder, the
+//! daemon, sample files arriving the way cameras write them, and a check of
+//! every byte at the end.
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    ApiSettings, JournalSettings, Settings, TokenSource, UploadSettings, UploadToken,
+    AfterUpload, ApiSettings, JournalSettings, Settings, TokenSource, UploadSettings, UploadToken,
+    WatchSettings,
 };
 use crate::daemon::{self, DaemonError};
 use crate::emulator::{Emulator, EmulatorOptions};
-use crate::journal::Journal;
+use crate::journal::{FileState, Journal};
 use crate::status;
 
 const MIB: u64 = 1024 * 1024;
 const DEMO_TOKEN: &str = "to1demoToken0000000000000";
+/// How long the demo waits for everything before it gives up.
+const DEMO_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -53,9 +59,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-fn write_sample(path: &Path, size: u64, rng: &mut fastrand::Rng) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+fn append_random(path: &Path, size: u64, rng: &mut fastrand::Rng) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut f = std::io::BufWriter::new(f);
     let mut block = vec![0u8; 64 * 1024];
     let mut left = size;
     while left > 0 {
@@ -67,7 +76,7 @@ fn write_sample(path: &Path, size: u64, rng: &mut fastrand::Rng) -> std::io::Res
     f.flush()
 }
 
-/// Runs the demo; true when every file was uploaded and verified.
+/// Runs the demo; true when every file was uploaded once and verified.
 pub async fn run(shutdown: CancellationToken) -> Result<bool, DemoError> {
     let dir = std::env::temp_dir().join(format!("ingestd-demo-{}", std::process::id()));
     let result = run_in(&dir, shutdown).await;
@@ -76,47 +85,64 @@ pub async fn run(shutdown: CancellationToken) -> Result<bool, DemoError> {
     result
 }
 
+/// What the camera does, step by step, with the pause before each step.
+enum Step {
+    Write(&'static str, u64),
+    Append(&'static str, u64),
+    Rename(&'static str, &'static str),
+    Pause(Duration),
+}
+
+fn script() -> Vec<Step> {
+    use Step::*;
+    let mut steps = vec![
+        Write("interview.mp4", 3 * MIB / 2),
+        Write("b-roll.mov", 23 * MIB),
+        Write("notes.txt", 2_000),
+        Write(".DS_Store", 6_148),
+        Write("camera-2.mp4.part", 4 * MIB),
+        Pause(Duration::from_millis(300)),
+        Append("camera-2.mp4.part", 3 * MIB),
+        Rename("camera-2.mp4.part", "camera-2.mp4"),
+    ];
+    // A recording still being written: it grows for a few seconds.
+    for _ in 0..8 {
+        steps.push(Append("slow recording.mxf", MIB));
+        steps.push(Pause(Duration::from_millis(400)));
+    }
+    steps
+}
+
+/// The files that must end uploaded, and those that must be ignored.
+const EXPECTED: [&str; 4] = [
+    "interview.mp4",
+    "b-roll.mov",
+    "camera-2.mp4",
+    "slow recording.mxf",
+];
+
 async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoError> {
     let media = dir.join("capture");
-    let data = dir.join("emulator");
     std::fs::create_dir_all(&media).map_err(io("create the demo folder"))?;
     let emulator = Emulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         EmulatorOptions {
-            data_dir: data,
+            data_dir: dir.join("emulator"),
             tokens: vec![DEMO_TOKEN.to_owned()],
             rate_limit: 100,
-            rate_window: std::time::Duration::from_secs(60),
+            rate_window: Duration::from_secs(60),
         },
     )
     .await
     .map_err(io("start the emulator"))?;
-    println!("▶ api.video emulator listening on {}", emulator.base_url());
-
-    let mut rng = fastrand::Rng::with_seed(7);
-    let samples: [(&str, u64); 4] = [
-        ("interview.mp4", 3 * MIB / 2),
-        ("b-roll.mov", 23 * MIB),
-        ("drone shot.mkv", 9 * MIB + 12_345),
-        ("empty.mp4", 0),
-    ];
-    let mut files: Vec<PathBuf> = Vec::new();
-    for (name, size) in samples {
-        let p = media.join(name);
-        write_sample(&p, size, &mut rng).map_err(io(format!("write {}", p.display())))?;
-        println!("▶ wrote {} ({})", p.display(), bytesize::ByteSize(size));
-        files.push(p);
-    }
-
-    let base_url = match emulator.base_url().parse() {
-        Ok(u) => u,
-        Err(e) => {
-            return Err(DemoError::Io {
-                what: "parse the emulator URL".into(),
-                source: std::io::Error::other(e),
-            })
-        }
-    };
+    let base_url = emulator.base_url().parse().map_err(|e| DemoError::Io {
+        what: "parse the emulator URL".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut watch = WatchSettings::new(&media);
+    watch.settle = Duration::from_secs(1);
+    watch.after_upload = AfterUpload::Keep;
+    watch.sidecar = true;
     let settings = Settings {
         source: None,
         api: ApiSettings {
@@ -131,55 +157,172 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
             concurrency: 2,
             bandwidth_limit: 0,
         },
-        watches: Vec::new(),
+        watches: vec![watch],
     };
+    println!("ingestd demo: the whole pipeline on this machine, nothing leaves it.\n");
+    println!("  api.video emulator   {}", emulator.base_url());
     println!(
-        "▶ uploading in chunks of {} with 2 workers; journal at {}",
-        bytesize::ByteSize(settings.api.chunk_size),
-        settings.journal.path.display()
+        "  watch folder         {}  (settle 1s, sidecars on)",
+        media.display()
     );
-    let results = daemon::upload_files(&settings, &files, shutdown).await?;
+    println!("  journal              {}", settings.journal.path.display());
+    println!("  chunks               8 MiB, 2 uploads at a time\n");
 
-    println!("\n▶ verifying every upload at the emulator (SHA-256):");
+    let stop = shutdown.child_token();
+    let daemon = tokio::spawn(daemon::run(settings.clone(), None, stop.clone()));
+
+    // The camera writes into the folder while the daemon watches.
+    let start = Instant::now();
+    let folder = media.clone();
+    let camera = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for step in script() {
+            match step {
+                Step::Write(name, size) | Step::Append(name, size) => {
+                    append_random(&folder.join(name), size, &mut rng)?
+                }
+                Step::Rename(from, to) => std::fs::rename(folder.join(from), folder.join(to))?,
+                Step::Pause(d) => std::thread::sleep(d),
+            }
+        }
+        Ok(())
+    });
+    println!("  time   file                  state");
+    let mut seen: BTreeMap<String, FileState> = BTreeMap::new();
+    let mut camera = Some(camera);
+    let all_done = loop {
+        if let Some(c) = camera.as_mut().filter(|c| c.is_finished()) {
+            c.await
+                .map_err(|e| DemoError::Io {
+                    what: "write the sample files".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(io("write the sample files"))?;
+            camera = None;
+        }
+        let rows = match Journal::open_read_only(&settings.journal.path) {
+            Ok(j) => j.list(None).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for r in &rows {
+            let name = r.identity.rel_path.display().to_string();
+            if seen.get(&name) != Some(&r.state) {
+                let detail = match (r.state, &r.video_id) {
+                    (FileState::Done, Some(v)) => format!("→ {v}"),
+                    (FileState::Uploading, _) if r.bytes_uploaded > 0 => format!(
+                        "{} of {}",
+                        bytesize::ByteSize(r.bytes_uploaded),
+                        bytesize::ByteSize(r.identity.size)
+                    ),
+                    (FileState::Settling, _) => {
+                        format!("{} so far", bytesize::ByteSize(r.identity.size))
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "  {:>5.1}s {:<21} {:<10}{}",
+                    start.elapsed().as_secs_f64(),
+                    name,
+                    r.state.as_str(),
+                    detail
+                );
+                seen.insert(name, r.state);
+            }
+        }
+        let done = EXPECTED.iter().all(|n| {
+            rows.iter()
+                .any(|r| r.identity.rel_path == Path::new(n) && r.state == FileState::Done)
+        });
+        if done && camera.is_none() {
+            break true;
+        }
+        if start.elapsed() > DEMO_DEADLINE || stop.is_cancelled() || daemon.is_finished() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    match daemon.await {
+        Ok(r) => r?,
+        Err(e) => {
+            return Err(DemoError::Io {
+                what: "run the daemon".into(),
+                source: std::io::Error::other(e),
+            })
+        }
+    }
+    if !all_done {
+        println!("\nThe demo did not finish in time: see the log above.");
+        emulator.shutdown().await;
+        return Ok(false);
+    }
+
+    println!("\nEvery upload checked at the emulator (SHA-256 of the file there vs here):");
     let videos = emulator.videos();
-    let mut all_ok = true;
-    for r in &results {
-        let Some(row) = &r.row else {
-            println!(
-                "  skipped   {}: {}",
-                r.path.display(),
-                r.note.as_deref().unwrap_or("")
-            );
+    let journal = Journal::open_read_only(&settings.journal.path)?;
+    let rows = journal.list(None)?;
+    let mut ok = true;
+    for name in EXPECTED {
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.identity.rel_path == Path::new(name) && r.state == FileState::Done)
+        else {
+            ok = false;
             continue;
         };
-        let local = sha256_file(&r.path).map_err(io(format!("hash {}", r.path.display())))?;
+        let path: PathBuf = row.path();
+        let local = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .map_err(|e| DemoError::Io {
+                what: "hash".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(io(format!("hash {name}")))?;
         let remote = videos
             .iter()
             .find(|v| Some(&v.video_id) == row.video_id.as_ref())
             .and_then(|v| v.sha256.clone());
-        let ok = remote.as_deref() == Some(local.as_str());
-        all_ok &= ok;
+        let same = remote.as_deref() == Some(local.as_str());
+        ok &= same;
         println!(
-            "  {} {:<16} {}  sha256 {}…",
-            if ok { "✔" } else { "✘" },
-            r.path
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
+            "  {} {:<21} {}  {}…",
+            if same { "✔" } else { "✘" },
+            name,
             row.video_id.as_deref().unwrap_or("-"),
-            &local[..16],
+            &local[..16]
         );
     }
-    let journal = Journal::open_read_only(&settings.journal.path)?;
+    let complete = videos.iter().filter(|v| v.complete).count();
     println!(
-        "\n▶ ingestd status\n{}",
-        status::to_table(&journal.list(None)?)
+        "  {} complete videos at the emulator for {} files: {}",
+        complete,
+        EXPECTED.len(),
+        if complete == EXPECTED.len() {
+            "each uploaded exactly once"
+        } else {
+            "MISMATCH"
+        }
     );
-    emulator.shutdown().await;
-    if all_ok {
-        println!("All files uploaded once, byte for byte. Try `ingestd --help` next.");
-    } else {
-        println!("Some files did not verify: see above.");
+    ok &= complete == EXPECTED.len();
+    let ignored: Vec<&str> = ["notes.txt", ".DS_Store", "camera-2.mp4.part"]
+        .into_iter()
+        .filter(|n| !rows.iter().any(|r| r.identity.rel_path == Path::new(n)))
+        .collect();
+    println!(
+        "  never journaled, as they should not be: {}",
+        ignored.join(", ")
+    );
+
+    println!("\n$ ingestd status\n{}", status::to_table(&rows));
+    let sidecar = media.join("interview.mp4.ingestd.json");
+    if let Ok(text) = std::fs::read_to_string(&sidecar) {
+        println!("$ cat {}\n{}", sidecar.display(), text.trim_end());
     }
-    Ok(all_ok)
+    emulator.shutdown().await;
+    if ok {
+        println!("\nAll files uploaded once, byte for byte. Next: config.example.toml and `ingestd --help`.");
+    } else {
+        println!("\nSome files did not verify: see above.");
+    }
+    Ok(ok)
 }
