@@ -34,7 +34,11 @@ fn ingestd_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("ingestd");
-    assert!(bin.exists(), "build it first: cargo build --release ({})", bin.display());
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release ({})",
+        bin.display()
+    );
     bin
 }
 
@@ -198,7 +202,11 @@ fn startup(rt: &tokio::runtime::Runtime, n: u64) {
         ready.as_secs_f64(),
         emu.stats().upload_requests
     );
-    assert_eq!(emu.stats().upload_requests, 0, "nothing done is uploaded again");
+    assert_eq!(
+        emu.stats().upload_requests,
+        0,
+        "nothing done is uploaded again"
+    );
 }
 
 fn now_ms() -> i64 {

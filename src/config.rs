@@ -641,7 +641,12 @@ impl Validator<'_> {
     /// Two watches on the same folder, or one inside the other, would see
     /// the same files twice.
     fn check_overlaps(&self, watches: &[WatchSettings]) -> Result<(), ConfigError> {
-        let paths: Vec<PathBuf> = watches.iter().map(|w| lexical(&w.path)).collect();
+        // Where the folder really is, when it exists: two names of one
+        // folder (a symlink) would upload every file twice.
+        let paths: Vec<PathBuf> = watches
+            .iter()
+            .map(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| lexical(&w.path)))
+            .collect();
         for (later, later_path) in paths.iter().enumerate() {
             for (earlier, earlier_path) in paths.iter().enumerate().take(later) {
                 let relation = if later_path == earlier_path {

@@ -361,7 +361,7 @@ pub async fn upload_files(
                 });
             }
             Err(note) => {
-                warn!(path = %p.display(), "not uploading: {note}");
+                warn!(path = %show_path(p), "not uploading: {note}");
                 results.push(UploadResult {
                     path: p.clone(),
                     row: None,
@@ -425,6 +425,9 @@ pub async fn run_once(
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
     let journal = session.uploader.journal.clone();
+    // A folder that could not be scanned (an unmounted share) makes the run
+    // fail: a job that uploaded nothing from it must not look successful.
+    let mut unavailable: Vec<UploadResult> = Vec::new();
     if !settings.watches.is_empty() {
         let report = watch::scan_and_settle(
             &settings.watches,
@@ -444,6 +447,15 @@ pub async fn run_once(
         for e in &report.unavailable {
             error!("{e}");
         }
+        unavailable = report
+            .unavailable
+            .iter()
+            .map(|e| UploadResult {
+                path: e.path().map_or_else(PathBuf::new, Path::to_path_buf),
+                row: None,
+                note: Some(format!("watch folder not scanned: {e}")),
+            })
+            .collect();
     }
     let pending: Vec<i64> = journal
         .call(|j| {
@@ -475,5 +487,6 @@ pub async fn run_once(
             row: Some(row),
             note: None,
         })
+        .chain(unavailable)
         .collect())
 }

@@ -26,6 +26,14 @@ const MIGRATIONS: &[&str] = &[include_str!("journal/migrations/0001_files.sql")]
 /// a second `ingestd` process) before the statement fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A path for humans and logs: lossy for names that are not UTF-8, control
+/// characters escaped so a name cannot forge a log line.
+pub fn show_path(p: &Path) -> String {
+    String::from_utf8_lossy(p.as_os_str().as_bytes())
+        .escape_debug()
+        .to_string()
+}
+
 /// Milliseconds since the Unix epoch: the journal's clock.
 pub fn now_ms() -> i64 {
     SystemTime::now()

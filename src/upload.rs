@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, MAX_TOTAL_BYTES};
 use crate::config::WatchSettings;
-use crate::journal::{now_ms, FileRow, JournalError, JournalHandle};
+use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -370,7 +370,7 @@ impl Uploader {
     ) -> Result<Outcome, WorkerError> {
         let id = row.id;
         let path = row.path();
-        let shown = path.display().to_string();
+        let shown = show_path(&path);
         let size = row.identity.size;
 
         let mut file = match tokio::fs::File::open(&path).await {
@@ -588,7 +588,7 @@ impl Uploader {
                 None
             }
         };
-        let path = row.path().display().to_string();
+        let path = show_path(&row.path());
         let done = tokio::task::spawn_blocking(move || {
             crate::watch::after_upload(&watch, &row, json.as_deref(), watch.sidecar)
         })
@@ -625,7 +625,7 @@ impl Uploader {
 
     async fn gone(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
         let id = row.id;
-        warn!(id, path = %row.path().display(), video_id = row.video_id.as_deref().unwrap_or(""), "abandoning the upload: {why}");
+        warn!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), "abandoning the upload: {why}");
         let why = why.to_owned();
         self.journal.call(move |j| j.mark_gone(id, &why)).await?;
         Ok(Outcome::Gone)
@@ -643,7 +643,7 @@ impl Uploader {
             .saturating_add(1);
         let delay = backoff_delay(attempts);
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        warn!(id, path = %row.path().display(), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        warn!(id, path = %show_path(&row.path()), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
         let why = why.to_owned();
         self.journal
             .call(move |j| j.mark_retrying(id, attempts, at, &why))
@@ -680,7 +680,7 @@ impl Uploader {
                     "{e}: the partly uploaded video no longer exists on the server (deleted, or \
                      expired in the sandbox); `ingestd retry {id}` starts the upload over"
                 );
-                error!(id, path = %row.path().display(), "upload failed permanently: {why}");
+                error!(id, path = %show_path(&row.path()), "upload failed permanently: {why}");
                 self.journal
                     .call(move |j| j.mark_failed_restart(id, &why))
                     .await?;
@@ -688,7 +688,7 @@ impl Uploader {
             }
             ErrorClass::Permanent => {
                 let why = e.to_string();
-                error!(id, path = %row.path().display(), "upload failed permanently: {why}");
+                error!(id, path = %show_path(&row.path()), "upload failed permanently: {why}");
                 self.journal.call(move |j| j.mark_failed(id, &why)).await?;
                 Ok(Outcome::Failed)
             }

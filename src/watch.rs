@@ -28,7 +28,6 @@ mod scan;
 mod settle;
 
 use std::collections::HashSet;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -122,6 +121,23 @@ pub enum WatchError {
     Task(String),
 }
 
+impl WatchError {
+    /// The folder or file the error is about, when it names one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            WatchError::Missing { path }
+            | WatchError::NotADirectory { path }
+            | WatchError::Unreadable { path, .. }
+            | WatchError::Duplicate { path }
+            | WatchError::InotifyLimit { path, .. }
+            | WatchError::NotInFolder { path, .. }
+            | WatchError::AfterUpload { path, .. }
+            | WatchError::NoFreeName { path } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// Tuning of the watch stage.
 #[derive(Debug)]
 pub struct WatchOptions {
@@ -190,13 +206,7 @@ impl ScanReport {
     }
 }
 
-/// A path for humans: lossy for names that are not UTF-8, control
-/// characters escaped so a name cannot forge a log line.
-pub(crate) fn show(p: &Path) -> String {
-    String::from_utf8_lossy(p.as_os_str().as_bytes())
-        .escape_debug()
-        .to_string()
-}
+pub(crate) use crate::journal::show_path as show;
 
 /// The root under which a folder's files are journaled: absolute, without
 /// `.`, `..` or a trailing slash, so that `/srv/in/` and `/srv/in` are one
