@@ -108,7 +108,40 @@ pub struct Settings {
     pub api: ApiSettings,
     pub journal: JournalSettings,
     pub upload: UploadSettings,
+    pub log: LogSettings,
     pub watches: Vec<WatchSettings>,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journald` when stderr is the systemd journal (`$JOURNAL_STREAM`), else `text`.
+    #[default]
+    Auto,
+    /// Human-readable lines with timestamps.
+    Text,
+    /// No timestamps, a syslog `<N>` priority prefix per line, so
+    /// `journalctl -p warning` works.
+    Journald,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Journald => "journald",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings {
+    pub format: LogFormat,
 }
 
 #[derive(Debug, Clone)]
@@ -299,7 +332,14 @@ struct RawConfig {
     api: RawApi,
     journal: RawJournal,
     upload: RawUpload,
+    log: RawLog,
     watch: Vec<RawWatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: Option<LogFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -417,6 +457,7 @@ impl Validator<'_> {
             api,
             journal,
             upload,
+            log,
             watch,
         } = raw;
         let base_url = self.base_url(api.base_url.as_deref())?;
@@ -439,6 +480,9 @@ impl Validator<'_> {
             },
             journal,
             upload,
+            log: LogSettings {
+                format: log.format.unwrap_or_default(),
+            },
             watches,
         })
     }

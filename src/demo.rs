@@ -157,6 +157,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
             concurrency: 2,
             bandwidth_limit: 0,
         },
+        log: Default::default(),
         watches: vec![watch],
     };
     println!("ingestd demo: the whole pipeline on this machine, nothing leaves it.\n");

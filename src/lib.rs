@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod journal;
+pub mod logging;
 pub mod status;
 pub mod upload;
 pub mod watch;

@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use ingestd::config::{self, Settings};
+use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, DaemonError};
 use ingestd::journal::{FileState, Journal};
-use ingestd::{demo, emulator, status};
+use ingestd::{demo, emulator, logging, status};
 
 /// EX_CONFIG from sysexits.h: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
@@ -80,24 +80,19 @@ enum Command {
     Demo,
 }
 
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("INGESTD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
+/// Loads the configuration, then starts logging in the format it asks for.
 fn load_config(cli_path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
-    config::load(cli_path.map(|p| p.as_path())).map_err(|e| {
-        eprintln!("ingestd: invalid configuration: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+    match config::load(cli_path.map(|p| p.as_path())) {
+        Ok(s) => {
+            logging::init(s.log.format, "info");
+            Ok(s)
+        }
+        Err(e) => {
+            logging::init(LogFormat::Auto, "info");
+            eprintln!("ingestd: invalid configuration: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }
 
 /// Cancels the token on SIGINT or SIGTERM.
@@ -119,12 +114,6 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo tells its own story; its log shows only what goes wrong.
-    init_logging(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -240,11 +229,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Emulator { listen, options } => {
+            logging::init(LogFormat::Auto, "info");
             let shutdown = shutdown_on_signals()?;
             emulator::run_standalone(listen, options, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
+            // The demo tells its own story; its log shows only what goes wrong.
+            logging::init(LogFormat::Auto, "warn");
             let shutdown = shutdown_on_signals()?;
             let ok = demo::run(shutdown).await?;
             Ok(if ok {

@@ -77,6 +77,9 @@ impl Settings {
             quote(&format_size(upload.bandwidth_limit))
         );
 
+        let _ = writeln!(out, "\n[log]");
+        let _ = writeln!(out, "format = {}", quote(self.log.format.as_str()));
+
         if self.watches.is_empty() {
             let _ = writeln!(out, "\n# no [[watch]] folders configured");
         }
