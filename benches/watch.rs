@@ -190,6 +190,9 @@ fn startup(rt: &tokio::runtime::Runtime, n: u64) {
     let mut ready = None;
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap_or_default();
+        if std::env::var("BENCH_VERBOSE").is_ok() {
+            eprintln!("daemon: {line}");
+        }
         if line.contains("first scan done") {
             ready = Some(t0.elapsed());
             break;
@@ -260,7 +263,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    latency(&rt, 10);
-    startup(&rt, env_u64("BENCH_STARTUP", 100_000));
-    burst(&rt, env_u64("BENCH_BURST", 10_000));
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "latency" {
+        latency(&rt, 10);
+    }
+    if only.is_empty() || only == "startup" {
+        startup(&rt, env_u64("BENCH_STARTUP", 100_000));
+    }
+    if only.is_empty() || only == "burst" {
+        burst(&rt, env_u64("BENCH_BURST", 10_000));
+    }
 }

@@ -4,6 +4,7 @@
 //! no request URL (which holds the token) can reach the output.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing::{Event, Level, Subscriber};
@@ -75,7 +76,12 @@ pub fn init(format: LogFormat, default: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        // A failed write is otherwise reported with `eprintln!`, which
+        // panics when stderr itself is gone (journald restarted, a closed
+        // pipe): the logging thread would die mid-task.
+        .log_internal_errors(false);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match effective(format) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

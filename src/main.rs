@@ -103,11 +103,13 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let t = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: stopping"),
-            _ = int.recv() => info!("SIGINT: stopping"),
-        }
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        // Stop first: nothing (not even a failing log write) may come between.
         t.cancel();
+        info!("{which}: stopping");
     });
     Ok(token)
 }

@@ -300,7 +300,10 @@ pub enum Outcome {
     Done {
         video_id: String,
     },
-    Retrying,
+    /// With the journal's count of failures since the last progress.
+    Retrying {
+        attempts: u32,
+    },
     Failed,
     Gone,
     /// Given back to the queue: the token was refused.
@@ -649,7 +652,7 @@ impl Uploader {
             .call(move |j| j.mark_retrying(id, attempts, at, &why))
             .await?;
         self.work.notify_waiters();
-        Ok(Outcome::Retrying)
+        Ok(Outcome::Retrying { attempts })
     }
 
     async fn failed(
@@ -831,8 +834,8 @@ impl Uploader {
                     }
                     Err(e) => return Err(e),
                 };
-                if let (Some(b), Outcome::Retrying) = (&batch, &outcome) {
-                    b.failed_once(id);
+                if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
+                    b.failed_once(id, *attempts);
                 }
                 if matches!(
                     outcome,
@@ -874,7 +877,7 @@ impl Uploader {
 }
 
 /// The files of a foreground run (`upload`, `run --once`). A file that fails
-/// [`FOREGROUND_ATTEMPTS`] times in this run leaves the batch, staying
+/// [`FOREGROUND_ATTEMPTS`] times in a row in this run leaves the batch, staying
 /// `retrying` in the journal for the next run, so the command always ends.
 #[derive(Debug)]
 pub struct Batch {
@@ -894,10 +897,13 @@ impl Batch {
         self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn failed_once(&self, id: i64) {
+    /// Counts a failure of `id` in this run. `journal_attempts` (failures
+    /// since the file's last progress, across runs) caps the count, so
+    /// progress starts it over: only consecutive failures end a file's run.
+    fn failed_once(&self, id: i64, journal_attempts: u32) {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = f.entry(id).or_default();
-        *n += 1;
+        *n = (*n + 1).min(journal_attempts);
         if *n >= FOREGROUND_ATTEMPTS {
             warn!(
                 id,

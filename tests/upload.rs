@@ -637,3 +637,19 @@ fn a_foreground_run_gives_up_after_a_few_attempts_and_leaves_the_file_retrying()
     assert!(out.status.success(), "{}", text(&out));
     done_video(&env, &f);
 }
+
+#[test]
+fn sigterm_stops_the_daemon_even_when_its_stderr_is_gone() {
+    use std::io::{BufRead, BufReader};
+    // journald restarting, or a closed pipe: every log write fails from then on.
+    let env = Env::new();
+    let mut child = env.spawn(&["run"]);
+    let stderr = child.stderr.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    assert!(first.contains("ingestd running"), "{first}");
+    // The reader was dropped: stderr is now a broken pipe.
+    signal(&child, 15);
+    let out = wait_child(child, Duration::from_secs(15));
+    assert!(out.status.success(), "{}", text(&out));
+}
