@@ -98,6 +98,7 @@ fn emulator(rt: &tokio::runtime::Runtime, dir: &Path) -> Emulator {
         EmulatorOptions {
             data_dir: dir.join("emulator"),
             tokens: vec![TOKEN.to_owned()],
+            api_keys: Vec::new(),
             rate_limit: 0,
             rate_window: Duration::from_secs(60),
         },

@@ -129,6 +129,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         EmulatorOptions {
             data_dir: dir.join("emulator"),
             tokens: vec![DEMO_TOKEN.to_owned()],
+            api_keys: Vec::new(),
             rate_limit: 100,
             rate_window: Duration::from_secs(60),
         },

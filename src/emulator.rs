@@ -8,7 +8,11 @@
 //! - `POST /_emulator/faults`: `{"script": [null, "status503", "reset_mid_body",
 //!   "lost_reply", {"latency": "250ms"}], "random": {"seed": 1, "p_503": 0.1, …},
 //!   "clear": false}` (every key optional; `script` entries are appended);
-//! - `PUT /_emulator/tokens`: JSON array of the valid upload tokens.
+//! - `PUT /_emulator/tokens`: JSON array of the valid upload tokens (they
+//!   never expire; tokens created with `POST /upload-tokens` stay).
+//!
+//! API-key endpoints (module `tokens`): `POST /auth/api-key` and
+//! `GET|POST /upload-tokens`, `GET|DELETE /upload-tokens/{id}`.
 //!
 //! Each accepted TCP connection is served by hyper directly (not `axum::serve`)
 //! so that a fault can drop one connection without a reply.
@@ -17,9 +21,10 @@ pub mod catalogue;
 mod range;
 mod rate;
 mod store;
+mod tokens;
 mod upload;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use self::catalogue::{self as cat, Problem};
 use self::rate::{RateInfo, RateLimiter};
 use self::store::{lock, Store};
+use self::tokens::TokenBook;
 
 /// Options of the emulator; also the flags of `ingestd emulator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +60,10 @@ pub struct EmulatorOptions {
     /// A valid upload token (repeat for several).
     #[arg(long = "token", required = true)]
     pub tokens: Vec<String>,
+    /// An API key accepted by `POST /auth/api-key` (repeat for several);
+    /// without one, the upload-token management endpoints refuse everyone.
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
     /// Upload requests allowed per window before 429 (0 = unlimited).
     #[arg(long, default_value_t = 100)]
     pub rate_limit: u32,
@@ -174,7 +184,7 @@ impl Emulator {
         let app = Arc::new(App {
             store: Arc::new(store),
             data_dir: opts.data_dir.clone(),
-            tokens: Mutex::new(opts.tokens.iter().cloned().collect()),
+            tokens: TokenBook::new(&opts.tokens, &opts.api_keys),
             faults: Mutex::new(FaultState::default()),
             rate: Mutex::new(RateLimiter::new(
                 opts.rate_limit,
@@ -209,9 +219,16 @@ impl Emulator {
         &self.app.data_dir
     }
 
-    /// Replaces the set of valid upload tokens.
+    /// Replaces the set of valid upload tokens given from outside (they
+    /// never expire); tokens created with `POST /upload-tokens` stay.
     pub fn set_tokens(&self, tokens: Vec<String>) {
-        *lock(&self.app.tokens) = tokens.into_iter().collect();
+        self.app.tokens.set_presets(tokens);
+    }
+
+    /// Replaces the API keys `POST /auth/api-key` accepts; access tokens
+    /// obtained with a removed key stop working.
+    pub fn set_api_keys(&self, keys: Vec<String>) {
+        self.app.tokens.set_api_keys(keys);
     }
 
     /// Appends to the fault script: one entry per upload request, `None` =
@@ -278,7 +295,7 @@ pub async fn run_standalone(
 pub(crate) struct App {
     store: Arc<Store>,
     data_dir: PathBuf,
-    tokens: Mutex<HashSet<String>>,
+    tokens: TokenBook,
     faults: Mutex<FaultState>,
     rate: Mutex<RateLimiter>,
     counters: Counters,
@@ -350,7 +367,7 @@ impl App {
     }
 
     fn token_is_valid(&self, token: &str) -> bool {
-        lock(&self.tokens).contains(token)
+        self.tokens.upload_token_is_valid(token)
     }
 
     fn record_status(&self, status: StatusCode) {
@@ -384,6 +401,12 @@ pub(crate) struct ConnKill(CancellationToken);
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/upload", post(upload::upload))
+        .route("/auth/api-key", post(tokens::authenticate))
+        .route("/upload-tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/upload-tokens/{token}",
+            get(tokens::show).delete(tokens::delete),
+        )
         .route("/_emulator/videos", get(control_videos))
         .route("/_emulator/stats", get(control_stats))
         .route("/_emulator/faults", post(control_faults))
@@ -459,7 +482,7 @@ async fn control_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
 async fn control_tokens(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Vec<String>>(&body) {
         Ok(tokens) => {
-            *lock(&app.tokens) = tokens.into_iter().collect();
+            app.tokens.set_presets(tokens);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => Problem::new(cat::INVALID_PAYLOAD)

@@ -19,6 +19,8 @@
 //! - [`upload`]: the chunk plan, streaming chunks from disk, retry with persisted
 //!   backoff, global rate-limit pacing, the token gate that pauses all work on a 401.
 //! - [`daemon`]: wiring: workers in a `JoinSet`, cancellation, signals.
+//! - [`token`]: upload-token management (create, list, show, delete) with the
+//!   account's API key.
 //! - [`emulator`]: a local api.video-compatible upload endpoint for tests and `demo`.
 //!
 //! Crash safety comes from the journal: after every acknowledged chunk the
@@ -33,5 +35,6 @@ pub mod emulator;
 pub mod journal;
 pub mod logging;
 pub mod status;
+pub mod token;
 pub mod upload;
 pub mod watch;

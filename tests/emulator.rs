@@ -56,6 +56,7 @@ async fn env_with(rate_limit: u32, rate_window: Duration) -> Env {
     let opts = EmulatorOptions {
         data_dir: dir.path().join("data"),
         tokens: vec![TOKEN.to_owned()],
+        api_keys: Vec::new(),
         rate_limit,
         rate_window,
     };
@@ -885,6 +886,7 @@ async fn run_standalone_serves_until_cancelled() {
     let opts = EmulatorOptions {
         data_dir: dir.path().to_owned(),
         tokens: vec![TOKEN.to_owned()],
+        api_keys: Vec::new(),
         rate_limit: 0,
         rate_window: Duration::from_secs(60),
     };

@@ -326,7 +326,7 @@ impl Video {
 }
 
 /// ATOM date with an explicit offset, e.g. `2024-05-28T11:15:07+00:00`.
-fn atom(t: SystemTime) -> String {
+pub(super) fn atom(t: SystemTime) -> String {
     let s = humantime::format_rfc3339_seconds(t).to_string();
     match s.strip_suffix('Z') {
         Some(base) => format!("{base}+00:00"),

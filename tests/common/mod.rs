@@ -35,6 +35,7 @@ impl Env {
         let mut opts = EmulatorOptions {
             data_dir: dir.path().join("emulator"),
             tokens: vec![TOKEN.to_owned()],
+            api_keys: Vec::new(),
             rate_limit: 0,
             rate_window: Duration::from_secs(60),
         };
