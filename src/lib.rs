@@ -19,6 +19,8 @@
 //! - [`upload`]: the chunk plan, streaming chunks from disk, retry with persisted
 //!   backoff, global rate-limit pacing, the token gate that pauses all work on a 401.
 //! - [`daemon`]: wiring: workers in a `JoinSet`, cancellation, signals.
+//! - [`service`]: life under systemd: sd_notify (ready, status, watchdog), the
+//!   upload counters, and the optional `/metrics` and `/healthz` endpoint.
 //! - [`emulator`]: a local api.video-compatible upload endpoint for tests and `demo`.
 //!
 //! Crash safety comes from the journal: after every acknowledged chunk the
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod journal;
+pub mod service;
 pub mod status;
 pub mod upload;
 pub mod watch;
