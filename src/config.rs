@@ -20,6 +20,7 @@ mod sources;
 mod values;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -110,6 +111,7 @@ pub struct Settings {
     pub upload: UploadSettings,
     pub log: LogSettings,
     pub watches: Vec<WatchSettings>,
+    pub metrics: MetricsSettings,
 }
 
 /// How log lines are written (to stderr).
@@ -177,6 +179,14 @@ pub struct UploadSettings {
     pub concurrency: usize,
     /// Bytes per second shared by all uploads; 0 = unlimited.
     pub bandwidth_limit: u64,
+}
+
+/// The optional HTTP endpoint for monitoring (`GET /metrics`, `GET /healthz`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where to listen; `None` (no `metrics.listen`, or `""`) = no endpoint.
+    /// Port 0 picks a free port (logged at start).
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -334,6 +344,7 @@ struct RawConfig {
     upload: RawUpload,
     log: RawLog,
     watch: Vec<RawWatch>,
+    metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +373,12 @@ struct RawJournal {
 struct RawUpload {
     concurrency: Option<Count>,
     bandwidth_limit: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +476,7 @@ impl Validator<'_> {
             upload,
             log,
             watch,
+            metrics,
         } = raw;
         let base_url = self.base_url(api.base_url.as_deref())?;
         let chunk_size = self.chunk_size(api.chunk_size)?;
@@ -470,6 +488,7 @@ impl Validator<'_> {
             .map(|(index, raw)| self.watch(index, raw))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_overlaps(&watches)?;
+        let metrics = self.metrics(metrics)?;
         let token = self.token(api.token, api.token_file)?;
         Ok(Settings {
             source: self.sources.file.as_ref().map(|file| file.path.clone()),
@@ -484,6 +503,28 @@ impl Validator<'_> {
                 format: log.format.unwrap_or_default(),
             },
             watches,
+            metrics,
+        })
+    }
+
+    fn metrics(&self, raw: RawMetrics) -> Result<MetricsSettings, ConfigError> {
+        // An empty value turns the endpoint off, so that
+        // INGESTD_METRICS__LISTEN="" can override a file that sets it.
+        let Some(text) = raw.listen.filter(|text| !text.trim().is_empty()) else {
+            return Ok(MetricsSettings::default());
+        };
+        let listen = text.trim().parse::<SocketAddr>().map_err(|_| {
+            self.invalid(
+                &key(&["metrics", "listen"]),
+                format!(
+                    "{text:?} is not an IP address and port; write e.g. \"127.0.0.1:9187\" \
+                     (this machine only), \"[::1]:9187\" or \"0.0.0.0:9187\" (every interface); \
+                     host names are not accepted. Remove the key to turn the endpoint off"
+                ),
+            )
+        })?;
+        Ok(MetricsSettings {
+            listen: Some(listen),
         })
     }
 

@@ -160,6 +160,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         },
         log: Default::default(),
         watches: vec![watch],
+        metrics: Default::default(),
     };
     println!("ingestd demo: the whole pipeline on this machine, nothing leaves it.\n");
     println!("  api.video emulator   {}", emulator.base_url());

@@ -844,6 +844,39 @@ impl Journal {
             .map_err(self.query_err("count unfinished files"))
     }
 
+    /// How many files under each root still have work ahead of them
+    /// (settling, queued, uploading, retrying), for monitoring. Roots with
+    /// none are absent.
+    pub fn unfinished_by_root(&self) -> Result<BTreeMap<PathBuf, u64>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT root, count(*) FROM files WHERE state IN \
+                 ('settling', 'queued', 'uploading', 'retrying') GROUP BY root",
+            )
+            .map_err(self.query_err("count unfinished files by folder"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("count unfinished files by folder"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(root, n)| (path_from_blob(root), to_u64(n)))
+            .collect())
+    }
+
+    /// When the file waiting longest for an upload (queued or retrying) was
+    /// journaled, in Unix milliseconds; `None` when nothing waits.
+    pub fn oldest_waiting_since(&self) -> Result<Option<i64>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT min(created_at) FROM files WHERE state IN ('queued', 'retrying')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.query_err("find the oldest waiting file"))
+    }
+
     /// Every row of one watch root (the reconcile scan loads a folder once
     /// instead of asking about each file).
     pub fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
@@ -1383,6 +1416,28 @@ mod tests {
             under.iter().map(|r| r.id).collect::<Vec<_>>(),
             vec![a.id, b.id, c.id]
         );
+    }
+
+    #[test]
+    fn monitoring_queries_count_work_ahead_per_root_and_the_oldest_wait() {
+        let (_d, mut j) = open_temp();
+        assert!(j.unfinished_by_root().unwrap().is_empty());
+        assert_eq!(j.oldest_waiting_since().unwrap(), None);
+        let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
+        j.add_file(&ident("b", 1), FileState::Settling).unwrap();
+        j.add_file(&ident("c", 1), FileState::Done).unwrap();
+        let f = j.add_file(&ident("f", 1), FileState::Queued).unwrap();
+        j.mark_failed(f.id, "nope").unwrap();
+        let other = FileIdentity {
+            root: PathBuf::from("/elsewhere"),
+            ..ident("d", 1)
+        };
+        j.add_file(&other, FileState::Queued).unwrap();
+        let by_root = j.unfinished_by_root().unwrap();
+        assert_eq!(by_root.get(Path::new("/srv/capture")), Some(&2));
+        assert_eq!(by_root.get(Path::new("/elsewhere")), Some(&1));
+        let created = j.get(a.id).unwrap().unwrap().created_at;
+        assert_eq!(j.oldest_waiting_since().unwrap(), Some(created));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - [`daemon`]: wiring: workers in a `JoinSet`, cancellation, signals.
 //! - [`token`]: upload-token management (create, list, show, delete) with the
 //!   account's API key.
+//! - [`service`]: life under systemd: sd_notify (ready, status, watchdog), the
+//!   upload counters, and the optional `/metrics` and `/healthz` endpoint.
 //! - [`emulator`]: a local api.video-compatible upload endpoint for tests and `demo`.
 //!
 //! Crash safety comes from the journal: after every acknowledged chunk the
@@ -34,6 +36,7 @@ pub mod demo;
 pub mod emulator;
 pub mod journal;
 pub mod logging;
+pub mod service;
 pub mod status;
 pub mod token;
 pub mod upload;

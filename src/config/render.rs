@@ -111,6 +111,19 @@ impl Settings {
             let _ = writeln!(out, "follow_symlinks = {}", watch.follow_symlinks);
             let _ = writeln!(out, "sidecar = {}", watch.sidecar);
         }
+
+        let _ = writeln!(out, "\n[metrics]");
+        match self.metrics.listen {
+            Some(addr) => {
+                let _ = writeln!(out, "listen = {}", quote(&addr.to_string()));
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "# listen: not set, the /metrics and /healthz endpoint is off"
+                );
+            }
+        }
         out
     }
 }

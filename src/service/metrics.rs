@@ -1,0 +1,316 @@
+//! Counters the upload workers bump, and the Prometheus text exposition
+//! (format 0.0.4) of them plus the journal's gauges.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::apivideo::ErrorClass;
+use crate::config::WatchSettings;
+use crate::journal::FileState;
+use crate::upload::Outcome;
+
+/// Event counters since the process started. Relaxed atomics: each counter
+/// is independent and only ever grows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Bytes of chunks the server acknowledged.
+    bytes_acked: AtomicU64,
+    chunks_acked: AtomicU64,
+    errors_retry: AtomicU64,
+    errors_token: AtomicU64,
+    errors_permanent: AtomicU64,
+    /// Attempts that ended `retrying` (a backoff was persisted).
+    retries_scheduled: AtomicU64,
+    files_done: AtomicU64,
+    files_failed: AtomicU64,
+    files_gone: AtomicU64,
+}
+
+/// The counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub bytes_acked: u64,
+    pub chunks_acked: u64,
+    pub errors_retry: u64,
+    pub errors_token: u64,
+    pub errors_permanent: u64,
+    pub retries_scheduled: u64,
+    pub files_done: u64,
+    pub files_failed: u64,
+    pub files_gone: u64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// The server acknowledged a chunk of `bytes` bytes.
+    pub fn chunk_acked(&self, bytes: u64) {
+        bump(&self.chunks_acked, 1);
+        bump(&self.bytes_acked, bytes);
+    }
+
+    /// An upload request failed; `class` says what the worker does about it.
+    pub fn error(&self, class: ErrorClass) {
+        bump(
+            match class {
+                ErrorClass::Retry => &self.errors_retry,
+                ErrorClass::Token => &self.errors_token,
+                ErrorClass::Permanent => &self.errors_permanent,
+            },
+            1,
+        );
+    }
+
+    /// A retry was scheduled (the file went `retrying`).
+    pub fn retry_scheduled(&self) {
+        bump(&self.retries_scheduled, 1);
+    }
+
+    pub fn file_done(&self) {
+        bump(&self.files_done, 1);
+    }
+
+    pub fn file_failed(&self) {
+        bump(&self.files_failed, 1);
+    }
+
+    pub fn file_gone(&self) {
+        bump(&self.files_gone, 1);
+    }
+
+    /// Counts how one attempt at a file ended: done, failed, gone, or a
+    /// retry scheduled (paused and released files count nowhere).
+    pub fn outcome(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Done { .. } => self.file_done(),
+            Outcome::Failed => self.file_failed(),
+            Outcome::Gone => self.file_gone(),
+            Outcome::Retrying { .. } => self.retry_scheduled(),
+            Outcome::Paused | Outcome::Released => {}
+        }
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            bytes_acked: get(&self.bytes_acked),
+            chunks_acked: get(&self.chunks_acked),
+            errors_retry: get(&self.errors_retry),
+            errors_token: get(&self.errors_token),
+            errors_permanent: get(&self.errors_permanent),
+            retries_scheduled: get(&self.retries_scheduled),
+            files_done: get(&self.files_done),
+            files_failed: get(&self.files_failed),
+            files_gone: get(&self.files_gone),
+        }
+    }
+}
+
+/// What the journal says, read in one call for a scrape.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JournalView {
+    pub counts: BTreeMap<FileState, u64>,
+    /// Unix ms when the oldest queued/retrying file was journaled.
+    pub oldest_waiting_since: Option<i64>,
+    /// Files with work ahead, by journal root.
+    pub unfinished_by_root: BTreeMap<PathBuf, u64>,
+}
+
+/// Everything one scrape shows.
+pub(crate) struct Exposition<'a> {
+    pub counters: MetricsSnapshot,
+    /// `None` when the journal did not answer in time.
+    pub journal: Option<JournalView>,
+    pub now_ms: i64,
+    pub token_ok: bool,
+    pub watchers_ok: bool,
+    pub watches: &'a [WatchSettings],
+}
+
+/// A label value in the text format: `\`, `"` and line feeds escaped.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    // `write!` into a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn folder_name(path: &Path) -> String {
+    String::from_utf8_lossy(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).into_owned()
+}
+
+impl Exposition<'_> {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let c = &self.counters;
+
+        header(
+            &mut out,
+            "ingestd_journal_ok",
+            "gauge",
+            "1 if the journal answered this scrape (the journal gauges are missing otherwise).",
+        );
+        let _ = writeln!(
+            out,
+            "ingestd_journal_ok {}",
+            u8::from(self.journal.is_some())
+        );
+
+        if let Some(j) = &self.journal {
+            header(
+                &mut out,
+                "ingestd_files",
+                "gauge",
+                "Files in the journal, by state.",
+            );
+            for state in FileState::ALL {
+                let n = j.counts.get(&state).copied().unwrap_or(0);
+                let _ = writeln!(out, "ingestd_files{{state=\"{}\"}} {n}", state.as_str());
+            }
+            header(
+                &mut out,
+                "ingestd_oldest_waiting_seconds",
+                "gauge",
+                "Seconds since the oldest file waiting for upload (queued or retrying) was journaled; 0 when none waits.",
+            );
+            let age_ms = j
+                .oldest_waiting_since
+                .map_or(0, |since| self.now_ms.saturating_sub(since).max(0));
+            let _ = writeln!(
+                out,
+                "ingestd_oldest_waiting_seconds {}.{:03}",
+                age_ms / 1000,
+                age_ms % 1000
+            );
+            header(
+                &mut out,
+                "ingestd_folder_backlog",
+                "gauge",
+                "Files under a watch folder with work ahead (settling, queued, uploading, retrying).",
+            );
+            for watch in self.watches {
+                let root = crate::watch::journal_root(&watch.path);
+                let n = j.unfinished_by_root.get(&root).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "ingestd_folder_backlog{{folder=\"{}\"}} {n}",
+                    label(&folder_name(&watch.path))
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "ingestd_uploaded_bytes_total",
+            "counter",
+            "Bytes of chunks acknowledged by the server.",
+        );
+        let _ = writeln!(out, "ingestd_uploaded_bytes_total {}", c.bytes_acked);
+        header(
+            &mut out,
+            "ingestd_chunks_acknowledged_total",
+            "counter",
+            "Chunks (or whole small files) acknowledged by the server.",
+        );
+        let _ = writeln!(out, "ingestd_chunks_acknowledged_total {}", c.chunks_acked);
+        header(
+            &mut out,
+            "ingestd_upload_errors_total",
+            "counter",
+            "Failed upload requests by class: retry (backoff), token (uploads paused), permanent (file failed).",
+        );
+        for (class, n) in [
+            ("retry", c.errors_retry),
+            ("token", c.errors_token),
+            ("permanent", c.errors_permanent),
+        ] {
+            let _ = writeln!(out, "ingestd_upload_errors_total{{class=\"{class}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "ingestd_retries_scheduled_total",
+            "counter",
+            "Upload attempts that ended with a retry scheduled (persisted backoff).",
+        );
+        let _ = writeln!(
+            out,
+            "ingestd_retries_scheduled_total {}",
+            c.retries_scheduled
+        );
+        header(
+            &mut out,
+            "ingestd_files_finished_total",
+            "counter",
+            "Files this process finished, by outcome: done (uploaded), failed (permanent error), gone (source vanished or changed).",
+        );
+        for (outcome, n) in [
+            ("done", c.files_done),
+            ("failed", c.files_failed),
+            ("gone", c.files_gone),
+        ] {
+            let _ = writeln!(
+                out,
+                "ingestd_files_finished_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "ingestd_token_ok",
+            "gauge",
+            "1 unless the server refused the upload token (uploads paused until it is replaced).",
+        );
+        let _ = writeln!(out, "ingestd_token_ok {}", u8::from(self.token_ok));
+        header(
+            &mut out,
+            "ingestd_watchers_ok",
+            "gauge",
+            "1 once the first scan of the watch folders is done and while the watch stage runs.",
+        );
+        let _ = writeln!(out, "ingestd_watchers_ok {}", u8::from(self.watchers_ok));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_move_the_right_counters() {
+        let m = Metrics::default();
+        m.outcome(&Outcome::Done {
+            video_id: "vi1".into(),
+        });
+        m.outcome(&Outcome::Retrying);
+        m.outcome(&Outcome::Paused);
+        m.outcome(&Outcome::Gone);
+        m.chunk_acked(10);
+        m.chunk_acked(5);
+        m.error(ErrorClass::Token);
+        let s = m.snapshot();
+        assert_eq!((s.files_done, s.retries_scheduled, s.files_gone), (1, 1, 1));
+        assert_eq!((s.files_failed, s.chunks_acked, s.bytes_acked), (0, 2, 15));
+        assert_eq!((s.errors_token, s.errors_retry), (1, 0));
+    }
+
+    #[test]
+    fn folder_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
