@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::apivideo::{ApiError, Client};
 use crate::config::{self, ConfigError, Settings, WatchSettings};
 use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle};
+use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
 use crate::upload::{Batch, Pacer, Throttle, TokenGate, Uploader, WorkerError};
 use crate::watch::{self, WatchError, WatchOptions};
 
@@ -30,6 +31,8 @@ pub enum DaemonError {
     Worker(#[from] WorkerError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
     Busy { journal: PathBuf, lock: PathBuf },
     #[error("cannot lock the journal ({}): {source}", lock.display())]
@@ -124,6 +127,7 @@ impl Session {
                 throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
                 work: Arc::new(Notify::new()),
                 watches: Arc::new(settings.watches.clone()),
+                metrics: Arc::new(service::Metrics::default()),
             },
             concurrency: settings.upload.concurrency.max(1),
             _lock: lock,
@@ -185,22 +189,53 @@ pub async fn run(
     // Listen for SIGHUP before anything else: its default action kills.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let session = Session::open(&settings).await?;
+    let notifier = Notifier::from_env();
+    let vitals = Vitals::new(
+        session.uploader.journal.clone(),
+        session.uploader.gate.clone(),
+        session.uploader.metrics.clone(),
+        session.uploader.watches.clone(),
+    );
+    // Bound before anything runs: a taken port stops the start-up.
+    let metrics_server = match settings.metrics.listen {
+        Some(addr) => Some(MetricsServer::bind(addr).await?),
+        None => None,
+    };
     info!(
         journal = %settings.journal.path.display(),
         server = %settings.api.base_url,
         concurrency = session.concurrency,
         "ingestd running"
     );
-    let reloader = spawn_reloader(&session, hup, config_path, shutdown.clone());
+    let reloader = spawn_reloader(
+        &session,
+        hup,
+        config_path,
+        notifier.clone(),
+        shutdown.clone(),
+    );
     // The watch stage and the workers stop together: a fatal error in one
     // cancels the other.
     let stop = shutdown.child_token();
+    let supervisor = tokio::spawn(service::supervise(notifier, vitals.clone(), stop.clone()));
+    // The endpoint outlives `stop`: it shows the drain of the workers.
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = metrics_server.map(|server| {
+        let vitals = vitals.clone();
+        let metrics_stop = metrics_stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(vitals, metrics_stop).await {
+                error!("{e}");
+            }
+        })
+    });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let watch_task = {
         let watches = settings.watches.clone();
         let journal = session.uploader.journal.clone();
         let work = session.uploader.work.clone();
         let stop = stop.clone();
+        let watchers = vitals.watchers.clone();
         let opts = WatchOptions {
             ready: Some(ready_tx),
             ..WatchOptions::default()
@@ -209,13 +244,16 @@ pub async fn run(
             let r = watch::run(watches, journal, work, opts, stop.clone()).await;
             if let Err(e) = &r {
                 error!("the watch stage stopped: {e}");
+                watchers.stopped(e.to_string());
                 stop.cancel();
             }
             r
         })
     };
+    let watchers = vitals.watchers.clone();
     tokio::spawn(async move {
         if let Ok(report) = ready_rx.await {
+            watchers.running();
             info!(
                 folders = report.folders,
                 files = report.files,
@@ -235,6 +273,11 @@ pub async fn run(
         )))
     })?;
     reloader.abort();
+    let _ = supervisor.await;
+    metrics_stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     info!("stopped; the journal is consistent");
     workers?;
     watched?;
@@ -246,6 +289,7 @@ fn spawn_reloader(
     session: &Session,
     hup: std::io::Result<tokio::signal::unix::Signal>,
     config_path: Option<PathBuf>,
+    notifier: Option<Notifier>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let uploader = session.uploader.clone();
@@ -263,22 +307,23 @@ fn spawn_reloader(
                 _ = shutdown.cancelled() => return,
             }
             info!("SIGHUP: reloading the configuration");
+            if let Some(n) = &notifier {
+                n.reloading();
+            }
             let path = config_path.clone();
             let loaded = tokio::task::spawn_blocking(move || config::load(path.as_deref())).await;
-            let settings = match loaded {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    error!("the new configuration is refused, the old one stays: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    error!("reloading failed: {e}");
-                    continue;
-                }
+            let applied = match loaded {
+                Ok(Ok(settings)) => apply_reload(&uploader, &settings).map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("reloading failed: {e}")),
             };
-            match apply_reload(&uploader, &settings) {
+            match applied {
                 Ok(()) => info!("configuration reloaded; uploads resume"),
                 Err(e) => error!("the new configuration is refused, the old one stays: {e}"),
+            }
+            // Ends the reload for systemd, whatever its outcome.
+            if let Some(n) = &notifier {
+                n.ready();
             }
         }
     })

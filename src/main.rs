@@ -12,7 +12,7 @@ use tracing::{error, info};
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, DaemonError};
 use ingestd::journal::{FileState, Journal};
-use ingestd::{demo, emulator, logging, status};
+use ingestd::{demo, emulator, logging, status, token};
 
 /// EX_CONFIG from sysexits.h: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
@@ -78,6 +78,8 @@ enum Command {
     },
     /// Show the whole pipeline against a built-in emulator and a temporary folder
     Demo,
+    /// Manage upload tokens with the account's API key ($INGESTD_API_KEY or --api-key-file)
+    Token(token::TokenArgs),
 }
 
 /// Loads the configuration, then starts logging in the format it asks for.
@@ -235,6 +237,22 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = shutdown_on_signals()?;
             emulator::run_standalone(listen, options, shutdown).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(args) => {
+            let settings = match load_config(config_path.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            match token::run(args, settings.api.base_url.clone()).await {
+                Ok(text) => {
+                    println!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("ingestd: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Demo => {
             // The demo tells its own story; its log shows only what goes wrong.

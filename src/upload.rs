@@ -292,6 +292,8 @@ pub struct Uploader {
     pub work: Arc<Notify>,
     /// The watch folders, for the after-upload action of their files.
     pub watches: Arc<Vec<WatchSettings>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::service::Metrics>,
 }
 
 /// How one attempt at a file ended.
@@ -465,6 +467,7 @@ impl Uploader {
                     None
                 }
                 ChunkResult::Failed(ApiError::RateLimited { retry_after }) => {
+                    self.metrics.error(ErrorClass::Retry);
                     info!(
                         id,
                         retry_after_s = retry_after.as_secs(),
@@ -481,13 +484,19 @@ impl Uploader {
                     }
                     return self.failed(&row, e, generation, video_id.is_some()).await;
                 }
-                ChunkResult::Stalled(why) => return self.retry_later(&row, why).await,
+                ChunkResult::Stalled(why) => {
+                    self.metrics.error(ErrorClass::Retry);
+                    return self.retry_later(&row, why).await;
+                }
                 ChunkResult::Abandoned => {
                     info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
                     self.journal.call(move |j| j.release(id, None)).await?;
                     return Ok(Outcome::Released);
                 }
             };
+            if reply.is_some() {
+                self.metrics.chunk_acked(range.len);
+            }
             maybe_stored = false;
             if let Some(rate) = reply.as_ref().map(|r| r.rate) {
                 self.pacer.observe(&rate, false);
@@ -663,6 +672,7 @@ impl Uploader {
         has_video: bool,
     ) -> Result<Outcome, WorkerError> {
         let id = row.id;
+        self.metrics.error(e.class());
         match e.class() {
             ErrorClass::Retry => self.retry_later(row, &e.to_string()).await,
             ErrorClass::Token => {
@@ -834,6 +844,7 @@ impl Uploader {
                     }
                     Err(e) => return Err(e),
                 };
+                self.metrics.outcome(&outcome);
                 if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
                     b.failed_once(id, *attempts);
                 }

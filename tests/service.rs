@@ -640,7 +640,7 @@ async fn metrics_are_prometheus_text_and_follow_the_journal_and_the_workers() {
     metrics.error(ErrorClass::Retry);
     metrics.error(ErrorClass::Retry);
     metrics.error(ErrorClass::Token);
-    metrics.outcome(&Outcome::Retrying);
+    metrics.outcome(&Outcome::Retrying { attempts: 1 });
     metrics.outcome(&Outcome::Done {
         video_id: "vi1".into(),
     });
@@ -1009,7 +1009,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs daemon wiring"]
+
 fn the_daemon_notifies_systemd_and_serves_metrics() {
     let env = common::Env::new();
     let mut systemd = FakeSystemd::at_path();

@@ -297,7 +297,7 @@ mod tests {
         m.outcome(&Outcome::Done {
             video_id: "vi1".into(),
         });
-        m.outcome(&Outcome::Retrying);
+        m.outcome(&Outcome::Retrying { attempts: 1 });
         m.outcome(&Outcome::Paused);
         m.outcome(&Outcome::Gone);
         m.chunk_acked(10);
