@@ -12,7 +12,7 @@ use tracing::{error, info};
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, DaemonError};
 use ingestd::journal::{FileState, Journal};
-use ingestd::{demo, emulator, logging, status, token};
+use ingestd::{demo, doctor, emulator, logging, status, token};
 
 /// EX_CONFIG from sysexits.h: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
@@ -66,8 +66,13 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
-    /// Validate the configuration and print it, secrets redacted
-    CheckConfig,
+    /// Validate the configuration, print it (secrets redacted), and check the
+    /// machine against it: folders, move_to, inotify limits, token file
+    CheckConfig {
+        /// Also ask the server whether it accepts the token (creates nothing)
+        #[arg(long)]
+        online: bool,
+    },
     /// Run the local api.video-compatible upload endpoint
     Emulator {
         /// Address to listen on
@@ -219,15 +224,32 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { online } => {
             let settings = match load_config(config_path.as_ref()) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
             print!("{}", settings.render());
+            let mut findings = doctor::check(&settings);
+            if online {
+                findings.push(doctor::check_online(&settings).await);
+            }
+            println!();
+            for f in &findings {
+                let tag = match f.level {
+                    doctor::Level::Ok => "ok   ",
+                    doctor::Level::Warning => "warn ",
+                    doctor::Level::Error => "error",
+                };
+                println!("# {tag} {}", f.message);
+            }
             if let Err(e) = settings.require_token() {
                 eprintln!("ingestd: invalid configuration: {e}");
                 return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            if findings.iter().any(|f| f.level == doctor::Level::Error) {
+                eprintln!("ingestd: the configuration is valid, but this machine does not fit it (see the errors above)");
+                return Ok(ExitCode::FAILURE);
             }
             eprintln!("configuration OK");
             Ok(ExitCode::SUCCESS)

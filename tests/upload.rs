@@ -653,3 +653,52 @@ fn sigterm_stops_the_daemon_even_when_its_stderr_is_gone() {
     let out = wait_child(child, Duration::from_secs(15));
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn check_config_checks_the_machine_and_online_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let folder = env.dir.path().join("capture");
+    std::fs::create_dir_all(&folder).unwrap();
+    let extra = format!(
+        "\n[[watch]]\npath = \"{}\"\n\n[[watch]]\npath = \"{}\"\n",
+        folder.display(),
+        env.dir.path().join("missing").display()
+    );
+    env.write_config("8MiB", &extra);
+    std::fs::set_permissions(&env.token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["check-config", "--online"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("# ok    watch folder") && all.contains("is readable"),
+        "{all}"
+    );
+    assert!(
+        all.contains("# error watch folder") && all.contains("missing"),
+        "{all}"
+    );
+    assert!(
+        all.contains("can be read by others") && all.contains("chmod 600"),
+        "{all}"
+    );
+    assert!(all.contains("accepts the upload token"), "{all}");
+    assert!(!all.contains(TOKEN), "the token leaked: {all}");
+    // A refused token, and a machine that fits: exit 1 only for the token.
+    env.write_config(
+        "8MiB",
+        &format!("\n[[watch]]\npath = \"{}\"\n", folder.display()),
+    );
+    std::fs::set_permissions(&env.token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.run(&["check-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.set_token("to1revokedREVOKEDrevoked");
+    let out = env.run(&["check-config", "--online"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refuses the upload token"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.videos().len(), 0, "a check creates nothing");
+}
