@@ -126,7 +126,10 @@ impl Session {
                 gate: TokenGate::default(),
                 throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
                 work: Arc::new(Notify::new()),
-                watches: Arc::new(settings.watches.clone()),
+                watches: Arc::new(
+                    tokio::sync::watch::channel(Arc::new(settings.watches.clone())).0,
+                ),
+                slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),
                 metrics: Arc::new(service::Metrics::default()),
             },
             concurrency: settings.upload.concurrency.max(1),
@@ -141,22 +144,53 @@ impl Session {
         only: Option<Vec<i64>>,
         cancel: &CancellationToken,
     ) -> Result<(), DaemonError> {
-        let only = only.map(|ids| Arc::new(Batch::new(ids)));
+        let batch = only.map(|ids| Arc::new(Batch::new(ids)));
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
-        for _ in 0..self.concurrency {
+        // Which slot each running worker holds; a reload may add slots.
+        let mut slots: std::collections::HashMap<tokio::task::Id, usize> = Default::default();
+        let spawn = |set: &mut JoinSet<_>, slot: usize| {
             let uploader = self.uploader.clone();
-            let only = only.clone();
+            let batch = batch.clone();
             let stop = stop.clone();
-            set.spawn(async move { uploader.worker(only, stop).await });
+            set.spawn(async move { uploader.worker(batch, slot, stop).await })
+                .id()
+        };
+        for slot in 0..*self.uploader.slots.borrow() {
+            let id = spawn(&mut set, slot);
+            slots.insert(id, slot);
         }
+        let mut target = self.uploader.slots.subscribe();
         let mut first_err = None;
-        while let Some(res) = set.join_next().await {
+        loop {
+            let res = tokio::select! {
+                res = set.join_next_with_id() => match res {
+                    None => break,
+                    Some(r) => r,
+                },
+                // Only the daemon grows its pool; a batch keeps its workers.
+                Ok(()) = target.changed(), if batch.is_none() && !stop.is_cancelled() => {
+                    let want = *target.borrow_and_update();
+                    for slot in 0..want {
+                        if !slots.values().any(|s| *s == slot) {
+                            let id = spawn(&mut set, slot);
+                            slots.insert(id, slot);
+                        }
+                    }
+                    continue;
+                }
+            };
             let res = match res {
-                Ok(r) => r.map_err(DaemonError::from),
-                Err(e) => Err(DaemonError::Thread(std::io::Error::other(format!(
-                    "a worker panicked: {e}"
-                )))),
+                Ok((id, r)) => {
+                    slots.remove(&id);
+                    r.map_err(DaemonError::from)
+                }
+                Err(e) => {
+                    slots.remove(&e.id());
+                    Err(DaemonError::Thread(std::io::Error::other(format!(
+                        "a worker panicked: {e}"
+                    ))))
+                }
             };
             if let Err(e) = res {
                 error!("stopping: {e}");
@@ -169,12 +203,25 @@ impl Session {
 }
 
 /// Applies a reloaded configuration to running workers: a new token reopens
-/// the gate; the bandwidth limit changes at once.
+/// the gate; the bandwidth limit and the number of workers change at once;
+/// a new list of watch folders restarts the watch stage. The journal, the
+/// server and the chunk size stay as they were (a restart changes them).
 pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
     let token = settings.require_token()?.clone();
     uploader.client.set_token(token);
     uploader.gate.replaced();
     uploader.throttle.set_rate(settings.upload.bandwidth_limit);
+    uploader
+        .slots
+        .send_replace(settings.upload.concurrency.max(1));
+    let folders = Arc::new(settings.watches.clone());
+    uploader.watches.send_if_modified(|current| {
+        let changed = **current != *folders;
+        if changed {
+            *current = folders;
+        }
+        changed
+    });
     uploader.work.notify_waiters();
     Ok(())
 }
@@ -231,23 +278,43 @@ pub async fn run(
     });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let watch_task = {
-        let watches = settings.watches.clone();
         let journal = session.uploader.journal.clone();
         let work = session.uploader.work.clone();
         let stop = stop.clone();
         let watchers = vitals.watchers.clone();
-        let opts = WatchOptions {
-            ready: Some(ready_tx),
-            ..WatchOptions::default()
-        };
+        let mut folders = session.uploader.watches.subscribe();
+        let mut ready = Some(ready_tx);
         tokio::spawn(async move {
-            let r = watch::run(watches, journal, work, opts, stop.clone()).await;
-            if let Err(e) = &r {
-                error!("the watch stage stopped: {e}");
-                watchers.stopped(e.to_string());
-                stop.cancel();
+            // One round per list of folders: a reload with other folders
+            // ends the round and starts the next (files already journaled
+            // keep their place; the new round's first scan picks up the rest).
+            loop {
+                let watches = folders.borrow_and_update().as_ref().clone();
+                let round = stop.child_token();
+                let opts = WatchOptions {
+                    ready: ready.take(),
+                    ..WatchOptions::default()
+                };
+                let run = watch::run(watches, journal.clone(), work.clone(), opts, round.clone());
+                tokio::pin!(run);
+                let ended = tokio::select! {
+                    r = &mut run => r,
+                    Ok(()) = folders.changed() => {
+                        info!("watch folders changed: restarting the watch stage");
+                        round.cancel();
+                        match run.await {
+                            Ok(()) => continue,
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                if let Err(e) = &ended {
+                    error!("the watch stage stopped: {e}");
+                    watchers.stopped(e.to_string());
+                    stop.cancel();
+                }
+                return ended;
             }
-            r
         })
     };
     let watchers = vitals.watchers.clone();

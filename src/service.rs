@@ -29,9 +29,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config::WatchSettings;
 use crate::journal::JournalHandle;
-use crate::upload::TokenGate;
+use crate::upload::{Folders, TokenGate};
 
 pub use http::{serve_metrics, Health, MetricsServer, ServiceError};
 pub use metrics::{Metrics, MetricsSnapshot};
@@ -109,8 +108,9 @@ pub struct Vitals {
     /// The counters the workers bump (the same `Arc` as the uploader's).
     pub metrics: Arc<Metrics>,
     pub watchers: Watchers,
-    /// The configured watch folders: one backlog gauge each.
-    pub watches: Arc<Vec<WatchSettings>>,
+    /// The configured watch folders (they change on reload): one backlog
+    /// gauge each.
+    pub watches: Folders,
 }
 
 impl Vitals {
@@ -120,7 +120,7 @@ impl Vitals {
         journal: JournalHandle,
         gate: TokenGate,
         metrics: Arc<Metrics>,
-        watches: Arc<Vec<WatchSettings>>,
+        watches: Folders,
     ) -> Self {
         Vitals {
             journal,

@@ -279,6 +279,9 @@ impl Throttle {
     }
 }
 
+/// The current watch folders; a reload sends a new list.
+pub type Folders = Arc<watch::Sender<Arc<Vec<WatchSettings>>>>;
+
 /// Everything a worker needs, shared by all of them.
 #[derive(Debug, Clone)]
 pub struct Uploader {
@@ -290,8 +293,11 @@ pub struct Uploader {
     pub throttle: Arc<Throttle>,
     /// Signalled when new work may be in the journal.
     pub work: Arc<Notify>,
-    /// The watch folders, for the after-upload action of their files.
-    pub watches: Arc<Vec<WatchSettings>>,
+    /// The watch folders (replaced on reload), for the after-upload action
+    /// of their files.
+    pub watches: Folders,
+    /// How many workers should run (changed on reload).
+    pub slots: Arc<watch::Sender<usize>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::service::Metrics>,
 }
@@ -590,7 +596,8 @@ impl Uploader {
                 return;
             }
         };
-        let Some(watch) = crate::watch::folder_of(&self.watches, &row).cloned() else {
+        let folders = self.watches.borrow().clone();
+        let Some(watch) = crate::watch::folder_of(&folders, &row).cloned() else {
             return;
         };
         let json = match self.journal.call(move |j| j.video_json(id)).await {
@@ -806,10 +813,12 @@ impl Uploader {
     pub async fn worker(
         &self,
         batch: Option<Arc<Batch>>,
+        slot: usize,
         cancel: CancellationToken,
     ) -> Result<(), WorkerError> {
         loop {
-            if cancel.is_cancelled() {
+            // Retire when the concurrency was lowered below this slot.
+            if cancel.is_cancelled() || slot >= *self.slots.borrow() {
                 return Ok(());
             }
             if self.gate.state().refused.is_some() {

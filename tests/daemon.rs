@@ -1017,3 +1017,50 @@ fn a_watch_folder_aliased_through_a_symlink_never_uploads_a_file_twice() {
         assert!(err.contains(alias.to_str().unwrap()), "{}", text(&out));
     }
 }
+
+// Reload ─────────────────────────────────────────────────────────────────
+
+#[test]
+fn sighup_applies_a_new_folder_list_and_refuses_a_bad_config() {
+    let env = Env::new();
+    let a_dir = env.media.join("a");
+    let b_dir = env.media.join("b");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    env.write_config("8MiB", &watch(&a_dir, "300ms", ""));
+    let d = Daemon::ready(&env);
+    let first = write_file(&a_dir.join("one.mp4"), 20_000, 40);
+    assert_uploaded(&env, &d, &first);
+
+    // Folder a out, folder b in, more workers: applied without a restart.
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    let swapped = cfg
+        .replace(&toml_path(&a_dir), &toml_path(&b_dir))
+        .replace("concurrency = 2", "concurrency = 3");
+    std::fs::write(&env.config, swapped).unwrap();
+    signal(&d.child, 1);
+    assert!(d.wait_log("configuration reloaded", WAIT), "{}", d.log());
+    assert!(
+        wait_until(WAIT, || d.log().matches("first scan done").count() >= 2),
+        "the watch stage did not restart: {}",
+        d.log()
+    );
+    let in_b = write_file(&b_dir.join("two.mp4"), 20_000, 41);
+    let in_a = write_file(&a_dir.join("three.mp4"), 20_000, 42);
+    assert_uploaded(&env, &d, &in_b);
+    // Written at the same moment as two.mp4, same settle: had folder a still
+    // been watched, three.mp4 would be journaled by now.
+    assert!(rows_at(&env, &in_a).is_empty(), "folder a is still watched");
+
+    // A bad configuration is refused; the old one keeps running.
+    std::fs::write(&env.config, "[api]\nchunk_size = \"1KiB\"\n").unwrap();
+    signal(&d.child, 1);
+    assert!(
+        d.wait_log("the new configuration is refused", WAIT),
+        "{}",
+        d.log()
+    );
+    let four = write_file(&b_dir.join("four.mp4"), 20_000, 43);
+    assert_uploaded(&env, &d, &four);
+    stop_ok(d);
+}

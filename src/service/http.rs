@@ -181,13 +181,14 @@ async fn journal_view(vitals: &Vitals) -> Option<JournalView> {
 
 async fn metrics(State(vitals): State<Vitals>) -> Response {
     let journal = journal_view(&vitals).await;
+    let watches = vitals.watches.borrow().clone();
     let body = Exposition {
         counters: vitals.metrics.snapshot(),
         journal,
         now_ms: now_ms(),
         token_ok: vitals.gate.state().refused.is_none(),
         watchers_ok: vitals.watchers.state() == WatchersState::Running,
-        watches: &vitals.watches,
+        watches: &watches,
     }
     .render();
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
