@@ -175,7 +175,7 @@ impl World {
             journal.clone(),
             TokenGate::default(),
             Arc::new(Metrics::default()),
-            Arc::new(vec![WatchSettings::new(&root)]),
+            Arc::new(tokio::sync::watch::channel(Arc::new(vec![WatchSettings::new(&root)])).0),
         );
         World {
             _dir: dir,
