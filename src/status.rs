@@ -17,6 +17,8 @@ pub struct FileStatus {
     pub size: u64,
     pub bytes_uploaded: u64,
     pub progress_percent: f64,
+    /// Bytes per second since the current upload attempt started (uploading only).
+    pub rate_bytes_per_second: Option<u64>,
     pub video_id: Option<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -39,6 +41,7 @@ impl From<&FileRow> for FileStatus {
             size: r.identity.size,
             bytes_uploaded: r.bytes_uploaded,
             progress_percent: percent(r.bytes_uploaded, r.identity.size),
+            rate_bytes_per_second: rate(r),
             video_id: r.video_id.clone(),
             attempts: r.attempts,
             last_error: r.last_error.clone(),
@@ -48,6 +51,19 @@ impl From<&FileRow> for FileStatus {
             done_at: r.done_at,
         }
     }
+}
+
+/// Bytes per second of an upload in progress, as far as the journal tells:
+/// acknowledged bytes over the time since the attempt started. A resumed
+/// upload counts only what this attempt sent (the journal does not know the
+/// offset it resumed from, so the rate is a lower bound then).
+fn rate(r: &FileRow) -> Option<u64> {
+    if r.state != FileState::Uploading {
+        return None;
+    }
+    let started = r.started_at?;
+    let secs = (r.updated_at.max(now_ms()) - started) as f64 / 1000.0;
+    (secs > 0.5).then(|| (r.bytes_uploaded as f64 / secs) as u64)
 }
 
 fn percent(done: u64, size: u64) -> f64 {
@@ -77,22 +93,23 @@ fn age(ms: i64) -> String {
 pub fn to_table(rows: &[FileRow]) -> String {
     let mut out = String::new();
     let header = [
-        "ID", "STATE", "PROGRESS", "SIZE", "VIDEO", "TRIES", "AGE", "PATH",
+        "ID", "STATE", "PROGRESS", "SIZE", "RATE", "VIDEO", "TRIES", "AGE", "PATH",
     ];
-    let mut lines: Vec<[String; 8]> = vec![header.map(str::to_owned)];
+    let mut lines: Vec<[String; 9]> = vec![header.map(str::to_owned)];
     for r in rows {
         lines.push([
             r.id.to_string(),
             r.state.to_string(),
             format!("{:.1}%", percent(r.bytes_uploaded, r.identity.size)),
             bytesize::ByteSize(r.identity.size).to_string(),
+            rate(r).map_or_else(|| "-".into(), |b| format!("{}/s", bytesize::ByteSize(b))),
             r.video_id.clone().unwrap_or_else(|| "-".into()),
             r.attempts.to_string(),
             age(r.updated_at),
             show_path(&r.path()),
         ]);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 9];
     for l in &lines {
         for (w, c) in widths.iter_mut().zip(l.iter()) {
             *w = (*w).max(c.chars().count());
@@ -101,7 +118,7 @@ pub fn to_table(rows: &[FileRow]) -> String {
     for (i, l) in lines.iter().enumerate() {
         let mut line = String::new();
         for (j, (c, w)) in l.iter().zip(widths).enumerate() {
-            if j == 7 {
+            if j == 8 {
                 line.push_str(c);
             } else {
                 let _ = write!(line, "{c:<w$}  ");

@@ -702,3 +702,20 @@ fn check_config_checks_the_machine_and_online_the_token() {
     );
     assert_eq!(env.videos().len(), 0, "a check creates nothing");
 }
+
+#[test]
+fn the_bandwidth_limit_is_respected() {
+    let env = Env::new();
+    // 6 MiB at 2 MiB/s: about 3 s (a quarter second of burst allowed).
+    env.write_config("8MiB", "bandwidth_limit = \"2MiB\"");
+    let f = env.file("a.mp4", 6 * MIB, 28);
+    let start = std::time::Instant::now();
+    let out = upload(&env, &[&f]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    done_video(&env, &f);
+    assert!(
+        took >= Duration::from_millis(2500) && took <= Duration::from_secs(20),
+        "6 MiB at 2 MiB/s took {took:?}"
+    );
+}
