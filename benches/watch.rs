@@ -12,7 +12,6 @@
 //! `cargo bench --bench watch` (env: BENCH_BURST, default 10000;
 //! BENCH_STARTUP, default 100000).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,17 +56,22 @@ fn config(dir: &Path, base: &str, watch: &Path, settle: &str, journal: &Path) ->
     cfg
 }
 
+/// Starts `ingestd run`, its log in `LOG` beside the config (a pipe nobody
+/// reads would fill and block the daemon).
 fn start(cfg: &Path) -> Child {
+    let log = std::fs::File::create(cfg.with_file_name(LOG)).expect("log file");
     Command::new(ingestd_bin())
         .arg("--config")
         .arg(cfg)
         .arg("run")
         .env("INGESTD_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn ingestd")
 }
+
+const LOG: &str = "ingestd.log";
 
 fn stop(mut child: Child) {
     let _ = Command::new("kill")
@@ -185,20 +189,12 @@ fn startup(rt: &tokio::runtime::Runtime, n: u64) {
     .expect("mark done");
     drop(conn);
     let cfg = config(dir.path(), &emu.base_url(), &watch, "1s", &journal);
-    let t0 = Instant::now();
-    let mut child = start(&cfg);
-    let stderr = child.stderr.take().expect("stderr");
-    let mut ready = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap_or_default();
-        if std::env::var("BENCH_VERBOSE").is_ok() {
-            eprintln!("daemon: {line}");
-        }
-        if line.contains("first scan done") {
-            ready = Some(t0.elapsed());
-            break;
-        }
-    }
+    let child = start(&cfg);
+    let log = cfg.with_file_name(LOG);
+    let ready = wait_for("the first scan", Duration::from_secs(600), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("first scan done"))
+    });
+    let ready = Some(ready);
     stop(child);
     let ready = ready.expect("the daemon never said it was ready");
     println!(
