@@ -329,7 +329,8 @@ impl Client {
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+/// A reply body, at most [`MAX_REPLY_BYTES`] of it.
+pub(crate) async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         let room = MAX_REPLY_BYTES.saturating_sub(out.len());
@@ -339,7 +340,7 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::E
 }
 
 /// The error and its causes on one line, without the request URL.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -146,18 +146,32 @@ fn main() -> ExitCode {
     code
 }
 
+/// The settings, or return the exit code of a bad configuration (78).
+macro_rules! config_or_exit {
+    ($path:expr) => {
+        match load_config($path.as_ref()) {
+            Ok(s) => s,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+/// Return 78 unless the settings have an upload token.
+macro_rules! token_or_exit {
+    ($settings:expr) => {
+        if let Err(e) = $settings.require_token() {
+            eprintln!("ingestd: invalid configuration: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+}
+
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.command {
         Command::Run { once } => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
-            if let Err(e) = settings.require_token() {
-                eprintln!("ingestd: invalid configuration: {e}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
+            let settings = config_or_exit!(config_path);
+            token_or_exit!(settings);
             let shutdown = shutdown_on_signals()?;
             if once {
                 let results = daemon::run_once(&settings, shutdown).await;
@@ -167,23 +181,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Upload { files } => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
-            if let Err(e) = settings.require_token() {
-                eprintln!("ingestd: invalid configuration: {e}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
+            let settings = config_or_exit!(config_path);
+            token_or_exit!(settings);
             let shutdown = shutdown_on_signals()?;
             let results = daemon::upload_files(&settings, &files, shutdown).await;
             finish_batch(results)
         }
         Command::Status { json, states } => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = config_or_exit!(config_path);
             let journal = Journal::open_read_only(&settings.journal.path)?;
             let filter = (!states.is_empty()).then_some(states.as_slice());
             let rows = journal.list(filter)?;
@@ -195,10 +200,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { ids, failed } => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = config_or_exit!(config_path);
             // Never a new journal when the path is wrong. No lock: a running
             // daemon sees the requeued files at its next look (guarded
             // transitions make the concurrent write safe).
@@ -225,10 +227,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::CheckConfig { online } => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = config_or_exit!(config_path);
             print!("{}", settings.render());
             let mut findings = doctor::check(&settings);
             if online {
@@ -261,10 +260,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => {
-            let settings = match load_config(config_path.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return Ok(code),
-            };
+            let settings = config_or_exit!(config_path);
             match token::run(args, settings.api.base_url.clone()).await {
                 Ok(text) => {
                     println!("{text}");

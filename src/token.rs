@@ -23,7 +23,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use crate::apivideo::{self, Problem, RateInfo};
+use crate::apivideo::{self, chain, read_limited, Problem, RateInfo};
 
 /// The environment variable that may hold the API key.
 pub const API_KEY_ENV: &str = "INGESTD_API_KEY";
@@ -37,8 +37,6 @@ const PAGE_SIZE: u64 = 100;
 const MAX_PAGES: u64 = 10_000;
 /// Every management request is small; a stuck one must not hang the command.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How much of a reply body is read at most.
-const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// The account's API key. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -559,30 +557,6 @@ impl TokenClient {
             },
         })
     }
-}
-
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_REPLY_BYTES.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    Ok(out)
-}
-
-/// The error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The API key from `file` (trimmed) if given, else from `env` (the value
