@@ -1,0 +1,169 @@
+//! The crash suite: a mixed workload uploaded by `ingestd run` while it is
+//! killed with SIGKILL at random moments, the emulator injecting 503s,
+//! resets mid-body and lost replies. Ignored by default (about a minute):
+//!
+//! ```sh
+//! cargo test --release --test crash -- --ignored --nocapture
+//! ```
+//!
+//! `CRASH_KILLS` (default 20) and `CRASH_SEED` (default 1) vary it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ingestd::emulator::RandomFaults;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+#[ignore = "the crash suite: run with --ignored (about a minute)"]
+fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
+    let kills = env_u64("CRASH_KILLS", 20);
+    let seed = env_u64("CRASH_SEED", 1);
+    let chunk = 8 * MIB;
+    let env = Env::new();
+    let watch_dir = env.media.clone();
+    // A bandwidth limit stretches the run so the kills land mid-upload.
+    env.write_config(
+        "8MiB",
+        &format!(
+            "bandwidth_limit = \"60MiB\"\n\n[[watch]]\npath = \"{}\"\nsettle = \"200ms\"\n",
+            watch_dir.display()
+        ),
+    );
+    let mut files = vec![env.file("feature.mxf", 300 * MIB, seed)];
+    for i in 0..3 {
+        files.push(env.file(
+            &format!("scene-{i}.mov"),
+            30 * MIB + i * 4096,
+            seed + 10 + i,
+        ));
+    }
+    for i in 0..40 {
+        let size = 50_000 + i * 37_000;
+        files.push(env.file(&format!("clip-{i:02}.mp4"), size, seed + 100 + i));
+    }
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    env.emulator.set_random_faults(RandomFaults {
+        seed,
+        p_503: 0.05,
+        p_reset: 0.03,
+        p_lost_reply: 0.03,
+    });
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let started = Instant::now();
+    let mut landed = 0;
+    for _ in 0..kills {
+        let mut child = env.spawn(&["run"]);
+        std::thread::sleep(Duration::from_millis(rng.u64(150..900)));
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        if rows(&env).iter().any(|r| r.state.as_str() != "done") {
+            landed += 1;
+        }
+    }
+    // Then let it finish, faults still on.
+    let child = env.spawn(&["run"]);
+    let finished = wait_until(Duration::from_secs(300), || {
+        let rows = rows(&env);
+        rows.len() == files.len() && rows.iter().all(|r| r.state.as_str() == "done")
+    });
+    signal(&child, 15);
+    let out = wait_child(child, Duration::from_secs(60));
+    let took = started.elapsed();
+    let rows = rows(&env);
+    assert!(
+        finished,
+        "not every file finished: {:#?}\n{}",
+        rows.iter()
+            .filter(|r| r.state.as_str() != "done")
+            .collect::<Vec<_>>(),
+        text(&out)
+    );
+
+    // Every file done, byte for byte, at the emulator.
+    let videos = env.videos();
+    for f in &files {
+        let row = rows.iter().find(|r| &r.path() == f).expect("journaled");
+        let v = videos
+            .iter()
+            .find(|v| Some(&v.video_id) == row.video_id.as_ref())
+            .unwrap_or_else(|| panic!("{} has no video at the emulator", f.display()));
+        assert!(v.complete, "{} is not complete", f.display());
+        assert_eq!(
+            v.sha256.as_deref(),
+            Some(sha256(f).as_str()),
+            "{}",
+            f.display()
+        );
+    }
+
+    // Uploaded twice? Count complete videos per file (the title is the name).
+    let mut complete: HashMap<&str, usize> = HashMap::new();
+    for v in videos.iter().filter(|v| v.complete) {
+        *complete.entry(v.title.as_str()).or_default() += 1;
+    }
+    let twice: Vec<(&str, usize)> = complete
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(t, n)| (*t, *n))
+        .collect();
+    let incomplete = videos.iter().filter(|v| !v.complete).count();
+    let stats = env.emulator.stats();
+    let resent = stats.body_bytes.saturating_sub(total);
+    println!(
+        "crash suite (seed {seed}): {} files, {:.0} MiB, {kills} SIGKILLs ({landed} with work left), \
+         {} faults injected, done in {:.1}s",
+        files.len(),
+        total as f64 / MIB as f64,
+        stats.faults_injected,
+        took.as_secs_f64()
+    );
+    println!(
+        "  every file done and verified by SHA-256; {} complete videos; uploaded twice: {:?}; \
+         incomplete videos left behind: {incomplete}; bytes received beyond the files: {:.1} MiB ({:.2} chunks)",
+        videos.iter().filter(|v| v.complete).count(),
+        twice,
+        resent as f64 / MIB as f64,
+        resent as f64 / chunk as f64
+    );
+    // Chunked files (over one chunk) are never uploaded twice: the videoId is
+    // journaled before the second chunk and every resend reuses it.
+    for (title, n) in &twice {
+        let f = files
+            .iter()
+            .find(|f| f.file_stem().and_then(|s| s.to_str()) == Some(*title))
+            .expect("a file of the workload");
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= chunk,
+            "{title} (chunked) was uploaded {n} times"
+        );
+    }
+    // A file sent in one request whose reply was lost after the server stored
+    // it is sent again: with a token nothing can ask the server. Those are
+    // bounded by the faults that could cause them.
+    let extra_complete: usize = twice.iter().map(|(_, n)| n - 1).sum();
+    assert!(
+        (extra_complete + incomplete) as u64 <= kills + stats.faults_injected,
+        "{extra_complete} duplicates + {incomplete} partial videos for {kills} kills and {} faults",
+        stats.faults_injected
+    );
+    // At most one chunk sent again per kill or injected fault.
+    assert!(
+        resent <= (kills + stats.faults_injected) * chunk,
+        "{resent} bytes sent again for {kills} kills and {} faults",
+        stats.faults_injected
+    );
+}
