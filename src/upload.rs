@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, MAX_TOTAL_BYTES};
-use crate::config::WatchSettings;
+use crate::config::{WatchSettings, MIN_CHUNK_SIZE};
 use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
@@ -48,26 +48,41 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const SHUTDOWN_REPLY_WAIT: Duration = Duration::from_secs(20);
 
 /// The chunks of a file of `size` bytes: every chunk `chunk_size` long but
-/// the last, which holds the rest (never empty).
+/// the last, which holds the rest (never empty). A file larger than
+/// [`MIN_CHUNK_SIZE`] but no larger than one chunk goes in two requests, the
+/// first exactly `MIN_CHUNK_SIZE` long: a first request that cannot complete
+/// the video makes a lost reply harmless (at worst a partial video is left
+/// behind), where one request holding the whole file could, sent again after
+/// its reply was lost, make a duplicate.
 pub fn chunk_plan(size: u64, chunk_size: u64) -> impl Iterator<Item = ByteRange> {
-    let step = chunk_size.max(1);
-    (0..size.div_ceil(step)).map(move |i| {
-        let offset = i * step;
-        ByteRange {
-            offset,
-            len: step.min(size - offset),
-            total: size,
-        }
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        (offset < size).then(|| {
+            let range = chunk_at(offset, size, chunk_size);
+            offset += range.len;
+            range
+        })
     })
 }
 
-/// The chunk that starts at `offset`.
+/// The chunk that starts at `offset` (see [`chunk_plan`]).
 pub fn chunk_at(offset: u64, size: u64, chunk_size: u64) -> ByteRange {
+    let chunk_size = chunk_size.max(1);
+    let len = if offset == 0 && size > MIN_CHUNK_SIZE && size <= chunk_size {
+        MIN_CHUNK_SIZE
+    } else {
+        chunk_size.min(size - offset)
+    };
     ByteRange {
         offset,
-        len: chunk_size.min(size - offset),
+        len,
         total: size,
     }
+}
+
+/// Whether a file goes in more than one request (with `Content-Range`).
+pub fn is_chunked(size: u64, chunk_size: u64) -> bool {
+    size > chunk_size.min(MIN_CHUNK_SIZE)
 }
 
 /// Full-jitter exponential backoff for the `attempt`-th failure (1-based).
@@ -428,7 +443,7 @@ impl Uploader {
             .journal
             .call(move |j| j.set_chunk_size(id, wanted))
             .await?;
-        let ranged = size > chunk_size;
+        let ranged = is_chunked(size, chunk_size);
         let name = display_name(&path);
         let mut offset = row.bytes_uploaded;
         let mut video_id = row.video_id.clone();
@@ -968,21 +983,43 @@ mod tests {
     }
 
     #[test]
-    fn plan_file_of_exactly_one_chunk() {
+    fn plan_file_of_exactly_one_chunk_goes_in_two_requests() {
+        // The first request never completes the video, so a lost reply
+        // cannot turn into a duplicate.
         let p: Vec<ByteRange> = chunk_plan(8 * MIB, 8 * MIB).collect();
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].len, 8 * MIB);
-        assert!(p[0].is_last());
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].len, p[1].len), (5 * MIB, 3 * MIB));
+        assert!(p[1].is_last());
+        assert!(is_chunked(8 * MIB, 8 * MIB));
+    }
+
+    #[test]
+    fn plan_small_files_go_in_one_request() {
+        for size in [1, 5 * MIB - 1, 5 * MIB] {
+            let p: Vec<ByteRange> = chunk_plan(size, 8 * MIB).collect();
+            assert_eq!(p.len(), 1, "{size}");
+            assert!(!is_chunked(size, 8 * MIB), "{size}");
+        }
+        let p: Vec<ByteRange> = chunk_plan(5 * MIB + 1, 8 * MIB).collect();
+        assert_eq!((p[0].len, p[1].len), (5 * MIB, 1));
     }
 
     #[test]
     fn plan_covers_every_byte_once() {
-        for (size, chunk) in [(1, 5), (99, 10), (100, 10), (101, 10), (40 * MIB, 8 * MIB)] {
+        for (size, chunk) in [
+            (1, 5),
+            (99, 10),
+            (100, 10),
+            (101, 10),
+            (40 * MIB, 8 * MIB),
+            (6 * MIB, 8 * MIB),
+            (8 * MIB, 8 * MIB),
+        ] {
             let p: Vec<ByteRange> = chunk_plan(size, chunk).collect();
             let mut next = 0;
             for r in &p {
                 assert_eq!(r.offset, next);
-                assert!(r.len > 0 && r.len <= chunk);
+                assert!(r.len > 0 && r.len <= chunk.max(5 * MIB));
                 next += r.len;
             }
             assert_eq!(next, size);

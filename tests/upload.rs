@@ -719,3 +719,23 @@ fn the_bandwidth_limit_is_respected() {
         "6 MiB at 2 MiB/s took {took:?}"
     );
 }
+
+#[test]
+fn a_lost_first_reply_never_duplicates_a_file_over_5_mib() {
+    // 6 MiB, under one 8 MiB chunk: sent as 5 MiB + 1 MiB, so the request
+    // whose reply is lost cannot have completed a video.
+    let env = Env::new();
+    let f = env.file("a.mp4", 6 * MIB, 29);
+    env.emulator.push_faults(vec![Some(Fault::LostReply)]);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+    let complete = env.videos().iter().filter(|v| v.complete).count();
+    assert_eq!(complete, 1, "no duplicate: {:?}", env.videos());
+    assert!(
+        env.videos().len() <= 2,
+        "at most one partial video left: {:?}",
+        env.videos()
+    );
+}
