@@ -35,6 +35,8 @@ pub enum DaemonError {
     Service(#[from] ServiceError),
     #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
     Busy { journal: PathBuf, lock: PathBuf },
+    #[error("the journal {} is gone, but it was in use before (its lock file {} is there): it was deleted or moved. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
+    JournalVanished { journal: PathBuf, lock: PathBuf },
     #[error("cannot lock the journal ({}): {source}", lock.display())]
     Lock {
         lock: PathBuf,
@@ -74,6 +76,15 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         })?;
     }
     let lock_file = lock_path(journal);
+    // The lock file outlives every run; beside a missing journal it means
+    // the journal was deleted or moved while ingestd was stopped. Starting a
+    // new one would upload every file again: refuse, and say what to do.
+    if lock_file.exists() && !journal.exists() {
+        return Err(DaemonError::JournalVanished {
+            journal: journal.to_path_buf(),
+            lock: lock_file,
+        });
+    }
     let lock = File::options()
         .create(true)
         .truncate(false)

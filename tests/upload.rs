@@ -739,3 +739,31 @@ fn a_lost_first_reply_never_duplicates_a_file_over_5_mib() {
         env.videos()
     );
 }
+
+#[test]
+fn a_journal_deleted_while_stopped_is_an_error_not_a_fresh_start() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 1000, 30);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(&env.journal).unwrap();
+    let out = upload(&env, &[&f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("was deleted or moved"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        env.emulator.stats().upload_requests,
+        1,
+        "nothing uploaded again"
+    );
+    assert!(!env.journal.exists(), "no new journal was made");
+    // Starting afresh on purpose: remove the lock file.
+    let mut lock = env.journal.clone().into_os_string();
+    lock.push(".lock");
+    std::fs::remove_file(lock).unwrap();
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+}
