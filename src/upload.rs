@@ -484,13 +484,15 @@ impl Uploader {
                 ChunkResult::Failed(e)
                     if maybe_stored && (e.is_already_stored() || e.is_already_complete()) =>
                 {
-                    info!(id, path = %shown, range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
+                    info!(id, path = %shown, video_id = video_id.as_deref().unwrap_or(""), range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
                     None
                 }
                 ChunkResult::Failed(ApiError::RateLimited { retry_after }) => {
                     self.metrics.error(ErrorClass::Retry);
                     info!(
                         id,
+                        path = %shown,
+                        video_id = video_id.as_deref().unwrap_or(""),
                         retry_after_s = retry_after.as_secs(),
                         "rate limited; waiting"
                     );
@@ -677,7 +679,7 @@ impl Uploader {
             .saturating_add(1);
         let delay = backoff_delay(attempts);
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        warn!(id, path = %show_path(&row.path()), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        warn!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
         let why = why.to_owned();
         self.journal
             .call(move |j| j.mark_retrying(id, attempts, at, &why))
@@ -715,7 +717,7 @@ impl Uploader {
                     "{e}: the partly uploaded video no longer exists on the server (deleted, or \
                      expired in the sandbox); `ingestd retry {id}` starts the upload over"
                 );
-                error!(id, path = %show_path(&row.path()), "upload failed permanently: {why}");
+                error!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), "upload failed permanently: {why}");
                 self.journal
                     .call(move |j| j.mark_failed_restart(id, &why))
                     .await?;
@@ -723,7 +725,7 @@ impl Uploader {
             }
             ErrorClass::Permanent => {
                 let why = e.to_string();
-                error!(id, path = %show_path(&row.path()), "upload failed permanently: {why}");
+                error!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), "upload failed permanently: {why}");
                 self.journal.call(move |j| j.mark_failed(id, &why)).await?;
                 Ok(Outcome::Failed)
             }
