@@ -420,7 +420,12 @@ pub fn classify(
         &mut problem.name,
     ] {
         if let Some(v) = field.as_mut() {
-            *v = scrub(v, token);
+            // Server text goes into logs: no control character may start a
+            // line of its own there.
+            *v = scrub(v, token)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
         }
     }
     if status.is_redirection() || problem.slug() == Some("unrecognized-request-url") {
@@ -569,6 +574,17 @@ mod tests {
         let e = classify(StatusCode::UNAUTHORIZED, RateInfo::default(), body, &tok()).unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("to1secretSECRETsecret"), "{shown}");
+    }
+
+    #[test]
+    fn server_text_cannot_forge_log_lines() {
+        let body = b"<html>\nERROR forged line\r\n</html>";
+        let e = classify(StatusCode::BAD_GATEWAY, RateInfo::default(), body, &tok()).unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains('\n') && !shown.contains('\r'), "{shown:?}");
+        let body = br#"{"type":"x","title":"a\nb","status":400}"#;
+        let e = classify(StatusCode::BAD_REQUEST, RateInfo::default(), body, &tok()).unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

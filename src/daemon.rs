@@ -16,7 +16,7 @@ use crate::apivideo::{ApiError, Client};
 use crate::config::{self, ConfigError, Settings, WatchSettings};
 use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle};
 use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
-use crate::upload::{Batch, Pacer, Throttle, TokenGate, Uploader, WorkerError};
+use crate::upload::{Batch, Pacer, Throttle, TokenGate, Uploader, WorkerError, SHUTDOWN_DEADLINE};
 use crate::watch::{self, WatchError, WatchOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -173,12 +173,23 @@ impl Session {
         }
         let mut target = self.uploader.slots.subscribe();
         let mut first_err = None;
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        };
+        tokio::pin!(deadline);
         loop {
             let res = tokio::select! {
                 res = set.join_next_with_id() => match res {
                     None => break,
                     Some(r) => r,
                 },
+                _ = &mut deadline => {
+                    warn!(stuck = set.len(), "workers still busy after the shutdown deadline (stuck in I/O?): dropping them; their files resume at the next start");
+                    set.abort_all();
+                    while set.join_next().await.is_some() {}
+                    break;
+                }
                 // Only the daemon grows its pool; a batch keeps its workers.
                 Ok(()) = target.changed(), if batch.is_none() && !stop.is_cancelled() => {
                     let want = *target.borrow_and_update();
@@ -296,35 +307,63 @@ pub async fn run(
         let mut folders = session.uploader.watches.subscribe();
         let mut ready = Some(ready_tx);
         tokio::spawn(async move {
-            // One round per list of folders: a reload with other folders
-            // ends the round and starts the next (files already journaled
-            // keep their place; the new round's first scan picks up the rest).
-            loop {
+            // However this task ends (a panic included), the daemon stops:
+            // uploading without watching would look healthy and do half.
+            let _stop_on_exit = stop.clone().drop_guard();
+            'rounds: loop {
                 let watches = folders.borrow_and_update().as_ref().clone();
                 let round = stop.child_token();
+                // Each round reports to its own channel; only a round that
+                // really finished its first scan is forwarded.
+                let (round_tx, mut round_rx) = tokio::sync::oneshot::channel();
+                let mut round_pending = ready.is_some();
                 let opts = WatchOptions {
-                    ready: ready.take(),
+                    ready: round_pending.then_some(round_tx),
                     ..WatchOptions::default()
                 };
                 let run = watch::run(watches, journal.clone(), work.clone(), opts, round.clone());
                 tokio::pin!(run);
-                let ended = tokio::select! {
-                    r = &mut run => r,
-                    Ok(()) = folders.changed() => {
-                        info!("watch folders changed: restarting the watch stage");
-                        round.cancel();
-                        match run.await {
-                            Ok(()) => continue,
-                            Err(e) => Err(e),
+                let ended = loop {
+                    tokio::select! {
+                        r = &mut run => break r,
+                        r = &mut round_rx, if round_pending => {
+                            round_pending = false;
+                            if let (Ok(report), Some(tx)) = (r, ready.take()) {
+                                let _ = tx.send(report);
+                            }
+                        }
+                        Ok(()) = folders.changed() => {
+                            info!("watch folders changed: restarting the watch stage");
+                            round.cancel();
+                            match run.await {
+                                Ok(()) => continue 'rounds,
+                                Err(e) => break Err(e),
+                            }
                         }
                     }
                 };
-                if let Err(e) = &ended {
-                    error!("the watch stage stopped: {e}");
-                    watchers.stopped(e.to_string());
-                    stop.cancel();
+                if round_pending && !round.is_cancelled() {
+                    if let (Ok(report), Some(tx)) = (round_rx.try_recv(), ready.take()) {
+                        let _ = tx.send(report);
+                    }
                 }
-                return ended;
+                match ended {
+                    // No folder to watch (none configured, or a reload
+                    // removed them all): wait for a list that has some.
+                    Ok(()) if !stop.is_cancelled() => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            r = folders.changed() => if r.is_err() { return Ok(()) },
+                        }
+                    }
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        error!("the watch stage stopped: {e}");
+                        watchers.stopped(e.to_string());
+                        stop.cancel();
+                        return Err(e);
+                    }
+                }
             }
         })
     };
@@ -441,8 +480,17 @@ fn identify(path: &Path, watches: &[WatchSettings]) -> Result<FileIdentity, Stri
     }
     // A file inside a watch folder has the identity the watch stage gives
     // it, so the two never upload it twice.
+    // Compared as real paths: `..`, `.` and symlinks (of the folder or on
+    // the way to the file) must not make a second identity.
+    let real_file = std::fs::canonicalize(&abs).ok();
     for w in watches {
         let root = watch::journal_root(&w.path);
+        let real_root = std::fs::canonicalize(&root).ok();
+        if let (Some(f), Some(r)) = (&real_file, &real_root) {
+            if let Ok(rel) = f.strip_prefix(r) {
+                return Ok(FileIdentity::from_metadata(&root, rel, &meta));
+            }
+        }
         if let Ok(rel) = abs.strip_prefix(&root) {
             return Ok(FileIdentity::from_metadata(&root, rel, &meta));
         }

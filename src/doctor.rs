@@ -219,11 +219,16 @@ pub async fn check_online(settings: &Settings) -> Finding {
     url.query_pairs_mut().append_pair("token", token.expose());
     let form = reqwest::multipart::Form::new().text("check", "ingestd");
     let base = settings.api.base_url.to_string();
-    match client.post(url).multipart(form).send().await {
+    let request = client
+        .post(url)
+        .multipart(form)
+        .timeout(std::time::Duration::from_secs(30));
+    match request.send().await {
         Err(e) => Finding::error(format!("cannot reach {base}: {}", e.without_url())),
         Ok(r) => {
             let status = r.status().as_u16();
-            let body = r.text().await.unwrap_or_default();
+            let body = crate::apivideo::read_limited(r).await.unwrap_or_default();
+            let body = String::from_utf8_lossy(&body);
             match status {
                 400 if body.contains("uploaded-file-no-file") => {
                     Finding::ok(format!("{base} accepts the upload token"))

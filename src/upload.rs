@@ -46,6 +46,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// On shutdown, how much longer to wait for the reply to a chunk whose body
 /// was sent in full (abandoning it would leave its fate unknown).
 const SHUTDOWN_REPLY_WAIT: Duration = Duration::from_secs(20);
+/// On shutdown, the longest the workers may take in all: past it, a worker
+/// stuck in I/O (a dead network mount) is dropped. Its row stays `uploading`
+/// and is resumed at the next start, as after a crash.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
 
 /// The chunks of a file of `size` bytes: every chunk `chunk_size` long but
 /// the last, which holds the rest (never empty). A file larger than
@@ -236,8 +240,6 @@ pub struct Throttle {
     /// Bytes per second; 0 = unlimited.
     rate: AtomicU64,
     bucket: Mutex<(f64, Instant)>,
-    /// Uploads sleeping on the limit right now (the stall watchdog ignores them).
-    waiting: AtomicU64,
 }
 
 impl Throttle {
@@ -245,7 +247,6 @@ impl Throttle {
         Throttle {
             rate: AtomicU64::new(rate),
             bucket: Mutex::new((0.0, Instant::now())),
-            waiting: AtomicU64::new(0),
         }
     }
 
@@ -275,22 +276,8 @@ impl Throttle {
             }
         };
         if !wait.is_zero() {
-            // Counted while sleeping, even if the upload is dropped mid-sleep.
-            struct Waiting<'a>(&'a AtomicU64);
-            impl Drop for Waiting<'_> {
-                fn drop(&mut self) {
-                    self.0.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            self.waiting.fetch_add(1, Ordering::Relaxed);
-            let _waiting = Waiting(&self.waiting);
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Whether an upload is sleeping on the limit.
-    pub fn is_waiting(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -351,6 +338,8 @@ struct BodyProgress {
     /// bandwidth-limit wait, which is not a stall).
     last_ms: AtomicU64,
     start: Instant,
+    /// This upload is sleeping on the bandwidth limit (not a stall).
+    throttled: std::sync::atomic::AtomicBool,
 }
 
 impl BodyProgress {
@@ -755,6 +744,7 @@ impl Uploader {
             sent: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             start: Instant::now(),
+            throttled: std::sync::atomic::AtomicBool::new(false),
         });
         let throttle = self.throttle.clone();
         let p = progress.clone();
@@ -763,8 +753,9 @@ impl Uploader {
             let p = p.clone();
             async move {
                 if let Ok(b) = &item {
-                    p.alive();
+                    p.throttled.store(true, Ordering::Relaxed);
                     throttle.take(b.len()).await;
+                    p.throttled.store(false, Ordering::Relaxed);
                     p.touch(b.len());
                 }
                 item.map(|b: Bytes| b)
@@ -800,7 +791,7 @@ impl Uploader {
                         return ChunkResult::Stalled("no reply within 5 min of the last byte sent");
                     }
                     // A bandwidth-limit wait is not a stall.
-                    if !body_done && !self.throttle.is_waiting() && progress.idle() > STALL_TIMEOUT {
+                    if !body_done && !progress.throttled.load(Ordering::Relaxed) && progress.idle() > STALL_TIMEOUT {
                         return ChunkResult::Stalled("the connection stalled: no byte taken for 60 s");
                     }
                 }

@@ -1064,3 +1064,39 @@ fn sighup_applies_a_new_folder_list_and_refuses_a_bad_config() {
     assert_uploaded(&env, &d, &four);
     stop_ok(d);
 }
+
+// Review regressions ──────────────────────────────────────────────────────
+
+/// Started with no watch folder, a reload that adds one must watch it.
+#[test]
+fn review_a_folder_added_by_reload_after_none_is_watched() {
+    let env = Env::new();
+    let a_dir = env.media.join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    env.write_config("8MiB", "");
+    let d = Daemon::ready(&env);
+    env.write_config("8MiB", &watch(&a_dir, "300ms", ""));
+    signal(&d.child, 1);
+    assert!(d.wait_log("configuration reloaded", WAIT), "{}", d.log());
+    let f = write_file(&a_dir.join("one.mp4"), 20_000, 40);
+    assert_uploaded(&env, &d, &f);
+    stop_ok(d);
+}
+
+/// `ingestd upload` of a watched file named through `..` must not make a
+/// second row (and a second video) once the watch stage sees the file.
+#[test]
+fn review_upload_through_dotdot_then_run_once_uploads_once() {
+    let env = Env::new();
+    let a_dir = env.media.join("a");
+    let other = env.media.join("other");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    env.write_config("8MiB", &watch(&a_dir, "300ms", ""));
+    let f = write_file(&a_dir.join("one.mp4"), 20_000, 40);
+    let dotted = other.join("..").join("a").join(f.file_name().unwrap());
+    let out = env.run(&["upload", dotted.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["run", "--once"]);
+    assert_eq!(env.videos().len(), 1, "uploaded twice: {}", text(&out));
+}
