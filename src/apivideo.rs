@@ -92,6 +92,36 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The problem in an error reply's body, or one that says what the body
+    /// was. Every field passes through `clean` (to remove secrets), and
+    /// control characters become spaces: server text goes into logs, where
+    /// it must not start lines of its own.
+    pub fn from_reply(body: &[u8], clean: impl Fn(&str) -> String) -> Problem {
+        let mut problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
+            title: Some(if body.is_empty() {
+                "empty reply".to_owned()
+            } else {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                format!("unreadable reply: {}", text.trim())
+            }),
+            ..Problem::default()
+        });
+        for field in [
+            &mut problem.kind,
+            &mut problem.title,
+            &mut problem.detail,
+            &mut problem.name,
+        ] {
+            if let Some(v) = field.as_mut() {
+                *v = clean(v)
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+            }
+        }
+        problem
+    }
+
     /// The last path segment of `type`, e.g. `video-content-range-by-bytes-range-overlap`.
     pub fn slug(&self) -> Option<&str> {
         let t = self.kind.as_deref()?;
@@ -404,30 +434,7 @@ pub fn classify(
             rate,
         });
     }
-    let mut problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
-        title: Some(if body.is_empty() {
-            "empty reply".to_owned()
-        } else {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-            format!("unreadable reply: {}", text.trim())
-        }),
-        ..Problem::default()
-    });
-    for field in [
-        &mut problem.kind,
-        &mut problem.title,
-        &mut problem.detail,
-        &mut problem.name,
-    ] {
-        if let Some(v) = field.as_mut() {
-            // Server text goes into logs: no control character may start a
-            // line of its own there.
-            *v = scrub(v, token)
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-        }
-    }
+    let problem = Problem::from_reply(body, |v| scrub(v, token));
     if status.is_redirection() || problem.slug() == Some("unrecognized-request-url") {
         return Err(ApiError::Endpoint {
             base: String::new(),

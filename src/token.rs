@@ -492,25 +492,7 @@ impl TokenClient {
         }
         let code = status.as_u16();
         let body = &reply.body;
-        let mut problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
-            title: Some(if body.is_empty() {
-                "empty reply".to_owned()
-            } else {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-                format!("unreadable reply: {}", text.trim())
-            }),
-            ..Problem::default()
-        });
-        for field in [
-            &mut problem.kind,
-            &mut problem.title,
-            &mut problem.detail,
-            &mut problem.name,
-        ] {
-            if let Some(v) = field.as_mut() {
-                *v = self.scrub(v, None);
-            }
-        }
+        let problem = Problem::from_reply(body, |v| self.scrub(v, None));
         let base = self.base_url.to_string();
         if status.is_redirection() {
             return Err(TokenError::Endpoint {
