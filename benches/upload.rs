@@ -9,6 +9,10 @@
 //! `cargo bench --bench upload` (env: BENCH_SIZE_MIB, default 2048;
 //! BENCH_RUNS, default 3; BENCH_RSS_SIZE_MIB, default 8192).
 
+mod common;
+
+use common::{env_u64, ingestd_bin};
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -119,7 +123,10 @@ fn sparse_file(path: &Path, size: u64) {
 fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBuf {
     let cfg = dir.join(format!("{name}.toml"));
     let journal = dir.join(format!("{name}.db"));
+    // A fresh journal on purpose: its lock file goes too (a lock file beside
+    // a missing journal means "deleted by mistake", which ingestd refuses).
     let _ = std::fs::remove_file(&journal);
+    let _ = std::fs::remove_file(dir.join(format!("{name}.db.lock")));
     std::fs::write(
         &cfg,
         format!(
@@ -130,19 +137,6 @@ fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBu
     )
     .expect("config");
     cfg
-}
-
-fn ingestd_bin() -> PathBuf {
-    // cargo bench builds the binary in the same profile directory.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("ingestd");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release ({})",
-        bin.display()
-    );
-    bin
 }
 
 fn ingestd_upload(bin: &Path, cfg: &Path, file: &Path) -> Command {
@@ -164,13 +158,6 @@ fn stats(xs: &[f64]) -> (f64, f64, f64) {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -12,6 +12,10 @@
 //! `cargo bench --bench watch` (env: BENCH_BURST, default 10000;
 //! BENCH_STARTUP, default 100000).
 
+mod common;
+
+use common::{env_u64, ingestd_bin};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,25 +25,6 @@ use ingestd::emulator::{Emulator, EmulatorOptions};
 use ingestd::journal::{FileIdentity, FileState, Journal};
 
 const TOKEN: &str = "to1benchTOKEN";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ingestd_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("ingestd");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release ({})",
-        bin.display()
-    );
-    bin
-}
 
 fn config(dir: &Path, base: &str, watch: &Path, settle: &str, journal: &Path) -> PathBuf {
     let cfg = dir.join("bench.toml");

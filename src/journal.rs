@@ -787,15 +787,23 @@ impl Journal {
             }
             None => String::new(),
         };
-        let mut st = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM files {filter} ORDER BY id"))
-            .map_err(self.query_err("list files"))?;
-        let rows = st
-            .query_map([], row_to_file)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.query_err("list files"))?;
-        Ok(rows)
+        self.select_rows("list files", &format!("{filter} ORDER BY id"), [])
+    }
+
+    /// The rows `SELECT {COLUMNS} FROM files <tail>` finds, `args` bound.
+    fn select_rows(
+        &self,
+        op: &'static str,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM files {tail}"))
+            .and_then(|mut st| {
+                st.query_map(args, row_to_file)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(self.query_err(op))
     }
 
     /// How many files are in each state.
@@ -880,35 +888,20 @@ impl Journal {
     /// Every row of one watch root (the reconcile scan loads a folder once
     /// instead of asking about each file).
     pub fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM files WHERE root = ?1 ORDER BY id"
-            ))
-            .map_err(self.query_err("list a watch folder"))?;
-        let rows = st
-            .query_map([root.as_os_str().as_bytes()], row_to_file)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.query_err("list a watch folder"))?;
-        Ok(rows)
+        self.select_rows(
+            "list a watch folder",
+            "WHERE root = ?1 ORDER BY id",
+            [root.as_os_str().as_bytes()],
+        )
     }
 
     /// Every row (any identity, any state) journaled for `root/rel_path`.
     pub fn rows_at(&self, root: &Path, rel_path: &Path) -> Result<Vec<FileRow>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM files WHERE root = ?1 AND rel_path = ?2 ORDER BY id"
-            ))
-            .map_err(self.query_err("look up a path"))?;
-        let rows = st
-            .query_map(
-                params![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
-                row_to_file,
-            )
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.query_err("look up a path"))?;
-        Ok(rows)
+        self.select_rows(
+            "look up a path",
+            "WHERE root = ?1 AND rel_path = ?2 ORDER BY id",
+            params![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
+        )
     }
 
     /// A settling file changed (it is still being written): its row follows
