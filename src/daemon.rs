@@ -35,7 +35,7 @@ pub enum DaemonError {
     Service(#[from] ServiceError),
     #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
     Busy { journal: PathBuf, lock: PathBuf },
-    #[error("the journal {} is gone, but it was in use before (its lock file {} is there): it was deleted or moved. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
+    #[error("the journal {} is gone or empty, but it was in use before (its lock file {} says so): it was deleted, moved or truncated. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
     JournalVanished { journal: PathBuf, lock: PathBuf },
     #[error("cannot lock the journal ({}): {source}", lock.display())]
     Lock {
@@ -64,6 +64,23 @@ fn lock_path(journal: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// What the lock file holds once its journal exists.
+const LOCK_MARK: &[u8] = b"ingestd journal lock: this journal holds files\n";
+
+/// Marks the (held) lock file: a journal exists beside it from now on.
+pub fn mark_lock(lock: &mut File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let mut held = Vec::new();
+    std::io::Read::read_to_end(lock, &mut held)?;
+    if held.starts_with(LOCK_MARK) {
+        return Ok(());
+    }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    lock.write_all(LOCK_MARK)?;
+    lock.sync_all()
+}
+
 /// Takes the journal's lock (held while the returned file is open), creating
 /// the journal's directory if needed.
 pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
@@ -76,10 +93,14 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         })?;
     }
     let lock_file = lock_path(journal);
-    // The lock file outlives every run; beside a missing journal it means
-    // the journal was deleted or moved while ingestd was stopped. Starting a
-    // new one would upload every file again: refuse, and say what to do.
-    if lock_file.exists() && !journal.exists() {
+    // The lock file outlives every run and is marked once a journal was
+    // made beside it; a marked lock beside a missing or empty journal means
+    // the journal was deleted, moved or truncated while ingestd was stopped.
+    // Starting a new one would upload every file again: refuse, and say what
+    // to do.
+    let marked = std::fs::read(&lock_file).is_ok_and(|b| b.starts_with(LOCK_MARK));
+    let journal_len = std::fs::metadata(journal).map(|m| m.len()).ok();
+    if marked && journal_len.unwrap_or(0) == 0 {
         return Err(DaemonError::JournalVanished {
             journal: journal.to_path_buf(),
             lock: lock_file,
@@ -88,6 +109,7 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
     let lock = File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&lock_file)
         .map_err(|source| DaemonError::Lock {
@@ -116,8 +138,12 @@ impl Session {
         let (journal, lock) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
             // Lock first: a second process must not migrate or touch a
             // journal another one is using.
-            let lock = lock_journal(&path)?;
+            let mut lock = lock_journal(&path)?;
             let mut journal = Journal::open(&path)?;
+            mark_lock(&mut lock).map_err(|source| DaemonError::Lock {
+                lock: lock_path(&path),
+                source,
+            })?;
             let resumed = journal.requeue_interrupted()?;
             if resumed > 0 {
                 info!(resumed, "resuming uploads interrupted by a stop or a crash");

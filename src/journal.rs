@@ -12,7 +12,8 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
@@ -211,6 +212,8 @@ pub enum JournalError {
     },
     #[error("{} is not an ingestd journal ({reason}); refusing to use it. Point journal.path at the right file, or move this one away", path.display())]
     NotAJournal { path: PathBuf, reason: String },
+    #[error("the journal {} is damaged ({detail}); refusing to use it, because starting over would upload again every file still in the watch folders. Restore it from a backup, or salvage it with `sqlite3 {} .recover | sqlite3 recovered.db` and put recovered.db in its place; to start over on purpose, move it and its lock file away", path.display(), path.display())]
+    Damaged { path: PathBuf, detail: String },
     #[error("the journal {} has schema version {found}, but this ingestd knows only up to {supported}: it was written by a newer ingestd. Upgrade ingestd (the journal was left untouched)", path.display())]
     TooNew {
         path: PathBuf,
@@ -352,8 +355,29 @@ impl Journal {
             path: path.to_path_buf(),
         };
         journal.configure(false)?;
+        journal.check()?;
         journal.migrate()?;
         Ok(journal)
+    }
+
+    /// `PRAGMA quick_check`: a damaged journal (a torn disk, a truncated copy)
+    /// is refused at start, before anything trusts or rewrites it.
+    fn check(&self) -> Result<(), JournalError> {
+        let problems: Vec<String> = self
+            .conn
+            .prepare("PRAGMA quick_check(3)")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(self.query_err("check"))?;
+        match problems.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            _ => Err(JournalError::Damaged {
+                path: self.path.clone(),
+                detail: problems.join("; "),
+            }),
+        }
     }
 
     /// Opens an existing journal for reading only (`status` while the daemon runs).
@@ -374,6 +398,7 @@ impl Journal {
             path: path.to_path_buf(),
         };
         journal.configure(true)?;
+        journal.check()?;
         let version = journal.schema_version()?;
         if version > MIGRATIONS.len() as i64 {
             return Err(JournalError::TooNew {
@@ -400,6 +425,10 @@ impl Journal {
             Some(ErrorCode::NotADatabase) => JournalError::NotAJournal {
                 path: self.path.clone(),
                 reason: "not a SQLite database, or a damaged one".into(),
+            },
+            Some(ErrorCode::DatabaseCorrupt) => JournalError::Damaged {
+                path: self.path.clone(),
+                detail: source.to_string(),
             },
             _ => JournalError::Query {
                 op,
@@ -467,6 +496,28 @@ impl Journal {
             })
     }
 
+    /// Runs `f` as one transaction: its writes are all committed or none is
+    /// (so a caller may run it again after an error, e.g. a full disk).
+    pub fn atomically<R>(
+        &mut self,
+        f: impl FnOnce(&mut Journal) -> Result<R, JournalError>,
+    ) -> Result<R, JournalError> {
+        self.conn
+            .execute_batch("SAVEPOINT atomically")
+            .map_err(self.query_err("begin a transaction"))?;
+        let r = f(self).and_then(|r| {
+            self.conn
+                .execute_batch("RELEASE atomically")
+                .map_err(self.query_err("commit"))?;
+            Ok(r)
+        });
+        if r.is_err() && !self.conn.is_autocommit() {
+            // Best effort: SQLite may already have rolled back on its own.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        r
+    }
+
     /// Journals a file (or finds it already journaled) in `state`.
     pub fn add_file(
         &mut self,
@@ -489,7 +540,7 @@ impl Journal {
             let path = path.clone();
             move |source| JournalError::Query { op, path, source }
         };
-        let tx = self.conn.transaction().map_err(err("add files"))?;
+        let tx = self.conn.savepoint().map_err(err("add files"))?;
         let mut out = Vec::with_capacity(files.len());
         {
             let mut insert = tx
@@ -998,7 +1049,7 @@ impl Journal {
         let now = now_ms();
         let path = self.path.clone();
         let err = move |source| JournalError::Query { op, path, source };
-        let tx = self.conn.transaction().map_err(err.clone())?;
+        let tx = self.conn.savepoint().map_err(err.clone())?;
         let mut changed = Vec::with_capacity(ids.len());
         {
             let mut st = tx.prepare_cached(&sql).map_err(err.clone())?;
@@ -1051,12 +1102,54 @@ impl Journal {
 
 type Job = Box<dyn FnOnce(&mut Journal) + Send>;
 
+/// How long a write waits between attempts while the journal's disk is full.
+const FULL_RETRY_FIRST: Duration = Duration::from_millis(200);
+const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether the journal's disk is full, shared by the journal thread (which
+/// waits for space) and whoever reports health.
+#[derive(Debug, Default)]
+pub struct DiskState {
+    /// When the current episode began (ms since the epoch), 0 when none.
+    full_since: AtomicI64,
+}
+
+impl DiskState {
+    /// Since when writes have been waiting for space, if they are.
+    pub fn full_since(&self) -> Option<i64> {
+        Some(self.full_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// True when this starts an episode.
+    fn enter(&self) -> bool {
+        self.full_since
+            .compare_exchange(0, now_ms().max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The start of the episode this ends, if one was going on.
+    fn leave(&self) -> Option<i64> {
+        Some(self.full_since.swap(0, Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+}
+
+impl JournalError {
+    /// SQLite could not write for lack of space (`SQLITE_FULL`, which is
+    /// also what `ENOSPC` becomes). The statement was rolled back, so the
+    /// same call can be made again once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, JournalError::Query { source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::DiskFull))
+    }
+}
+
 /// The async face of the journal: a dedicated thread owns the connection and
 /// runs the closures sent to it in order, so the runtime never blocks on SQLite.
 #[derive(Clone)]
 pub struct JournalHandle {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
+    disk: Arc<DiskState>,
 }
 
 impl fmt::Debug for JournalHandle {
@@ -1079,24 +1172,66 @@ impl JournalHandle {
                     job(&mut journal);
                 }
             })?;
-        Ok(JournalHandle { jobs: tx, path })
+        Ok(JournalHandle {
+            jobs: tx,
+            path,
+            disk: Arc::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether writes are waiting for space on the journal's disk.
+    pub fn disk(&self) -> &DiskState {
+        &self.disk
+    }
+
     /// Runs `f` on the journal thread and returns its result.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
+    ///
+    /// A write that fails because the disk is full is made again, every few
+    /// seconds, until there is room: everything that needs the journal waits
+    /// (and says so once), nothing is lost or half-written, and work resumes
+    /// by itself when space is freed. `f` must therefore be safe to run again
+    /// after a disk-full error, which holds for every [`Journal`] method (each
+    /// is one transaction, rolled back on error).
+    pub async fn call<R, F>(&self, mut f: F) -> Result<R, JournalError>
     where
-        F: FnOnce(&mut Journal) -> Result<R, JournalError> + Send + 'static,
+        F: FnMut(&mut Journal) -> Result<R, JournalError> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let disk = self.disk.clone();
         self.jobs
             .send(Box::new(move |j: &mut Journal| {
+                let mut wait = FULL_RETRY_FIRST;
+                let r = loop {
+                    match f(j) {
+                        // Nobody waits for the answer any more: stop trying.
+                        Err(e) if e.is_disk_full() && !tx.is_closed() => {
+                            if disk.enter() {
+                                tracing::error!(
+                                    "{e}; everything that needs the journal waits for space, \
+                                     trying again every few seconds"
+                                );
+                            }
+                            std::thread::sleep(wait);
+                            wait = (wait * 2).min(FULL_RETRY_MAX);
+                        }
+                        r => break r,
+                    }
+                };
+                if r.is_ok() {
+                    if let Some(since) = disk.leave() {
+                        tracing::warn!(
+                            waited_s = (now_ms() - since).max(0) / 1000,
+                            "the journal's disk has room again; resuming"
+                        );
+                    }
+                }
                 // The caller may have gone away (cancelled); nothing to do then.
-                let _ = tx.send(f(j));
+                let _ = tx.send(r);
             }))
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?

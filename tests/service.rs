@@ -679,7 +679,7 @@ async fn metrics_are_prometheus_text_and_follow_the_journal_and_the_workers() {
     world
         .journal
         .call(move |j| {
-            for id in waiting {
+            for &id in &waiting {
                 j.mark_failed(id, "rejected (400)")?;
             }
             Ok(())

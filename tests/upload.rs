@@ -750,7 +750,7 @@ fn a_journal_deleted_while_stopped_is_an_error_not_a_fresh_start() {
     let out = upload(&env, &[&f]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("was deleted or moved"),
+        text(&out).contains("was deleted, moved or truncated"),
         "{}",
         text(&out)
     );

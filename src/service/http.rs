@@ -64,6 +64,12 @@ impl Health {
                 scrub(why)
             ));
         }
+        if let Some(since) = vitals.journal.disk().full_since() {
+            reasons.push(format!(
+                "everything paused: the journal's disk is full (for {}s); free space on it and work resumes by itself",
+                (now_ms() - since).max(0) / 1000
+            ));
+        }
         match &watchers {
             WatchersState::Running => {}
             WatchersState::Starting => {

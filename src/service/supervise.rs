@@ -124,7 +124,14 @@ pub async fn supervise_every(
                 watchers_open = changed.is_ok();
             }
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
-                let silent = journal_ok_at.elapsed();
+                // A journal waiting for space on a full disk is alive and
+                // will go on by itself: a restart would not help.
+                let silent = if vitals.journal.disk().full_since().is_some() {
+                    journal_ok_at = Instant::now();
+                    Duration::ZERO
+                } else {
+                    journal_ok_at.elapsed()
+                };
                 if silent < watchdog_timeout {
                     notifier.watchdog();
                     if withholding {
@@ -172,8 +179,13 @@ pub async fn supervise_every(
                     }
                     Some((_, since)) if since.elapsed() >= status_every * 2 => {
                         let refused = vitals.gate.state().refused.is_some();
+                        let what = if vitals.journal.disk().full_since().is_some() {
+                            "PAUSED: the journal's disk is full (free space; work resumes by itself)"
+                        } else {
+                            "JOURNAL NOT ANSWERING"
+                        };
                         notifier.status(&format!(
-                            "JOURNAL NOT ANSWERING for {}s; {}",
+                            "{what} for {}s; {}",
                             since.elapsed().as_secs(),
                             status_line(counts.as_ref(), refused, &vitals.watchers.state())
                         ));

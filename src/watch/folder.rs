@@ -414,13 +414,15 @@ impl Folder {
         let absorbed = self
             .journal
             .call(move |j| {
-                let mut out = Absorbed::default();
-                gone_many(j, vanished, VANISHED, &mut out)?;
-                gone_many(j, changed, CHANGED, &mut out)?;
-                for (id, identity) in resettle {
-                    follow(j, id, identity, &mut out)?;
-                }
-                Ok(out)
+                j.atomically(|j| {
+                    let mut out = Absorbed::default();
+                    gone_many(j, &vanished, VANISHED, &mut out)?;
+                    gone_many(j, &changed, CHANGED, &mut out)?;
+                    for (id, identity) in &resettle {
+                        follow(j, *id, identity, &mut out)?;
+                    }
+                    Ok(out)
+                })
             })
             .await?;
         let mut live: HashSet<i64> = absorbed.track.iter().map(|s| s.id).collect();
@@ -437,7 +439,7 @@ impl Folder {
                 .journal
                 .call(move |j| {
                     let added = j.add_files(&batch, FileState::Settling)?;
-                    Ok(batch.into_iter().zip(added).collect::<Vec<_>>())
+                    Ok(batch.iter().cloned().zip(added).collect::<Vec<_>>())
                 })
                 .await?;
             for (identity, added) in added {
@@ -601,13 +603,15 @@ impl Folder {
         let absorbed = self
             .journal
             .call(move |j| {
-                let mut out = Absorbed::default();
-                gone_many(j, gone_ids, VANISHED, &mut out)?;
-                for (id, identity) in resettles {
-                    follow(j, id, identity, &mut out)?;
-                }
-                look_up(j, &root, lookups, &mut out)?;
-                Ok(out)
+                j.atomically(|j| {
+                    let mut out = Absorbed::default();
+                    gone_many(j, &gone_ids, VANISHED, &mut out)?;
+                    for (id, identity) in &resettles {
+                        follow(j, *id, identity, &mut out)?;
+                    }
+                    look_up(j, &root, &lookups, &mut out)?;
+                    Ok(out)
+                })
             })
             .await?;
         self.log_gone(&absorbed.gone);
@@ -684,14 +688,16 @@ impl Folder {
         let (queued, absorbed) = self
             .journal
             .call(move |j| {
-                let queued = j.mark_ready_many(&ready_ids)?;
-                let mut out = Absorbed::default();
-                gone_many(j, vanished, VANISHED, &mut out)?;
-                gone_many(j, empty, EMPTY, &mut out)?;
-                for (id, identity) in changed {
-                    follow(j, id, identity, &mut out)?;
-                }
-                Ok((queued, out))
+                j.atomically(|j| {
+                    let queued = j.mark_ready_many(&ready_ids)?;
+                    let mut out = Absorbed::default();
+                    gone_many(j, &vanished, VANISHED, &mut out)?;
+                    gone_many(j, &empty, EMPTY, &mut out)?;
+                    for (id, identity) in &changed {
+                        follow(j, *id, identity, &mut out)?;
+                    }
+                    Ok((queued, out))
+                })
             })
             .await?;
         self.log_gone(&absorbed.gone);
@@ -815,7 +821,7 @@ fn classify(
 /// Marks `files` gone in one transaction (on the journal thread).
 fn gone_many(
     j: &mut Journal,
-    files: Vec<(i64, PathBuf)>,
+    files: &[(i64, PathBuf)],
     reason: &'static str,
     out: &mut Absorbed,
 ) -> Result<(), JournalError> {
@@ -826,9 +832,9 @@ fn gone_many(
     let changed: HashSet<i64> = j.mark_gone_many(&ids, reason)?.into_iter().collect();
     out.gone.extend(
         files
-            .into_iter()
+            .iter()
             .filter(|(id, _)| changed.contains(id))
-            .map(|(id, path)| (id, path, reason)),
+            .map(|(id, path)| (*id, path.clone(), reason)),
     );
     Ok(())
 }
@@ -837,11 +843,14 @@ fn gone_many(
 fn follow(
     j: &mut Journal,
     id: i64,
-    identity: FileIdentity,
+    identity: &FileIdentity,
     out: &mut Absorbed,
 ) -> Result<(), JournalError> {
-    match j.resettle(id, &identity) {
-        Ok(Resettled::Updated) => out.track.push(Settling { id, identity }),
+    match j.resettle(id, identity) {
+        Ok(Resettled::Updated) => out.track.push(Settling {
+            id,
+            identity: identity.clone(),
+        }),
         Ok(Resettled::Merged { into, state }) => {
             out.gone.push((
                 id,
@@ -849,7 +858,10 @@ fn follow(
                 "the file became identical to another journaled file",
             ));
             if state == FileState::Settling {
-                out.track.push(Settling { id: into, identity });
+                out.track.push(Settling {
+                    id: into,
+                    identity: identity.clone(),
+                });
             }
         }
         // No longer settling (someone else moved it on): not ours to follow.
@@ -866,13 +878,14 @@ fn follow(
 fn look_up(
     j: &mut Journal,
     root: &Path,
-    lookups: Vec<(PathBuf, Option<FileIdentity>)>,
+    lookups: &[(PathBuf, Option<FileIdentity>)],
     out: &mut Absorbed,
 ) -> Result<(), JournalError> {
     let mut add = Vec::new();
     let mut gone = Vec::new();
     for (rel, identity) in lookups {
-        let rows = j.rows_at(root, &rel)?;
+        let identity = identity.clone();
+        let rows = j.rows_at(root, rel)?;
         let same = identity
             .as_ref()
             .and_then(|f| rows.iter().find(|r| &r.identity == f));
@@ -889,7 +902,7 @@ fn look_up(
             match row.state {
                 FileState::Queued | FileState::Retrying => gone.push((row.id, row.path())),
                 FileState::Settling => match identity.take() {
-                    Some(now) => follow(j, row.id, now, out)?,
+                    Some(now) => follow(j, row.id, &now, out)?,
                     None => gone.push((row.id, row.path())),
                 },
                 _ => {}
@@ -899,7 +912,7 @@ fn look_up(
             add.push(identity);
         }
     }
-    gone_many(j, gone, CHANGED, out)?;
+    gone_many(j, &gone, CHANGED, out)?;
     for batch in add.chunks(ADD_BATCH) {
         let added = j.add_files(batch, FileState::Settling)?;
         for (identity, added) in batch.iter().zip(added) {
