@@ -21,7 +21,10 @@ use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
 /// The schema, one numbered migration per file; applied on open.
-const MIGRATIONS: &[&str] = &[include_str!("journal/migrations/0001_files.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("journal/migrations/0001_files.sql"),
+    include_str!("journal/migrations/0002_sends_in_doubt.sql"),
+];
 
 /// How long a writer waits for another connection's lock (a `status` reader,
 /// a second `ingestd` process) before the statement fails.
@@ -169,6 +172,9 @@ pub struct FileRow {
     pub updated_at: i64,
     pub started_at: Option<i64>,
     pub done_at: Option<i64>,
+    /// Requests that would have created a video and whose outcome was never
+    /// known: each may have left an extra video on api.video.
+    pub sends_in_doubt: u32,
 }
 
 impl FileRow {
@@ -274,7 +280,7 @@ pub type RetryOutcome = Vec<(i64, Result<(), JournalError>)>;
 /// The column list every row-reading query uses, in [`row_to_file`]'s order.
 const COLUMNS: &str = "id, root, rel_path, size, mtime_ns, dev, inode, state, chunk_size, \
      bytes_uploaded, video_id, attempts, next_attempt_at, last_error, created_at, updated_at, \
-     started_at, done_at";
+     started_at, done_at, sends_in_doubt";
 
 fn path_from_blob(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes))
@@ -316,6 +322,7 @@ fn row_to_file(row: &Row<'_>) -> rusqlite::Result<FileRow> {
         updated_at: row.get(15)?,
         started_at: row.get(16)?,
         done_at: row.get(17)?,
+        sends_in_doubt: row.get(18)?,
     })
 }
 
@@ -640,11 +647,15 @@ impl Journal {
     }
 
     /// At start-up: rows left `uploading` by a process that died are put back
-    /// in the queue with their offset and videoId, so they resume.
+    /// in the queue with their offset and videoId, so they resume. A request
+    /// that would have created a video may have been on its way when it died:
+    /// that one counts as sent in doubt.
     pub fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
         self.conn
             .execute(
-                "UPDATE files SET state = 'queued', updated_at = ?1 WHERE state = 'uploading'",
+                "UPDATE files SET state = 'queued', updated_at = ?1, \
+                 sends_in_doubt = sends_in_doubt + creating, creating = 0 \
+                 WHERE state = 'uploading'",
                 [now_ms()],
             )
             .map_err(self.query_err("requeue interrupted uploads"))
@@ -678,13 +689,14 @@ impl Journal {
             .map_err(self.query_err("claim a file"))
     }
 
-    /// Fixes the chunk plan of an upload before its first chunk (kept if set).
+    /// Fixes the chunk plan of an upload before its first chunk (kept if set),
+    /// and notes whether this attempt may create a video (no videoId yet).
     pub fn set_chunk_size(&mut self, id: i64, chunk_size: u64) -> Result<u64, JournalError> {
         self.transition(
             "fix the chunk plan",
             id,
             &[FileState::Uploading],
-            "chunk_size = coalesce(chunk_size, ?3)",
+            "chunk_size = coalesce(chunk_size, ?3), creating = (video_id IS NULL)",
             &[&to_i64(chunk_size)],
         )?;
         let row = self.get(id)?;
@@ -703,7 +715,8 @@ impl Journal {
             "record progress",
             id,
             &[FileState::Uploading],
-            "video_id = ?3, bytes_uploaded = ?4, attempts = 0, next_attempt_at = NULL, last_error = NULL",
+            "video_id = ?3, bytes_uploaded = ?4, attempts = 0, next_attempt_at = NULL, last_error = NULL, \
+             creating = 0",
             &[&video_id, &to_i64(bytes_uploaded)],
         )
     }
@@ -722,7 +735,7 @@ impl Journal {
             id,
             &[FileState::Uploading],
             "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
-             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5",
+             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
             &[&video_id, &video_json, &note],
         )
     }
@@ -739,7 +752,7 @@ impl Journal {
             "schedule a retry",
             id,
             &[FileState::Uploading],
-            "state = 'retrying', attempts = ?3, next_attempt_at = ?4, last_error = ?5",
+            "state = 'retrying', attempts = ?3, next_attempt_at = ?4, last_error = ?5, creating = 0",
             &[&attempts, &next_attempt_at, &error],
         )
     }
@@ -750,7 +763,7 @@ impl Journal {
             "mark failed",
             id,
             &[FileState::Uploading, FileState::Queued, FileState::Retrying],
-            "state = 'failed', last_error = ?3, next_attempt_at = NULL",
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
             &[&error],
         )
     }
@@ -763,7 +776,7 @@ impl Journal {
             id,
             &[FileState::Uploading],
             "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
-             bytes_uploaded = 0, chunk_size = NULL",
+             bytes_uploaded = 0, chunk_size = NULL, creating = 0",
             &[&error],
         )
     }
@@ -779,8 +792,20 @@ impl Journal {
                 FileState::Retrying,
                 FileState::Settling,
             ],
-            "state = 'gone', last_error = ?3, next_attempt_at = NULL",
+            "state = 'gone', last_error = ?3, next_attempt_at = NULL, creating = 0",
             &[&reason],
+        )
+    }
+
+    /// The request that would have created this file's video failed in a way
+    /// that leaves its outcome unknown (the reply was lost): count it.
+    pub fn count_send_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
+        self.transition(
+            "count a request in doubt",
+            id,
+            &[FileState::Uploading],
+            "sends_in_doubt = sends_in_doubt + 1, creating = 0",
+            &[],
         )
     }
 
@@ -791,7 +816,7 @@ impl Journal {
             "release",
             id,
             &[FileState::Uploading],
-            "state = 'queued', last_error = coalesce(?3, last_error)",
+            "state = 'queued', last_error = coalesce(?3, last_error), creating = 0",
             &[&note],
         )
     }

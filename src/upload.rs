@@ -26,6 +26,22 @@ use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, 
 use crate::config::{WatchSettings, MIN_CHUNK_SIZE};
 use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 
+/// What a done file's row says when earlier requests that would have
+/// created its video ended in doubt.
+fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
+    (in_doubt > 0).then(|| {
+        let what = if ranged {
+            "an unfinished video (it never plays, and api.video may clean it up)"
+        } else {
+            "a duplicate video"
+        };
+        format!(
+            "uploaded; {in_doubt} earlier request(s) ended without a reply (a lost connection or a \
+             crash), so api.video may also hold {what} with this file's name"
+        )
+    })
+}
+
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -465,9 +481,12 @@ impl Uploader {
                 return Ok(Outcome::Paused);
             }
             let range = chunk_at(offset, size, chunk_size);
-            let result = self
+            let (result, body_out) = self
                 .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
                 .await;
+            // A request that would create the video, fully sent, without a
+            // known outcome: the server may hold it.
+            let doubtful = body_out && video_id.is_none();
             let reply = match result {
                 ChunkResult::Stored(reply) => Some(reply),
                 ChunkResult::Failed(e)
@@ -488,20 +507,24 @@ impl Uploader {
                     continue;
                 }
                 ChunkResult::Failed(e) => {
-                    if e.is_ambiguous() && video_id.is_none() {
-                        // Nothing can ask the server whether it stored this
-                        // request: sending it again may leave an incomplete
-                        // video (first chunk) or a duplicate (whole file) behind.
-                        warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({e}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+                    if e.is_ambiguous() && doubtful {
+                        self.in_doubt(id, &shown, ranged, &e.to_string()).await?;
                     }
                     return self.failed(&row, e, generation, video_id.is_some()).await;
                 }
                 ChunkResult::Stalled(why) => {
                     self.metrics.error(ErrorClass::Retry);
+                    if doubtful {
+                        self.in_doubt(id, &shown, ranged, why).await?;
+                    }
                     return self.retry_later(&row, why).await;
                 }
                 ChunkResult::Abandoned => {
                     info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
+                    if doubtful {
+                        self.in_doubt(id, &shown, ranged, "abandoned at shutdown")
+                            .await?;
+                    }
                     self.journal.call(move |j| j.release(id, None)).await?;
                     return Ok(Outcome::Released);
                 }
@@ -554,8 +577,12 @@ impl Uploader {
             if offset == size {
                 let json = reply.and_then(|r| r.video).map(|v| v.to_string());
                 let v = vid.clone();
+                let note = doubt_note(row.sends_in_doubt, ranged);
+                if let Some(note) = &note {
+                    warn!(id, path = %shown, video_id = %vid, "{note}");
+                }
                 self.journal
-                    .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), None))
+                    .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), note.as_deref()))
                     .await?;
                 info!(id, path = %shown, video_id = %vid, size, "upload done");
                 self.after_upload(id).await;
@@ -656,6 +683,23 @@ impl Uploader {
         Ok(Outcome::Gone)
     }
 
+    /// A request that would have created the video ended without a known
+    /// outcome: the server may have stored it. Nothing can ask it (a token
+    /// cannot list videos), so it is sent again, and the journal counts it.
+    async fn in_doubt(
+        &self,
+        id: i64,
+        shown: &str,
+        ranged: bool,
+        why: &str,
+    ) -> Result<(), WorkerError> {
+        warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+        self.journal
+            .call(move |j| j.count_send_in_doubt(id))
+            .await?;
+        Ok(())
+    }
+
     async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
         let id = row.id;
         // `row.attempts` is as claimed; progress in this call resets it in
@@ -730,14 +774,16 @@ impl Uploader {
         ranged: bool,
         video_id: Option<&str>,
         cancel: &CancellationToken,
-    ) -> ChunkResult {
+    ) -> (ChunkResult, bool) {
         if let Err(e) = file.seek(std::io::SeekFrom::Start(range.offset)).await {
-            return ChunkResult::Failed(ApiError::Local(format!("cannot seek in the file: {e}")));
+            let e = ApiError::Local(format!("cannot seek in the file: {e}"));
+            return (ChunkResult::Failed(e), false);
         }
         let reader = match file.try_clone().await {
             Ok(f) => f.take(range.len),
             Err(e) => {
-                return ChunkResult::Failed(ApiError::Local(format!("cannot read the file: {e}")))
+                let e = ApiError::Local(format!("cannot read the file: {e}"));
+                return (ChunkResult::Failed(e), false);
             }
         };
         let progress = Arc::new(BodyProgress {
@@ -773,10 +819,10 @@ impl Uploader {
         tokio::pin!(shutdown);
         let mut abandon_checked = false;
         let mut reply_deadline: Option<Instant> = None;
-        loop {
+        let result = loop {
             tokio::select! {
                 r = &mut send => {
-                    return match r {
+                    break match r {
                         Ok(reply) => ChunkResult::Stored(reply),
                         Err(ApiError::RateLimited { retry_after }) => {
                             self.pacer.observe(&RateInfo { retry_after: Some(retry_after.as_secs()), ..RateInfo::default() }, true);
@@ -788,11 +834,11 @@ impl Uploader {
                 _ = tick.tick() => {
                     let body_done = progress.sent.load(Ordering::Relaxed) >= range.len;
                     if body_done && progress.idle() > REPLY_TIMEOUT {
-                        return ChunkResult::Stalled("no reply within 5 min of the last byte sent");
+                        break ChunkResult::Stalled("no reply within 5 min of the last byte sent");
                     }
                     // A bandwidth-limit wait is not a stall.
                     if !body_done && !progress.throttled.load(Ordering::Relaxed) && progress.idle() > STALL_TIMEOUT {
-                        return ChunkResult::Stalled("the connection stalled: no byte taken for 60 s");
+                        break ChunkResult::Stalled("the connection stalled: no byte taken for 60 s");
                     }
                 }
                 _ = &mut shutdown, if !abandon_checked => {
@@ -800,7 +846,7 @@ impl Uploader {
                     // whole requests); once the body is out, the reply
                     // decides what the server holds: wait for it a while.
                     if progress.sent.load(Ordering::Relaxed) < range.len {
-                        return ChunkResult::Abandoned;
+                        break ChunkResult::Abandoned;
                     }
                     abandon_checked = true;
                     reply_deadline = Some(Instant::now() + SHUTDOWN_REPLY_WAIT);
@@ -810,9 +856,12 @@ impl Uploader {
                         Some(d) => tokio::time::sleep_until(d.into()).await,
                         None => std::future::pending().await,
                     }
-                } => return ChunkResult::Abandoned,
+                } => break ChunkResult::Abandoned,
             }
-        }
+        };
+        // Until the last byte of the body was handed over, the server cannot
+        // have stored the request (it stores whole requests only).
+        (result, progress.sent.load(Ordering::Relaxed) >= range.len)
     }
 
     /// A worker: claims files and uploads them until cancelled, or, in the

@@ -738,6 +738,39 @@ fn a_lost_first_reply_never_duplicates_a_file_over_5_mib() {
         "at most one partial video left: {:?}",
         env.videos()
     );
+    // The row counts the request in doubt and says what may be left over.
+    let row = rows(&env).into_iter().next().unwrap();
+    assert_eq!(row.sends_in_doubt, 1);
+    let note = row.last_error.unwrap_or_default();
+    assert!(note.contains("unfinished video"), "{note}");
+}
+
+#[test]
+fn a_lost_reply_to_a_one_request_file_is_counted_and_said() {
+    // Sent again (nothing can ask the server), so api.video holds it twice;
+    // the journal counts the request in doubt, and the row and log say so.
+    let env = Env::new();
+    let f = env.file("a.mp4", 300_000, 31);
+    env.emulator.push_faults(vec![Some(Fault::LostReply)]);
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let row = rows(&env).into_iter().next().unwrap();
+    assert_eq!(row.state.as_str(), "done");
+    assert_eq!(row.sends_in_doubt, 1);
+    let note = row.last_error.clone().unwrap_or_default();
+    assert!(note.contains("duplicate video"), "{note}");
+    assert!(text(&out).contains("may also hold a duplicate"), "{}", text(&out));
+    assert_eq!(env.videos().iter().filter(|v| v.complete).count(), 2);
+
+    // A reply that never comes because the request was refused outright
+    // (a 503 after reading the body) is not in doubt: nothing is said.
+    let g = env.file("b.mp4", 300_000, 32);
+    env.emulator.push_faults(vec![Some(Fault::Status503)]);
+    let out = upload(&env, &[&g]);
+    assert!(out.status.success(), "{}", text(&out));
+    let row = rows(&env).into_iter().find(|r| r.path() == g).unwrap();
+    assert_eq!(row.sends_in_doubt, 0);
+    assert_eq!(row.last_error, None);
 }
 
 #[test]
