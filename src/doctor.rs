@@ -140,6 +140,28 @@ fn check_watch(w: &WatchSettings, out: &mut Vec<Finding>) -> u64 {
     }
 }
 
+fn exposed_message(path: &Path, mode: u32) -> String {
+    format!(
+        "the token file {} can be read by others (mode {:o}): chmod 600 it",
+        show_path(path),
+        mode & 0o777
+    )
+}
+
+/// The warning for a token file (or systemd credential) that users other
+/// than its owner may read; `None` when it is private, inline or unreadable
+/// (loading the configuration already read it). Names the path, never the
+/// token.
+pub fn exposed_token_file(settings: &Settings) -> Option<String> {
+    let (Some((_, TokenSource::File(p))) | Some((_, TokenSource::Credentials(p)))) =
+        &settings.api.token
+    else {
+        return None;
+    };
+    let mode = std::fs::metadata(p).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| exposed_message(p, mode))
+}
+
 /// Every check that needs no network.
 pub fn check(settings: &Settings) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -165,11 +187,9 @@ pub fn check(settings: &Settings) -> Vec<Finding> {
         )),
         Some((_, TokenSource::File(p))) | Some((_, TokenSource::Credentials(p))) => {
             match std::fs::metadata(p) {
-                Ok(m) if m.permissions().mode() & 0o077 != 0 => out.push(Finding::warn(format!(
-                    "the token file {} can be read by others (mode {:o}): chmod 600 it",
-                    show_path(p),
-                    m.permissions().mode() & 0o777
-                ))),
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    out.push(Finding::warn(exposed_message(p, m.permissions().mode())))
+                }
                 Ok(_) => out.push(Finding::ok(format!(
                     "the token file {} is private",
                     show_path(p)

@@ -156,12 +156,16 @@ macro_rules! config_or_exit {
     };
 }
 
-/// Return 78 unless the settings have an upload token.
+/// Return 78 unless the settings have an upload token; warn when its file
+/// can be read by others (the command goes on: `check-config` says the same).
 macro_rules! token_or_exit {
     ($settings:expr) => {
         if let Err(e) = $settings.require_token() {
             eprintln!("ingestd: invalid configuration: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        if let Some(warning) = doctor::exposed_token_file(&$settings) {
+            tracing::warn!("{warning}");
         }
     };
 }

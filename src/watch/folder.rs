@@ -387,6 +387,9 @@ impl Folder {
             .await
             .map_err(join_err)?;
         report.already_done = plan.already_done;
+        for path in &plan.empty {
+            info!(path = %show(path), "the file is empty: not journaled until it has bytes");
+        }
 
         // Unfinished rows not seen: gone only if the file is really not
         // there as journaled (not merely under an unreadable directory).

@@ -148,8 +148,16 @@ impl Tree {
                 } else if file_type.is_symlink() && self.follow_symlinks {
                     let abs = abs_dir.join(entry.file_name());
                     if !self.link_inside(&abs) {
-                        tracing::debug!(path = %super::show(&abs),
-                            "symlink leads outside the watch folder (or nowhere): skipped");
+                        match fs::canonicalize(&abs) {
+                            // A loop or a dangling link named like a wanted
+                            // file: say so, or it would be skipped unseen.
+                            Err(e) if self.filter.wants_file(&rel) => {
+                                tracing::warn!(path = %super::show(&abs), error = %e,
+                                    "cannot follow the symlink (a loop, or its target is missing): skipped")
+                            }
+                            _ => tracing::debug!(path = %super::show(&abs),
+                                "symlink leads outside the watch folder (or nowhere): skipped"),
+                        }
                         continue;
                     }
                     let Ok(meta) = fs::metadata(&abs) else {
@@ -191,7 +199,8 @@ pub(crate) struct Plan {
     /// Done rows whose file is still in place, unchanged.
     pub done_in_place: Vec<FileRow>,
     pub already_done: usize,
-    pub empty: usize,
+    /// Empty files without a row: not journaled until they have bytes.
+    pub empty: Vec<PathBuf>,
 }
 
 type Key<'a> = (&'a [u8], u64, i64, u64, u64);
@@ -243,7 +252,7 @@ pub(crate) fn plan(files: Vec<FileIdentity>, rows: Vec<FileRow>) -> Plan {
             plan.resettle.push((rows[i].id, file));
         } else if file.size == 0 {
             // Never queued while empty; journaled once it has bytes.
-            plan.empty += 1;
+            plan.empty.push(file.path());
         } else {
             plan.add.push(file);
         }
@@ -326,7 +335,7 @@ mod tests {
             added,
             vec![PathBuf::from("changed.mp4"), PathBuf::from("new.mp4")]
         );
-        assert_eq!(p.empty, 1);
+        assert_eq!(p.empty, vec![PathBuf::from("/r/empty.mp4")]);
         let unseen: Vec<i64> = p.unseen.iter().map(|r| r.id).collect();
         assert_eq!(unseen, vec![4, 5]);
     }

@@ -64,8 +64,18 @@ impl Env {
         env
     }
 
+    /// Writes the token file; created private (0600), as the README
+    /// installs it, since ingestd warns about a token file others can read.
     pub fn set_token(&self, token: &str) {
-        std::fs::write(&self.token_file, format!("{token}\n")).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.token_file)
+            .unwrap();
+        f.write_all(format!("{token}\n").as_bytes()).unwrap();
     }
 
     /// (Re)writes the config file; `extra` is appended verbatim.
