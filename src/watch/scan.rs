@@ -302,6 +302,7 @@ mod tests {
             updated_at: 0,
             started_at: None,
             done_at: None,
+            sends_in_doubt: 0,
         }
     }
 
