@@ -759,7 +759,11 @@ fn a_lost_reply_to_a_one_request_file_is_counted_and_said() {
     assert_eq!(row.sends_in_doubt, 1);
     let note = row.last_error.clone().unwrap_or_default();
     assert!(note.contains("duplicate video"), "{note}");
-    assert!(text(&out).contains("may also hold a duplicate"), "{}", text(&out));
+    assert!(
+        text(&out).contains("may also hold a duplicate"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(env.videos().iter().filter(|v| v.complete).count(), 2);
 
     // A reply that never comes because the request was refused outright
