@@ -306,6 +306,7 @@ pub async fn run(
         &session,
         hup,
         config_path,
+        settings.clone(),
         notifier.clone(),
         shutdown.clone(),
     );
@@ -427,11 +428,30 @@ pub async fn run(
     Ok(())
 }
 
+/// The settings a reload cannot apply that differ from those ingestd
+/// started with.
+fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
+    [
+        ("api.base_url", started.api.base_url != new.api.base_url),
+        (
+            "api.chunk_size",
+            started.api.chunk_size != new.api.chunk_size,
+        ),
+        ("journal.path", started.journal.path != new.journal.path),
+        ("metrics.listen", started.metrics != new.metrics),
+        ("log.format", started.log.format != new.log.format),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
 /// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
 fn spawn_reloader(
     session: &Session,
     hup: std::io::Result<tokio::signal::unix::Signal>,
     config_path: Option<PathBuf>,
+    started: Settings,
     notifier: Option<Notifier>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -456,7 +476,17 @@ fn spawn_reloader(
             let path = config_path.clone();
             let loaded = tokio::task::spawn_blocking(move || config::load(path.as_deref())).await;
             let applied = match loaded {
-                Ok(Ok(settings)) => apply_reload(&uploader, &settings).map_err(|e| e.to_string()),
+                Ok(Ok(settings)) => {
+                    let ignored = needs_restart(&started, &settings);
+                    if !ignored.is_empty() {
+                        warn!(
+                            "changed in the configuration but applied only by a restart: {}; \
+                             ingestd keeps using the values it started with",
+                            ignored.join(", ")
+                        );
+                    }
+                    apply_reload(&uploader, &settings).map_err(|e| e.to_string())
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("reloading failed: {e}")),
             };

@@ -1052,6 +1052,20 @@ fn sighup_applies_a_new_folder_list_and_refuses_a_bad_config() {
     // been watched, three.mp4 would be journaled by now.
     assert!(rows_at(&env, &in_a).is_empty(), "folder a is still watched");
 
+    // What only a restart can apply is named, not silently ignored.
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("chunk_size = \"8MiB\"", "chunk_size = \"16MiB\""),
+    )
+    .unwrap();
+    signal(&d.child, 1);
+    assert!(
+        d.wait_log("applied only by a restart: api.chunk_size;", WAIT),
+        "{}",
+        d.log()
+    );
+
     // A bad configuration is refused; the old one keeps running.
     std::fs::write(&env.config, "[api]\nchunk_size = \"1KiB\"\n").unwrap();
     signal(&d.child, 1);
