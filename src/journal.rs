@@ -387,6 +387,37 @@ impl Journal {
         }
     }
 
+    /// Opens an existing journal to write to it without migrating it (another
+    /// process, the daemon, holds it): refused unless it has the schema this
+    /// ingestd writes.
+    pub fn open_current(path: &Path) -> Result<Journal, JournalError> {
+        let read = Journal::open_read_only(path)?;
+        let version = read.schema_version()?;
+        drop(read);
+        if version != MIGRATIONS.len() as i64 {
+            return Err(JournalError::NotAJournal {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it has schema version {version} and another process holds it; this ingestd \
+                     writes version {}: stop that process, or use the ingestd it runs",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let journal = Journal {
+            conn,
+            path: path.to_path_buf(),
+        };
+        journal.configure(false)?;
+        Ok(journal)
+    }
+
     /// Opens an existing journal for reading only (`status` while the daemon runs).
     pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
         if !path.exists() {

@@ -205,11 +205,21 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Retry { ids, failed } => {
             let settings = config_or_exit!(config_path);
-            // Never a new journal when the path is wrong. No lock: a running
-            // daemon sees the requeued files at its next look (guarded
-            // transitions make the concurrent write safe).
-            Journal::open_read_only(&settings.journal.path)?;
-            let mut journal = Journal::open(&settings.journal.path)?;
+            // Never a new journal when the path is wrong. A running daemon
+            // holds the lock: then the rows are changed beside it (guarded
+            // transitions make the concurrent write safe) and it sees them at
+            // its next look, but the journal is never migrated under it.
+            let path = &settings.journal.path;
+            Journal::open_read_only(path)?;
+            let lock = match ingestd::daemon::lock_journal(path) {
+                Ok(lock) => Some(lock),
+                Err(ingestd::daemon::DaemonError::Busy { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut journal = match &lock {
+                Some(_) => Journal::open(path)?,
+                None => Journal::open_current(path)?,
+            };
             let outcome = journal.retry_failed((!failed).then_some(ids.as_slice()))?;
             let mut ok = true;
             for (id, r) in &outcome {

@@ -413,3 +413,35 @@ fn a_full_journal_disk_pauses_everything_and_loses_nothing() {
         files.len()
     );
 }
+
+#[test]
+fn retry_never_migrates_a_journal_another_process_holds() {
+    let env = Env::new();
+    journal_with_history(&env, 0);
+    // The journal as an older ingestd left it: schema 1.
+    {
+        let conn = rusqlite::Connection::open(&env.journal).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE files DROP COLUMN creating; \
+             ALTER TABLE files DROP COLUMN sends_in_doubt; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let version = || -> i64 {
+        rusqlite::Connection::open(&env.journal)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    // Another process (an older daemon) holds it.
+    let lock = ingestd::daemon::lock_journal(&env.journal).unwrap();
+    let out = env.run(&["retry", "--failed"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("schema version 1"), "{}", text(&out));
+    assert_eq!(version(), 1, "not migrated under the other process");
+    drop(lock);
+    // Free: retry may bring it up to date.
+    let out = env.run(&["retry", "--failed"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(version() > 1);
+}
