@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{env_u64, ingestd_bin};
+use common::{env_u64, ingestd_bin, stats};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -152,12 +152,6 @@ fn curl_upload(addr: SocketAddr, file: &Path) -> Command {
         .arg(format!("file=@{}", file.display()))
         .arg(format!("http://{addr}/upload?token=to1bench"));
     c
-}
-
-fn stats(xs: &[f64]) -> (f64, f64, f64) {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {

@@ -9,12 +9,15 @@
 //! 3. Latency from the moment a file stops changing to its first byte sent
 //!    (the claim of its upload): `settle` plus what.
 //!
+//! Each figure is the median of several runs, with min and max.
+//!
 //! `cargo bench --bench watch` (env: BENCH_BURST, default 10000;
-//! BENCH_STARTUP, default 100000).
+//! BENCH_BURST_RUNS, default 3; BENCH_STARTUP, default 100000, 5 starts;
+//! BENCH_ONLY=latency|startup|burst).
 
 mod common;
 
-use common::{env_u64, ingestd_bin};
+use common::{env_u64, ingestd_bin, stats};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,7 +98,9 @@ fn emulator(rt: &tokio::runtime::Runtime, dir: &Path) -> Emulator {
     .expect("emulator")
 }
 
-fn burst(rt: &tokio::runtime::Runtime, n: u64) {
+/// One burst: seconds to write the files, to journal them all (from the
+/// first write), to upload them all.
+fn burst_once(rt: &tokio::runtime::Runtime, n: u64) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let emu = emulator(rt, dir.path());
     let watch = dir.path().join("in");
@@ -126,23 +131,36 @@ fn burst(rt: &tokio::runtime::Runtime, n: u64) {
     let mut titles: Vec<&str> = videos.iter().map(|v| v.title.as_str()).collect();
     titles.sort_unstable();
     titles.dedup();
-    println!(
-        "burst of {n} files: written in {:.2}s; all journaled after {:.2}s ({:.0} files/s); \
-         all uploaded after {:.1}s; {} rows, {} complete videos, {} distinct titles",
-        dropped.as_secs_f64(),
-        journaled.as_secs_f64(),
-        n as f64 / journaled.as_secs_f64(),
-        all_done.as_secs_f64(),
-        rows.len(),
-        complete,
-        titles.len()
-    );
     assert_eq!(rows.len() as u64, n, "every file journaled once");
     assert_eq!(complete, n, "every file uploaded exactly once");
     assert_eq!(titles.len() as u64, n, "no file uploaded twice");
+    (
+        dropped.as_secs_f64(),
+        journaled.as_secs_f64(),
+        all_done.as_secs_f64(),
+    )
 }
 
-fn startup(rt: &tokio::runtime::Runtime, n: u64) {
+fn burst(rt: &tokio::runtime::Runtime, n: u64, runs: usize) {
+    let (mut written, mut journaled, mut done) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (w, j, d) = burst_once(rt, n);
+        written.push(w);
+        journaled.push(j);
+        done.push(d);
+    }
+    let (w, wmin, wmax) = stats(&written);
+    let (j, jmin, jmax) = stats(&journaled);
+    let (d, dmin, dmax) = stats(&done);
+    println!(
+        "burst of {n} files, median of {runs} [min–max]: written in {w:.2}s [{wmin:.2}–{wmax:.2}]; \
+         all journaled after {j:.2}s [{jmin:.2}–{jmax:.2}] ({:.0} files/s); \
+         all uploaded after {d:.1}s [{dmin:.1}–{dmax:.1}]; every run: {n} rows, {n} complete videos, none twice",
+        n as f64 / j
+    );
+}
+
+fn startup(rt: &tokio::runtime::Runtime, n: u64, runs: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let emu = emulator(rt, dir.path());
     let watch = dir.path().join("in");
@@ -174,15 +192,22 @@ fn startup(rt: &tokio::runtime::Runtime, n: u64) {
     .expect("mark done");
     drop(conn);
     let cfg = config(dir.path(), &emu.base_url(), &watch, "1s", &journal);
-    let child = start(&cfg);
     let log = cfg.with_file_name(LOG);
-    let ready = wait_for("the first scan", Duration::from_secs(600), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("first scan done"))
-    });
-    stop(child);
+    let mut ready = Vec::new();
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&log);
+        let child = start(&cfg);
+        ready.push(
+            wait_for("the first scan", Duration::from_secs(600), || {
+                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("first scan done"))
+            })
+            .as_secs_f64(),
+        );
+        stop(child);
+    }
+    let (r, rmin, rmax) = stats(&ready);
     println!(
-        "start-up with {n} files journaled done: ready after {:.2}s; {} upload requests (expected 0)",
-        ready.as_secs_f64(),
+        "start-up with {n} files journaled done, median of {runs} starts [min–max]: ready after {r:.2}s [{rmin:.2}–{rmax:.2}]; {} upload requests (expected 0)",
         emu.stats().upload_requests
     );
     assert_eq!(
@@ -248,9 +273,13 @@ fn main() {
         latency(&rt, 10);
     }
     if only.is_empty() || only == "startup" {
-        startup(&rt, env_u64("BENCH_STARTUP", 100_000));
+        startup(&rt, env_u64("BENCH_STARTUP", 100_000), 5);
     }
     if only.is_empty() || only == "burst" {
-        burst(&rt, env_u64("BENCH_BURST", 10_000));
+        burst(
+            &rt,
+            env_u64("BENCH_BURST", 10_000),
+            env_u64("BENCH_BURST_RUNS", 3) as usize,
+        );
     }
 }

@@ -23,3 +23,10 @@ pub fn ingestd_bin() -> PathBuf {
     );
     bin
 }
+
+/// Median, min and max (the upper median for an even count).
+pub fn stats(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
