@@ -268,15 +268,21 @@ impl Settings {
 /// Loads the settings from `path` (or `$INGESTD_CONFIG`, or
 /// `/etc/ingestd/config.toml`), then the environment.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-    // `std::env::vars()` panics on a variable that is not UTF-8 anywhere in
-    // the environment; such variables are converted lossily instead.
-    let env = std::env::vars_os().map(|(name, value)| {
-        (
-            name.to_string_lossy().into_owned(),
-            value.to_string_lossy().into_owned(),
-        )
-    });
-    load_from(path, env)
+    load_from(path, process_env())
+}
+
+/// The process environment. `std::env::vars()` panics on a variable that is
+/// not UTF-8 anywhere in the environment; such variables are converted
+/// lossily instead.
+fn process_env() -> EnvMap {
+    std::env::vars_os()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// [`load`] with the environment given explicitly: `INGESTD_CONFIG`,
@@ -316,6 +322,21 @@ fn load_with_default(
     env: EnvMap,
     default_path: &Path,
 ) -> Result<Settings, ConfigError> {
+    load_impl(path, env, default_path, true)
+}
+
+/// [`load`] for commands that never upload (`status`, `retry`): the token
+/// is not read, so a missing or unreadable token file does not stop them.
+pub fn load_without_token(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_impl(path, process_env(), Path::new(DEFAULT_CONFIG_PATH), false)
+}
+
+fn load_impl(
+    path: Option<&Path>,
+    env: EnvMap,
+    default_path: &Path,
+    read_token: bool,
+) -> Result<Settings, ConfigError> {
     let file = ConfigFile::locate(path, &env, default_path)?;
     let sources = Sources {
         file,
@@ -328,6 +349,7 @@ fn load_with_default(
     Validator {
         sources: &sources,
         env: &env,
+        read_token,
     }
     .settings(raw)
 }
@@ -454,6 +476,8 @@ fn figment_error(sources: &Sources, error: figment::Error) -> ConfigError {
 struct Validator<'a> {
     sources: &'a Sources,
     env: &'a EnvMap,
+    /// False for commands that never upload: the token is not read.
+    read_token: bool,
 }
 
 fn key(parts: &[&str]) -> Vec<String> {
@@ -489,7 +513,11 @@ impl Validator<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         self.check_overlaps(&watches)?;
         let metrics = self.metrics(metrics)?;
-        let token = self.token(api.token, api.token_file)?;
+        let token = if self.read_token {
+            self.token(api.token, api.token_file)?
+        } else {
+            None
+        };
         Ok(Settings {
             source: self.sources.file.as_ref().map(|file| file.path.clone()),
             api: ApiSettings {

@@ -88,8 +88,14 @@ enum Command {
 }
 
 /// Loads the configuration, then starts logging in the format it asks for.
-fn load_config(cli_path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
-    match config::load(cli_path.map(|p| p.as_path())) {
+fn load_config(cli_path: Option<&PathBuf>, read_token: bool) -> Result<Settings, ExitCode> {
+    let path = cli_path.map(|p| p.as_path());
+    let loaded = if read_token {
+        config::load(path)
+    } else {
+        config::load_without_token(path)
+    };
+    match loaded {
         Ok(s) => {
             logging::init(s.log.format, "info");
             Ok(s)
@@ -149,7 +155,10 @@ fn main() -> ExitCode {
 /// The settings, or return the exit code of a bad configuration (78).
 macro_rules! config_or_exit {
     ($path:expr) => {
-        match load_config($path.as_ref()) {
+        config_or_exit!($path, true)
+    };
+    ($path:expr, $read_token:expr) => {
+        match load_config($path.as_ref(), $read_token) {
             Ok(s) => s,
             Err(code) => return Ok(code),
         }
@@ -192,7 +201,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             finish_batch(results)
         }
         Command::Status { json, states } => {
-            let settings = config_or_exit!(config_path);
+            // No token needed to look: `status` works while it is broken.
+            let settings = config_or_exit!(config_path, false);
             let journal = Journal::open_read_only(&settings.journal.path)?;
             let filter = (!states.is_empty()).then_some(states.as_slice());
             let rows = journal.list(filter)?;
@@ -204,7 +214,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { ids, failed } => {
-            let settings = config_or_exit!(config_path);
+            let settings = config_or_exit!(config_path, false);
             // Never a new journal when the path is wrong. A running daemon
             // holds the lock: then the rows are changed beside it (guarded
             // transitions make the concurrent write safe) and it sees them at

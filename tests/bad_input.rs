@@ -71,7 +71,11 @@ const COMMANDS: &[&[&str]] = &[
 /// Runs every command of [`COMMANDS`]; each must exit 78 with a message
 /// holding every part of `parts`, and touch neither the journal nor the server.
 fn assert_config_refused(env: &Env, parts: &[&str]) {
-    for args in COMMANDS {
+    assert_refused_by(env, COMMANDS, parts);
+}
+
+fn assert_refused_by(env: &Env, commands: &[&[&str]], parts: &[&str]) {
+    for args in commands {
         let out = cmd(env, args).output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{args:?}: {}", text(&out));
         let err = stderr(&out);
@@ -234,8 +238,15 @@ fn a_missing_token_file_exits_78_naming_the_file_and_the_key() {
     std::fs::remove_file(&env.token_file).unwrap();
     let config = env.config.display().to_string();
     let token_file = env.token_file.display().to_string();
-    assert_config_refused(
+    // Every command that uploads (or checks the setup) refuses to start …
+    let uploading: Vec<&[&str]> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|args| args[0] != "status")
+        .collect();
+    assert_refused_by(
         &env,
+        &uploading,
         &[
             "cannot read the upload token file",
             &token_file,
@@ -253,6 +264,16 @@ fn a_missing_token_file_exits_78_naming_the_file_and_the_key() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // Looking needs no token: with it gone again, `status` still shows the
+    // journal.
+    std::fs::remove_file(&env.token_file).unwrap();
+    let out = cmd(&env, &["status"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("clip.mp4"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
