@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, DaemonError};
@@ -122,7 +122,15 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
         };
         // Stop first: nothing (not even a failing log write) may come between.
         t.cancel();
-        info!("{which}: stopping");
+        info!("{which}: stopping (send it again to stop at once)");
+        // A second one does not wait for the drain: the journal is safe at
+        // any instant, and interrupted uploads resume at the next start.
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        warn!("second signal: stopping at once; interrupted uploads resume at the next start");
+        std::process::exit(1);
     });
     Ok(token)
 }

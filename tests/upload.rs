@@ -316,6 +316,38 @@ fn sigterm_stops_cleanly_and_the_upload_resumes() {
 }
 
 #[test]
+fn a_second_signal_stops_at_once_and_the_upload_still_resumes() {
+    let env = Env::new();
+    env.write_config("5MiB", "");
+    let f = env.file("a.mp4", 12 * MIB, 14);
+    // The second chunk's request hangs: the drain would wait for it.
+    env.emulator
+        .push_faults(vec![None, Some(Fault::Latency(Duration::from_secs(60)))]);
+    let child = env.spawn(&["upload", f.to_str().unwrap()]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        env.emulator.stats().upload_requests >= 2
+    }));
+    signal(&child, 15);
+    signal(&child, 2);
+    let t0 = std::time::Instant::now();
+    let out = wait_child(child, Duration::from_secs(30));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}: {}",
+        t0.elapsed(),
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("stopping at once"), "{}", text(&out));
+    env.emulator.clear_faults();
+    let out = upload(&env, &[&f]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &f);
+    assert_eq!(env.videos().len(), 1, "the same video was resumed");
+    assert_eq!(env.video(&vid).sha256.as_deref(), Some(sha256(&f).as_str()));
+}
+
+#[test]
 fn the_token_never_appears_in_output_even_at_trace_level() {
     let env = Env::new();
     let f = env.file("a.mp4", 6 * MIB, 13);
