@@ -6,8 +6,10 @@
 //!
 //! Shared by all workers: the [`Pacer`] (api.video's rate limit is per
 //! account, not per file), the [`TokenGate`] (a refused token pauses every
-//! upload) and the [`Throttle`] (`upload.bandwidth_limit`).
+//! upload), the [`Throttle`] (`upload.bandwidth_limit`) and the [`Outage`]
+//! (files waiting because the server could not be reached).
 
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,9 @@ use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// While the server cannot be reached, one waiting file retries at least
+/// this often (see [`Outage`]).
+pub const OUTAGE_PROBE: Duration = Duration::from_secs(5);
 /// In the foreground (`upload`, `run --once`), a file that failed this many
 /// times in a row is left `retrying` for the next run instead of blocking the
 /// command's exit.
@@ -234,6 +239,67 @@ impl TokenGate {
     }
 }
 
+/// Files waiting only because the server could not be reached (nothing got
+/// through: connection refused, no route). Their backoff grows while the
+/// server is away; without more, once it is back each would still sit out
+/// its delay, up to [`BACKOFF_CAP`], for nothing. So:
+/// - one of them, the probe, retries at most [`OUTAGE_PROBE`] apart (one
+///   connection attempt every few seconds; the others back off as usual);
+/// - the first request that gets through, the probe's or any other, makes
+///   every file waiting here due at once (a journal update).
+///
+/// A server still unreachable gets only the probe; one that answers with
+/// errors (5xx, resets) is not unreachable, and keeps the usual backoff.
+#[derive(Debug, Default)]
+pub struct Outage {
+    state: Mutex<OutageState>,
+}
+
+#[derive(Debug, Default)]
+struct OutageState {
+    /// Rows whose last attempt could not connect.
+    waiting: HashSet<i64>,
+    /// When the probe is due. Past (or none), the next file that cannot
+    /// connect becomes the probe, so a probe whose file went away (deleted,
+    /// say) is replaced.
+    probe_at: Option<Instant>,
+}
+
+impl Outage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// File `id` could not connect and would wait `delay`: the delay it
+    /// waits (shorter if it is the probe).
+    fn unreachable(&self, id: i64, delay: Duration) -> Duration {
+        let mut s = self.lock();
+        s.waiting.insert(id);
+        let now = Instant::now();
+        if s.probe_at.is_some_and(|at| at > now) {
+            return delay;
+        }
+        let delay = delay.min(OUTAGE_PROBE);
+        s.probe_at = Some(now + delay);
+        delay
+    }
+
+    /// File `id` failed some other way, or is no longer waiting.
+    fn forget(&self, id: i64) {
+        self.lock().waiting.remove(&id);
+    }
+
+    /// A request of file `id` got through: the other files to make due now.
+    fn reached(&self, id: i64) -> Vec<i64> {
+        let mut s = self.lock();
+        if s.waiting.is_empty() {
+            return Vec::new();
+        }
+        s.probe_at = None;
+        s.waiting.drain().filter(|x| *x != id).collect()
+    }
+}
+
 /// A token bucket shared by all uploads (`upload.bandwidth_limit`).
 #[derive(Debug)]
 pub struct Throttle {
@@ -302,6 +368,8 @@ pub struct Uploader {
     pub slots: Arc<watch::Sender<usize>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::service::Metrics>,
+    /// Files waiting because the server could not be reached.
+    pub outage: Arc<Outage>,
 }
 
 /// How one attempt at a file ended.
@@ -469,7 +537,10 @@ impl Uploader {
                 .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
                 .await;
             let reply = match result {
-                ChunkResult::Stored(reply) => Some(reply),
+                ChunkResult::Stored(reply) => {
+                    self.server_reached(id).await?;
+                    Some(reply)
+                }
                 ChunkResult::Failed(e)
                     if maybe_stored && (e.is_already_stored() || e.is_already_complete()) =>
                 {
@@ -657,24 +728,63 @@ impl Uploader {
     }
 
     async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        self.outage.forget(row.id);
+        self.schedule_retry(row, why, false).await
+    }
+
+    /// Schedules the next attempt after a retryable failure; `unreachable`:
+    /// nothing got through to the server (see [`Outage`]).
+    async fn schedule_retry(
+        &self,
+        row: &FileRow,
+        why: &str,
+        unreachable: bool,
+    ) -> Result<Outcome, WorkerError> {
         let id = row.id;
-        // `row.attempts` is as claimed; progress in this call resets it in
-        // the journal, so read it back.
-        let attempts = self
-            .journal
-            .call(move |j| j.get(id))
-            .await?
+        // `row` is as claimed; progress in this call resets the attempts and
+        // may have brought a videoId, so read it back.
+        let now_row = self.journal.call(move |j| j.get(id)).await?;
+        let attempts = now_row
+            .as_ref()
             .map_or(row.attempts, |r| r.attempts)
             .saturating_add(1);
-        let delay = backoff_delay(attempts);
+        let video_id = now_row
+            .and_then(|r| r.video_id)
+            .or_else(|| row.video_id.clone())
+            .unwrap_or_default();
+        let mut delay = backoff_delay(attempts);
+        if unreachable {
+            delay = self.outage.unreachable(id, delay);
+        }
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        warn!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        warn!(id, path = %show_path(&row.path()), video_id, attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
         let why = why.to_owned();
         self.journal
             .call(move |j| j.mark_retrying(id, attempts, at, &why))
             .await?;
         self.work.notify_waiters();
         Ok(Outcome::Retrying { attempts })
+    }
+
+    /// A request of file `id` got through: files waiting only because the
+    /// server could not be reached are due now.
+    async fn server_reached(&self, id: i64) -> Result<(), WorkerError> {
+        let waiting = self.outage.reached(id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let moved = self
+            .journal
+            .call(move |j| j.make_due(&waiting, now_ms()))
+            .await?;
+        if moved > 0 {
+            info!(
+                files = moved,
+                "the server can be reached again: the files waiting for it are due now"
+            );
+            self.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn failed(
@@ -687,6 +797,9 @@ impl Uploader {
         let id = row.id;
         self.metrics.error(e.class());
         match e.class() {
+            ErrorClass::Retry if matches!(e, ApiError::Connect { .. }) => {
+                self.schedule_retry(row, &e.to_string(), true).await
+            }
             ErrorClass::Retry => self.retry_later(row, &e.to_string()).await,
             ErrorClass::Token => {
                 if self.gate.refuse(generation, e.to_string()) {
