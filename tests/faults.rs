@@ -467,8 +467,11 @@ fn rate_limit_of_40_per_window_uploads_300_files_once_each_near_the_minimum_time
         took.as_secs_f64() / minimum.as_secs_f64(),
         stats.upload_requests,
     );
+    // The pacer counts the requests in flight against the reported
+    // remainder; two requests taken in by the server in the other order
+    // than they were started can still make a rare 429.
     assert!(
-        limited <= full_windows + 1,
+        limited <= 3,
         "{limited} requests answered 429: the pacing does not follow the headers"
     );
     assert!(
