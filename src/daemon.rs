@@ -168,6 +168,7 @@ impl Session {
                 ),
                 slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),
                 metrics: Arc::new(service::Metrics::default()),
+                outage: Arc::default(),
             },
             concurrency: settings.upload.concurrency.max(1),
             _lock: lock,

@@ -16,6 +16,9 @@
 //!
 //! Each accepted TCP connection is served by hyper directly (not `axum::serve`)
 //! so that a fault can drop one connection without a reply.
+//!
+//! [`Emulator::set_down`] takes the whole server down (connections refused,
+//! open ones dropped) and brings it back on the same address.
 
 pub mod catalogue;
 mod range;
@@ -43,6 +46,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -172,6 +176,19 @@ pub struct Emulator {
     app: Arc<App>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether the server should be down ([`Emulator::set_down`]).
+    want_down: watch::Sender<bool>,
+    /// Whether it is, as the server task reports it.
+    phase: watch::Receiver<Phase>,
+}
+
+/// Where the server task is, for [`Emulator::set_down`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Up,
+    Down,
+    /// The address could not be bound again after a down period.
+    Failed(String),
 }
 
 impl Emulator {
@@ -196,13 +213,24 @@ impl Emulator {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, router(Arc::clone(&app)), shutdown.clone()));
+        let (want_down, want_rx) = watch::channel(false);
+        let (phase_tx, phase) = watch::channel(Phase::Up);
+        let task = tokio::spawn(serve(
+            listener,
+            addr,
+            router(Arc::clone(&app)),
+            shutdown.clone(),
+            want_rx,
+            phase_tx,
+        ));
         tracing::info!(%addr, data = %opts.data_dir.display(), "emulator started");
         Ok(Emulator {
             addr,
             app,
             shutdown,
             task: Some(task),
+            want_down,
+            phase,
         })
     }
 
@@ -259,6 +287,43 @@ impl Emulator {
 
     pub fn stats(&self) -> Stats {
         self.app.stats()
+    }
+
+    /// Takes the server down (`true`) or brings it back (`false`), and
+    /// returns once it is so. Down: the listening socket is closed, so new
+    /// connections are refused, and every open connection is dropped with a
+    /// reset, unless its request is already storing its chunk: that one gets
+    /// its reply first (a reply lost after storing is the `LostReply` fault,
+    /// not this). Up: the same address is bound again. The videos, the rate
+    /// limit, the tokens and the counters are kept across.
+    pub async fn set_down(&self, down: bool) -> std::io::Result<()> {
+        self.want_down.send_replace(down);
+        let mut phase = self.phase.clone();
+        let reached = phase
+            .wait_for(|p| match p {
+                Phase::Up => !down,
+                Phase::Down => down,
+                Phase::Failed(_) => true,
+            })
+            .await
+            .map_err(|_| std::io::Error::other("the emulator has stopped"))?
+            .clone();
+        match reached {
+            Phase::Failed(e) => Err(std::io::Error::other(e)),
+            Phase::Up | Phase::Down => Ok(()),
+        }
+    }
+
+    /// Down for `duration`, then up again on the same address.
+    pub async fn down_for(&self, duration: Duration) -> std::io::Result<()> {
+        self.set_down(true).await?;
+        tokio::time::sleep(duration).await;
+        self.set_down(false).await
+    }
+
+    /// Whether the server is down (or could not come back).
+    pub fn is_down(&self) -> bool {
+        *self.phase.borrow() != Phase::Up
     }
 
     /// Stops accepting connections, closes the open ones (in-flight requests
@@ -394,9 +459,70 @@ impl App {
     }
 }
 
-/// Put in every request's extensions: cancelling it drops the connection.
+/// Put in every request's extensions: [`ConnKill::kill`] drops the
+/// connection; [`ConnKill::begin_store`] tells a server going down that a
+/// chunk is being stored, so its reply is not lost.
 #[derive(Clone)]
-pub(crate) struct ConnKill(CancellationToken);
+pub(crate) struct ConnKill {
+    token: CancellationToken,
+    phase: Arc<Mutex<ConnPhase>>,
+}
+
+/// What a connection's current request is doing, as far as going down cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnPhase {
+    /// Reading a request (or idle): dropping it loses nothing stored.
+    Receiving,
+    /// Storing a chunk: its reply must go out.
+    Storing,
+    /// The server went down: nothing more is stored on this connection.
+    Down,
+}
+
+impl ConnKill {
+    fn new() -> ConnKill {
+        ConnKill {
+            token: CancellationToken::new(),
+            phase: Arc::new(Mutex::new(ConnPhase::Receiving)),
+        }
+    }
+
+    /// Drops the connection (with a reset).
+    pub(crate) fn kill(&self) {
+        self.token.cancel();
+    }
+
+    /// A new request started on this connection.
+    pub(crate) fn request_started(&self) {
+        let mut phase = lock(&self.phase);
+        if *phase != ConnPhase::Down {
+            *phase = ConnPhase::Receiving;
+        }
+    }
+
+    /// The request is about to store its chunk; false if the server went
+    /// down first (then nothing may be stored).
+    pub(crate) fn begin_store(&self) -> bool {
+        let mut phase = lock(&self.phase);
+        if *phase == ConnPhase::Down {
+            return false;
+        }
+        *phase = ConnPhase::Storing;
+        true
+    }
+
+    /// The server is going down: true if the connection may be dropped at
+    /// once (nothing more will be stored on it), false if a chunk is being
+    /// stored and its reply should go out first.
+    fn going_down(&self) -> bool {
+        let mut phase = lock(&self.phase);
+        if *phase == ConnPhase::Storing {
+            return false;
+        }
+        *phase = ConnPhase::Down;
+        true
+    }
+}
 
 fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -494,35 +620,106 @@ async fn control_tokens(State(app): State<Arc<App>>, body: Bytes) -> Response {
 /// How long open connections get to finish when the emulator shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
+/// How long a connection storing a chunk gets to send its reply when the
+/// server goes down (it may be assembling a large file).
+const DOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long to keep trying to bind the address again after a down period.
+const REBIND_FOR: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown`; goes down and comes back up as
+/// `want_down` says, reporting each change on `phase`.
+async fn serve(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+    mut want_down: watch::Receiver<bool>,
+    phase: watch::Sender<Phase>,
+) {
     loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                tracker.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+        // Up: the connections of this period end when it does.
+        let tracker = TaskTracker::new();
+        let period = CancellationToken::new();
+        let stop = loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break true,
+                r = want_down.wait_for(|d| *d) => break r.is_err(),
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    tracker.spawn(serve_connection(
+                        stream,
+                        router.clone(),
+                        shutdown.clone(),
+                        period.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // E.g. EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "emulator: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
+        };
+        drop(listener);
+        if stop {
+            shutdown.cancel();
+        } else {
+            period.cancel();
+        }
+        tracker.close();
+        tracker.wait().await;
+        if stop {
+            break;
+        }
+        tracing::info!(%addr, "emulator down");
+        phase.send_replace(Phase::Down);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = want_down.wait_for(|d| !*d) => if r.is_err() { break },
+        }
+        listener = match rebind(addr, &shutdown).await {
+            Ok(l) => l,
             Err(e) => {
-                // E.g. EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "emulator: accept failed");
+                tracing::error!(%addr, error = %e, "emulator: cannot bind the address again");
+                phase.send_replace(Phase::Failed(format!("cannot bind {addr} again: {e}")));
+                return;
+            }
+        };
+        tracing::info!(%addr, "emulator up again");
+        phase.send_replace(Phase::Up);
+    }
+    tracing::info!("emulator stopped");
+}
+
+/// Binds `addr` again, retrying for a while (a connection may hold the port
+/// for a moment).
+async fn rebind(addr: SocketAddr, shutdown: &CancellationToken) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + REBIND_FOR;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if Instant::now() >= deadline || shutdown.is_cancelled() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "emulator: bind failed; trying again");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    tracing::info!("emulator stopped");
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    shutdown: CancellationToken,
+    down: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let resetter = Resetter::new(&stream);
-    let kill = CancellationToken::new();
-    let request_kill = ConnKill(kill.clone());
+    let conn_kill = ConnKill::new();
+    let kill = conn_kill.token.clone();
+    let request_kill = conn_kill.clone();
     let tower = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(request_kill.clone());
@@ -541,6 +738,20 @@ async fn serve_connection(stream: TcpStream, router: Router, shutdown: Cancellat
         _ = kill.cancelled() => {
             tracing::debug!("emulator: dropping a connection (fault)");
             resetter.reset();
+        }
+        _ = down.cancelled() => {
+            if conn_kill.going_down() {
+                resetter.reset();
+            } else {
+                // A chunk is being stored: its reply goes out, then the
+                // connection closes.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = kill.cancelled() => resetter.reset(),
+                    _ = tokio::time::sleep(DOWN_GRACE) => resetter.reset(),
+                }
+            }
         }
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();

@@ -788,6 +788,25 @@ impl Journal {
         )
     }
 
+    /// Makes these retrying files due at `now` (what they were waiting out
+    /// is over: the server answers again). Their attempts are kept, so the
+    /// next failure backs off further. Returns how many were moved.
+    pub fn make_due(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let filter = id_filter(Some(ids));
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
+                     WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
+                ),
+                [now],
+            )
+            .map_err(self.query_err("make retries due"))
+    }
+
     /// A permanent error: the file waits for `ingestd retry`.
     pub fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
         self.transition(
@@ -1408,6 +1427,33 @@ mod tests {
         // Far beyond the cap: the clock went back; do not wait for it.
         let row = j.claim_next(now, cap, None).unwrap().unwrap();
         assert_eq!(row.attempts, 2);
+    }
+
+    #[test]
+    fn make_due_moves_only_the_given_retrying_rows_and_keeps_their_attempts() {
+        let (_d, mut j) = open_temp();
+        let now = now_ms();
+        let cap = Duration::from_secs(300);
+        let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
+        let b = j.add_file(&ident("b.mp4", 100), FileState::Queued).unwrap();
+        let c = j.add_file(&ident("c.mp4", 100), FileState::Queued).unwrap();
+        for id in [a.id, b.id] {
+            j.claim_next(now, cap, None).unwrap().unwrap();
+            j.mark_retrying(id, 6, now + 60_000, "cannot connect")
+                .unwrap();
+        }
+        assert_eq!(j.make_due(&[a.id, c.id], now).unwrap(), 1);
+        assert_eq!(j.make_due(&[], now).unwrap(), 0);
+        let row = j.claim_next(now, cap, None).unwrap().unwrap();
+        assert_eq!((row.id, row.attempts), (a.id, 6));
+        // c is queued (claimable anyway), b still waits.
+        let row = j.claim_next(now, cap, None).unwrap().unwrap();
+        assert_eq!(row.id, c.id);
+        assert!(j.claim_next(now, cap, None).unwrap().is_none());
+        assert_eq!(
+            j.get(b.id).unwrap().unwrap().next_attempt_at,
+            Some(now + 60_000)
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //!
 //! Shared by all workers: the [`Pacer`] (api.video's rate limit is per
 //! account, not per file), the [`TokenGate`] (a refused token pauses every
-//! upload) and the [`Throttle`] (`upload.bandwidth_limit`).
+//! upload), the [`Throttle`] (`upload.bandwidth_limit`) and the [`Outage`]
+//! (files waiting because the server could not be reached).
 
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,9 @@ fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
 /// Backoff: full jitter over `BASE · 2^(attempt-1)`, capped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// While the server cannot be reached, one waiting file retries at least
+/// this often (see [`Outage`]).
+pub const OUTAGE_PROBE: Duration = Duration::from_secs(5);
 /// In the foreground (`upload`, `run --once`), a file that failed this many
 /// times in a row is left `retrying` for the next run instead of blocking the
 /// command's exit.
@@ -116,6 +121,12 @@ pub fn backoff_delay(attempt: u32) -> Duration {
 
 /// Global pacing from the rate-limit headers: when the server says no request
 /// is left in the window, nobody sends until it resets.
+///
+/// A reply's `remaining` was counted when the server took that request in;
+/// requests started after it (still in flight, or answered first) may not be
+/// in it yet, so they are taken off (each [`Turn`] carries its place in the
+/// order). A reply to a request started before the window was seen to reset
+/// says nothing about the new window and is ignored (a 429 excepted).
 #[derive(Debug, Default)]
 pub struct Pacer {
     state: Mutex<PacerState>,
@@ -124,53 +135,67 @@ pub struct Pacer {
 #[derive(Debug, Default)]
 struct PacerState {
     /// Requests left in the current window, as last reported, minus those
-    /// started since.
+    /// started after the reported one.
     remaining: Option<u64>,
     /// When the current window ends.
     reset_at: Option<Instant>,
+    /// Requests started so far (each turn's sequence number).
+    started: u64,
+    /// Windows seen to end so far.
+    window: u64,
+}
+
+/// One request's place in the pacing, for [`Pacer::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    seq: u64,
+    window: u64,
 }
 
 impl Pacer {
-    /// Waits until a request may be sent, and counts it.
-    pub async fn wait_turn(&self, cancel: &CancellationToken) {
+    /// Waits until a request may be sent, and counts it. When `cancel` ends
+    /// the wait, the turn is counted all the same (at worst the window's
+    /// estimate is one request low).
+    pub async fn wait_turn(&self, cancel: &CancellationToken) -> Turn {
         loop {
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
+                if s.reset_at.is_some_and(|reset| reset <= now) {
+                    s.remaining = None;
+                    s.reset_at = None;
+                    s.window += 1;
+                }
                 match (s.remaining, s.reset_at) {
-                    (_, Some(reset)) if reset <= now => {
-                        s.remaining = None;
-                        s.reset_at = None;
-                        None
-                    }
-                    (Some(0), Some(reset)) => Some(reset - now),
+                    (Some(0), Some(reset)) if !cancel.is_cancelled() => reset - now,
                     // No request left and no word on when: try again in a second.
-                    (Some(0), None) => {
+                    (Some(0), None) if !cancel.is_cancelled() => {
                         s.reset_at = Some(now + Duration::from_secs(1));
-                        Some(Duration::from_secs(1))
+                        Duration::from_secs(1)
                     }
-                    (Some(n), _) => {
-                        s.remaining = Some(n - 1);
-                        None
+                    (remaining, _) => {
+                        s.remaining = remaining.map(|n| n.saturating_sub(1));
+                        s.started += 1;
+                        return Turn {
+                            seq: s.started,
+                            window: s.window,
+                        };
                     }
-                    (None, _) => None,
                 }
             };
-            match wait {
-                None => return,
-                Some(d) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
             }
         }
     }
 
-    /// Takes in the rate-limit headers of a reply.
-    pub fn observe(&self, rate: &RateInfo, limited: bool) {
+    /// Takes in the rate-limit headers of the reply to `turn`'s request.
+    pub fn observe(&self, turn: Turn, rate: &RateInfo, limited: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if turn.window != s.window && !limited {
+            return;
+        }
         let now = Instant::now();
         if let Some(secs) = rate.retry_after {
             s.reset_at = Some(now + Duration::from_secs(secs.max(u64::from(limited))));
@@ -181,7 +206,8 @@ impl Pacer {
                 s.reset_at = Some(now + Duration::from_secs(1));
             }
         } else if let Some(r) = rate.remaining {
-            s.remaining = Some(r);
+            let later = s.started.saturating_sub(turn.seq);
+            s.remaining = Some(r.saturating_sub(later));
         }
     }
 }
@@ -247,6 +273,67 @@ impl TokenGate {
             r = rx.wait_for(|s| s.refused.is_none()) => r.is_ok(),
             _ = cancel.cancelled() => false,
         }
+    }
+}
+
+/// Files waiting only because the server could not be reached (nothing got
+/// through: connection refused, no route). Their backoff grows while the
+/// server is away; without more, once it is back each would still sit out
+/// its delay, up to [`BACKOFF_CAP`], for nothing. So:
+/// - one of them, the probe, retries at most [`OUTAGE_PROBE`] apart (one
+///   connection attempt every few seconds; the others back off as usual);
+/// - the first request that gets through, the probe's or any other, makes
+///   every file waiting here due at once (a journal update).
+///
+/// A server still unreachable gets only the probe; one that answers with
+/// errors (5xx, resets) is not unreachable, and keeps the usual backoff.
+#[derive(Debug, Default)]
+pub struct Outage {
+    state: Mutex<OutageState>,
+}
+
+#[derive(Debug, Default)]
+struct OutageState {
+    /// Rows whose last attempt could not connect.
+    waiting: HashSet<i64>,
+    /// When the probe is due. Past (or none), the next file that cannot
+    /// connect becomes the probe, so a probe whose file went away (deleted,
+    /// say) is replaced.
+    probe_at: Option<Instant>,
+}
+
+impl Outage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// File `id` could not connect and would wait `delay`: the delay it
+    /// waits (shorter if it is the probe).
+    fn unreachable(&self, id: i64, delay: Duration) -> Duration {
+        let mut s = self.lock();
+        s.waiting.insert(id);
+        let now = Instant::now();
+        if s.probe_at.is_some_and(|at| at > now) {
+            return delay;
+        }
+        let delay = delay.min(OUTAGE_PROBE);
+        s.probe_at = Some(now + delay);
+        delay
+    }
+
+    /// File `id` failed some other way, or is no longer waiting.
+    fn forget(&self, id: i64) {
+        self.lock().waiting.remove(&id);
+    }
+
+    /// A request of file `id` got through: the other files to make due now.
+    fn reached(&self, id: i64) -> Vec<i64> {
+        let mut s = self.lock();
+        if s.waiting.is_empty() {
+            return Vec::new();
+        }
+        s.probe_at = None;
+        s.waiting.drain().filter(|x| *x != id).collect()
     }
 }
 
@@ -318,6 +405,8 @@ pub struct Uploader {
     pub slots: Arc<watch::Sender<usize>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::service::Metrics>,
+    /// Files waiting because the server could not be reached.
+    pub outage: Arc<Outage>,
 }
 
 /// How one attempt at a file ended.
@@ -468,7 +557,7 @@ impl Uploader {
             if let Some(why) = self.changed(&row, &file).await {
                 return self.gone(&row, &why).await;
             }
-            self.pacer.wait_turn(cancel).await;
+            let turn = self.pacer.wait_turn(cancel).await;
             if cancel.is_cancelled() {
                 self.journal.call(move |j| j.release(id, None)).await?;
                 return Ok(Outcome::Released);
@@ -488,7 +577,10 @@ impl Uploader {
             // known outcome: the server may hold it.
             let doubtful = body_out && video_id.is_none();
             let reply = match result {
-                ChunkResult::Stored(reply) => Some(reply),
+                ChunkResult::Stored(reply) => {
+                    self.server_reached(id).await?;
+                    Some(reply)
+                }
                 ChunkResult::Failed(e)
                     if maybe_stored && (e.is_already_stored() || e.is_already_complete()) =>
                 {
@@ -496,6 +588,11 @@ impl Uploader {
                     None
                 }
                 ChunkResult::Failed(ApiError::RateLimited { retry_after }) => {
+                    let rate = RateInfo {
+                        retry_after: Some(retry_after.as_secs()),
+                        ..RateInfo::default()
+                    };
+                    self.pacer.observe(turn, &rate, true);
                     self.metrics.error(ErrorClass::Retry);
                     info!(
                         id,
@@ -534,7 +631,7 @@ impl Uploader {
             }
             maybe_stored = false;
             if let Some(rate) = reply.as_ref().map(|r| r.rate) {
-                self.pacer.observe(&rate, false);
+                self.pacer.observe(turn, &rate, false);
             }
             let got_id = reply.as_ref().and_then(|r| r.video_id.clone());
             let vid = match (video_id.clone(), got_id, reply.is_some()) {
@@ -701,24 +798,63 @@ impl Uploader {
     }
 
     async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        self.outage.forget(row.id);
+        self.schedule_retry(row, why, false).await
+    }
+
+    /// Schedules the next attempt after a retryable failure; `unreachable`:
+    /// nothing got through to the server (see [`Outage`]).
+    async fn schedule_retry(
+        &self,
+        row: &FileRow,
+        why: &str,
+        unreachable: bool,
+    ) -> Result<Outcome, WorkerError> {
         let id = row.id;
-        // `row.attempts` is as claimed; progress in this call resets it in
-        // the journal, so read it back.
-        let attempts = self
-            .journal
-            .call(move |j| j.get(id))
-            .await?
+        // `row` is as claimed; progress in this call resets the attempts and
+        // may have brought a videoId, so read it back.
+        let now_row = self.journal.call(move |j| j.get(id)).await?;
+        let attempts = now_row
+            .as_ref()
             .map_or(row.attempts, |r| r.attempts)
             .saturating_add(1);
-        let delay = backoff_delay(attempts);
+        let video_id = now_row
+            .and_then(|r| r.video_id)
+            .or_else(|| row.video_id.clone())
+            .unwrap_or_default();
+        let mut delay = backoff_delay(attempts);
+        if unreachable {
+            delay = self.outage.unreachable(id, delay);
+        }
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        warn!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        warn!(id, path = %show_path(&row.path()), video_id, attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
         let why = why.to_owned();
         self.journal
             .call(move |j| j.mark_retrying(id, attempts, at, &why))
             .await?;
         self.work.notify_waiters();
         Ok(Outcome::Retrying { attempts })
+    }
+
+    /// A request of file `id` got through: files waiting only because the
+    /// server could not be reached are due now.
+    async fn server_reached(&self, id: i64) -> Result<(), WorkerError> {
+        let waiting = self.outage.reached(id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let moved = self
+            .journal
+            .call(move |j| j.make_due(&waiting, now_ms()))
+            .await?;
+        if moved > 0 {
+            info!(
+                files = moved,
+                "the server can be reached again: the files waiting for it are due now"
+            );
+            self.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn failed(
@@ -731,6 +867,9 @@ impl Uploader {
         let id = row.id;
         self.metrics.error(e.class());
         match e.class() {
+            ErrorClass::Retry if matches!(e, ApiError::Connect { .. }) => {
+                self.schedule_retry(row, &e.to_string(), true).await
+            }
             ErrorClass::Retry => self.retry_later(row, &e.to_string()).await,
             ErrorClass::Token => {
                 if self.gate.refuse(generation, e.to_string()) {
@@ -824,10 +963,6 @@ impl Uploader {
                 r = &mut send => {
                     break match r {
                         Ok(reply) => ChunkResult::Stored(reply),
-                        Err(ApiError::RateLimited { retry_after }) => {
-                            self.pacer.observe(&RateInfo { retry_after: Some(retry_after.as_secs()), ..RateInfo::default() }, true);
-                            ChunkResult::Failed(ApiError::RateLimited { retry_after })
-                        }
                         Err(e) => ChunkResult::Failed(e),
                     };
                 }
@@ -1090,7 +1225,9 @@ mod tests {
     async fn pacer_blocks_until_the_window_resets() {
         let p = Pacer::default();
         let cancel = CancellationToken::new();
+        let first = p.wait_turn(&cancel).await;
         p.observe(
+            first,
             &RateInfo {
                 limit: Some(2),
                 remaining: Some(1),
@@ -1107,6 +1244,68 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
+    }
+
+    fn rate(remaining: u64, retry_after: u64) -> RateInfo {
+        RateInfo {
+            limit: Some(40),
+            remaining: Some(remaining),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    #[tokio::test]
+    async fn pacer_counts_requests_started_after_the_one_answered() {
+        let p = Pacer::default();
+        let cancel = CancellationToken::new();
+        let a = p.wait_turn(&cancel).await;
+        let b = p.wait_turn(&cancel).await;
+        let c = p.wait_turn(&cancel).await;
+        // a was counted with 2 left; b and c started after it: none left.
+        p.observe(a, &rate(2, 1), false);
+        // b's reply, late and out of order, cannot raise the count again.
+        p.observe(c, &rate(0, 1), false);
+        p.observe(b, &rate(1, 1), false);
+        let t = Instant::now();
+        p.wait_turn(&cancel).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn pacer_ignores_replies_from_a_window_that_ended() {
+        let p = Pacer::default();
+        let cancel = CancellationToken::new();
+        let old = p.wait_turn(&cancel).await;
+        let first = p.wait_turn(&cancel).await;
+        p.observe(first, &rate(5, 0), false); // the window ends now
+        let new = p.wait_turn(&cancel).await;
+        assert_ne!(old.window, new.window);
+        // The old request's reply says its window had nothing left.
+        p.observe(old, &rate(0, 1), false);
+        let t = Instant::now();
+        p.wait_turn(&cancel).await;
+        assert!(t.elapsed() < Duration::from_millis(200));
+        // A 429 is heeded whatever its window.
+        p.observe(old, &rate(0, 1), true);
+        let t = Instant::now();
+        p.wait_turn(&cancel).await;
+        assert!(t.elapsed() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn pacer_turn_is_given_at_once_when_cancelled() {
+        let p = Pacer::default();
+        let cancel = CancellationToken::new();
+        let a = p.wait_turn(&cancel).await;
+        p.observe(a, &rate(0, 60), false);
+        cancel.cancel();
+        let t = Instant::now();
+        p.wait_turn(&cancel).await;
+        assert!(t.elapsed() < Duration::from_millis(200));
     }
 
     #[test]

@@ -924,3 +924,79 @@ async fn shutdown_stops_the_server() {
     emu.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn down_refuses_and_drops_connections_then_comes_back_on_the_same_port() {
+    let env = env().await;
+    let addr = env.emu.addr();
+    let before = upload(&env, None, None, &data(3000, 30)).await;
+    assert_eq!(before.status, 201);
+    // A request in flight: headers and half of the body sent.
+    let payload = data(200_000, 31);
+    let boundary = "XyZbOuNdArY";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"half.mp4\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&payload);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = format!(
+        "POST /upload?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    for _ in 0..250 {
+        if env.emu.stats().upload_requests == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.emu.stats().upload_requests, 2);
+
+    env.emu.set_down(true).await.unwrap();
+    assert!(env.emu.is_down());
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the open connection is dropped");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "no reply on a dropped connection: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert_eq!(
+        env.emu.videos().len(),
+        1,
+        "the half-sent request stored nothing"
+    );
+
+    env.emu.set_down(false).await.unwrap();
+    assert!(!env.emu.is_down());
+    assert_eq!(env.emu.addr(), addr);
+    let env = Env {
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        ..env
+    };
+    let after = upload(&env, None, None, &data(3000, 32)).await;
+    assert_eq!(after.status, 201);
+    let videos = env.emu.videos();
+    assert_eq!(videos.len(), 2);
+    assert_eq!(videos[0].video_id, before.video_id());
+    assert_eq!(env.emu.stats().upload_requests, 3);
+
+    // down_for: down, then up again by itself.
+    let t = std::time::Instant::now();
+    env.emu.down_for(Duration::from_millis(300)).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+}

@@ -25,6 +25,9 @@ const RESET_READ_UNKNOWN: u64 = 64 * 1024;
 
 pub(super) async fn upload(State(app): State<Arc<App>>, req: Request) -> Response {
     let kill = req.extensions().get::<ConnKill>().cloned();
+    if let Some(k) = &kill {
+        k.request_started();
+    }
     app.counters.upload_requests.fetch_add(1, Ordering::Relaxed);
     let fault = app.next_fault();
     if let Some(f) = &fault {
@@ -150,6 +153,12 @@ async fn handle(app: &App, parts: &Parts, body: &mut BodyDataStream) -> Result<A
     }
     if file.chunk.size == 0 {
         return Err(Problem::new(cat::UPLOADED_FILE_EMPTY).name("file"));
+    }
+    // A server going down stores nothing more on this connection; once the
+    // chunk is being stored, it sends the reply before closing.
+    let conn = parts.extensions.get::<ConnKill>();
+    if conn.is_some_and(|k| !k.begin_store()) {
+        kill_connection(conn).await;
     }
     apply(app, received.video_id, range, file.chunk).await
 }
@@ -302,7 +311,7 @@ async fn read_some(body: &mut BodyDataStream, want: u64) {
 /// did not come through the emulator's own connection loop.
 async fn kill_connection(kill: Option<&ConnKill>) {
     if let Some(kill) = kill {
-        kill.0.cancel();
+        kill.kill();
         std::future::pending::<()>().await;
     }
 }
