@@ -792,19 +792,22 @@ impl Journal {
     /// is over: the server answers again). Their attempts are kept, so the
     /// next failure backs off further. Returns how many were moved.
     pub fn make_due(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
-        if ids.is_empty() {
-            return Ok(0);
+        let mut moved = 0;
+        // In slices, so that a large backlog never makes an over-long statement.
+        for slice in ids.chunks(500) {
+            let filter = id_filter(Some(slice));
+            moved += self
+                .conn
+                .execute(
+                    &format!(
+                        "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
+                         WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
+                    ),
+                    [now],
+                )
+                .map_err(self.query_err("make retries due"))?;
         }
-        let filter = id_filter(Some(ids));
-        self.conn
-            .execute(
-                &format!(
-                    "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
-                     WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
-                ),
-                [now],
-            )
-            .map_err(self.query_err("make retries due"))
+        Ok(moved)
     }
 
     /// A permanent error: the file waits for `ingestd retry`.
@@ -1442,7 +1445,9 @@ mod tests {
             j.mark_retrying(id, 6, now + 60_000, "cannot connect")
                 .unwrap();
         }
-        assert_eq!(j.make_due(&[a.id, c.id], now).unwrap(), 1);
+        // Over several statements: ids that are not rows, then a and c.
+        let ids: Vec<i64> = (10_000..11_000).chain([a.id, c.id]).collect();
+        assert_eq!(j.make_due(&ids, now).unwrap(), 1);
         assert_eq!(j.make_due(&[], now).unwrap(), 0);
         let row = j.claim_next(now, cap, None).unwrap().unwrap();
         assert_eq!((row.id, row.attempts), (a.id, 6));

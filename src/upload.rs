@@ -1309,6 +1309,27 @@ mod tests {
     }
 
     #[test]
+    fn outage_has_one_probe_and_a_success_wakes_the_others() {
+        let o = Outage::default();
+        let long = Duration::from_secs(60);
+        assert_eq!(o.unreachable(1, long), OUTAGE_PROBE);
+        assert_eq!(o.unreachable(2, long), long);
+        let short = Duration::from_secs(2);
+        assert_eq!(o.unreachable(3, short), short);
+        // 3 failed otherwise since: its backoff is its own.
+        o.forget(3);
+        assert_eq!(o.reached(2), vec![1]);
+        assert!(o.reached(1).is_empty());
+        // A probe whose time passed (its file went away) is replaced.
+        assert_eq!(
+            o.unreachable(4, Duration::from_millis(1)),
+            Duration::from_millis(1)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(o.unreachable(5, long), OUTAGE_PROBE);
+    }
+
+    #[test]
     fn gate_ignores_stale_refusals() {
         let g = TokenGate::default();
         let generation = g.state().generation;
