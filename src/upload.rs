@@ -532,12 +532,9 @@ impl Uploader {
             return Ok(Outcome::Failed);
         }
 
-        let wanted = self.chunk_size;
-        let chunk_size = self
-            .journal
-            .call(move |j| j.set_chunk_size(id, wanted))
-            .await?;
-        let ranged = is_chunked(size, chunk_size);
+        // The chunk plan, fixed in the journal just before the first request
+        // of this attempt (see below).
+        let mut plan: Option<(u64, bool)> = None;
         let name = display_name(&path);
         let mut offset = row.bytes_uploaded;
         let mut video_id = row.video_id.clone();
@@ -569,6 +566,20 @@ impl Uploader {
                     .await?;
                 return Ok(Outcome::Paused);
             }
+            // Fixing the plan also notes, when there is no videoId yet, that
+            // a request that may create one is about to go: as late as this,
+            // so a crash while waiting for a turn puts nothing in doubt.
+            let (chunk_size, ranged) = match plan {
+                Some(p) if video_id.is_some() => p,
+                _ => {
+                    let wanted = self.chunk_size;
+                    let chunk_size = self
+                        .journal
+                        .call(move |j| j.set_chunk_size(id, wanted))
+                        .await?;
+                    *plan.insert((chunk_size, is_chunked(size, chunk_size)))
+                }
+            };
             let range = chunk_at(offset, size, chunk_size);
             let (result, body_out) = self
                 .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
