@@ -179,6 +179,32 @@ pub struct UploadSettings {
     pub concurrency: usize,
     /// Bytes per second shared by all uploads; 0 = unlimited.
     pub bandwidth_limit: u64,
+    /// What to do with a file sent in one request whose outcome is unknown.
+    pub in_doubt: InDoubt,
+}
+
+/// `upload.in_doubt`: a file of 5 MiB or less goes in one request; when that
+/// request ends without a known outcome (its reply lost, or ingestd died
+/// while it was on its way), api.video may already hold the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InDoubt {
+    /// Send it again (as api.video's own clients do): never lost, perhaps a
+    /// duplicate; the file's row says so.
+    #[default]
+    Resend,
+    /// Mark it `failed`, saying why: never a duplicate; someone checks
+    /// api.video and runs `ingestd retry ID` if it is not there.
+    Fail,
+}
+
+impl InDoubt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InDoubt::Resend => "resend",
+            InDoubt::Fail => "fail",
+        }
+    }
 }
 
 /// The optional HTTP endpoint for monitoring (`GET /metrics`, `GET /healthz`).
@@ -395,6 +421,7 @@ struct RawJournal {
 struct RawUpload {
     concurrency: Option<Count>,
     bandwidth_limit: Option<Size>,
+    in_doubt: Option<InDoubt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -637,6 +664,7 @@ impl Validator<'_> {
         Ok(UploadSettings {
             concurrency,
             bandwidth_limit,
+            in_doubt: raw.in_doubt.unwrap_or_default(),
         })
     }
 

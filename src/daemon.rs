@@ -53,6 +53,8 @@ pub enum DaemonError {
 pub struct Session {
     pub uploader: Uploader,
     pub concurrency: usize,
+    /// Files this start marked failed as in doubt (`upload.in_doubt = "fail"`).
+    pub failed_in_doubt: Vec<i64>,
     /// Held for the life of the session: one writer process per journal.
     _lock: File,
 }
@@ -135,7 +137,8 @@ impl Session {
     pub async fn open(settings: &Settings) -> Result<Session, DaemonError> {
         let token = settings.require_token()?.clone();
         let path = settings.journal.path.clone();
-        let (journal, lock) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+        let in_doubt = settings.upload.in_doubt;
+        let (journal, lock, failed_in_doubt) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
             // Lock first: a second process must not migrate or touch a
             // journal another one is using.
             let mut lock = lock_journal(&path)?;
@@ -144,11 +147,20 @@ impl Session {
                 lock: lock_path(&path),
                 source,
             })?;
+            let failed = if in_doubt == crate::config::InDoubt::Fail {
+                journal.fail_interrupted_in_doubt()?
+            } else {
+                Vec::new()
+            };
+            for id in &failed {
+                error!(id, "in doubt: ingestd stopped while this file's one request was on its way; \
+                    marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`");
+            }
             let resumed = journal.requeue_interrupted()?;
             if resumed > 0 {
                 info!(resumed, "resuming uploads interrupted by a stop or a crash");
             }
-            Ok((journal, lock))
+            Ok((journal, lock, failed))
         })
         .await
         .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
@@ -169,8 +181,10 @@ impl Session {
                 slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),
                 metrics: Arc::new(service::Metrics::default()),
                 outage: Arc::default(),
+                in_doubt,
             },
             concurrency: settings.upload.concurrency.max(1),
+            failed_in_doubt,
             _lock: lock,
         })
     }
@@ -441,6 +455,10 @@ fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
         ("journal.path", started.journal.path != new.journal.path),
         ("metrics.listen", started.metrics != new.metrics),
         ("log.format", started.log.format != new.log.format),
+        (
+            "upload.in_doubt",
+            started.upload.in_doubt != new.upload.in_doubt,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -695,9 +713,15 @@ pub async fn run_once(
         .await?;
     let run = session.run_workers(Some(pending.clone()), &shutdown).await;
     let refused = session.uploader.gate.state().refused;
+    let reported: Vec<i64> = session
+        .failed_in_doubt
+        .iter()
+        .copied()
+        .chain(pending)
+        .collect();
     let rows = journal
         .call(move |j| {
-            pending
+            reported
                 .iter()
                 .map(|id| j.get(*id))
                 .collect::<Result<Vec<_>, _>>()

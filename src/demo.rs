@@ -157,6 +157,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         upload: UploadSettings {
             concurrency: 2,
             bandwidth_limit: 0,
+            in_doubt: Default::default(),
         },
         log: Default::default(),
         watches: vec![watch],

@@ -692,6 +692,30 @@ impl Journal {
             .map_err(self.query_err("requeue interrupted uploads"))
     }
 
+    /// At start-up, with `upload.in_doubt = "fail"` (before
+    /// [`Journal::requeue_interrupted`]): files sent in one request (5 MiB or
+    /// less) whose request may have been on its way when the process died
+    /// become `failed`, for a person to check. Returns their ids.
+    pub fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
+        self.conn
+            .prepare(
+                "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
+                 sends_in_doubt = sends_in_doubt + 1, creating = 0, \
+                 last_error = 'in doubt: ingestd stopped while the request that uploads this file in one piece \
+                 was on its way, so api.video may already hold it (upload.in_doubt = \"fail\"). Check api.video \
+                 for a video with this file''s name; if it is not there, `ingestd retry ' || id || '`' \
+                 WHERE state = 'uploading' AND creating = 1 AND size <= ?2 RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_map(
+                    params![now_ms(), to_i64(crate::config::MIN_CHUNK_SIZE)],
+                    |r| r.get(0),
+                )?
+                .collect()
+            })
+            .map_err(self.query_err("fail uploads in doubt"))
+    }
+
     /// Claims the next file due for upload (queued, or retrying whose backoff
     /// expired), oldest first, and marks it `uploading`. With `only`, claims
     /// only among those ids. A `next_attempt_at` further in the future than

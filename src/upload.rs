@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, MAX_TOTAL_BYTES};
-use crate::config::{WatchSettings, MIN_CHUNK_SIZE};
+use crate::config::{InDoubt, WatchSettings, MIN_CHUNK_SIZE};
 use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 
 /// What a done file's row says when earlier requests that would have
@@ -407,6 +407,8 @@ pub struct Uploader {
     pub metrics: Arc<crate::service::Metrics>,
     /// Files waiting because the server could not be reached.
     pub outage: Arc<Outage>,
+    /// `upload.in_doubt`: resend, or fail, a one-request file in doubt.
+    pub in_doubt: InDoubt,
 }
 
 /// How one attempt at a file ended.
@@ -616,22 +618,28 @@ impl Uploader {
                 }
                 ChunkResult::Failed(e) => {
                     if e.is_ambiguous() && doubtful {
-                        self.in_doubt(id, &shown, ranged, &e.to_string()).await?;
+                        if let Some(o) = self.in_doubt(id, &shown, ranged, &e.to_string()).await? {
+                            return Ok(o);
+                        }
                     }
                     return self.failed(&row, e, generation, video_id.is_some()).await;
                 }
                 ChunkResult::Stalled(why) => {
                     self.metrics.error(ErrorClass::Retry);
                     if doubtful {
-                        self.in_doubt(id, &shown, ranged, why).await?;
+                        if let Some(o) = self.in_doubt(id, &shown, ranged, why).await? {
+                            return Ok(o);
+                        }
                     }
                     return self.retry_later(&row, why).await;
                 }
                 ChunkResult::Abandoned => {
                     info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
                     if doubtful {
-                        self.in_doubt(id, &shown, ranged, "abandoned at shutdown")
-                            .await?;
+                        let why = "no reply before shutdown";
+                        if let Some(o) = self.in_doubt(id, &shown, ranged, why).await? {
+                            return Ok(o);
+                        }
                     }
                     self.journal.call(move |j| j.release(id, None)).await?;
                     return Ok(Outcome::Released);
@@ -792,20 +800,33 @@ impl Uploader {
     }
 
     /// A request that would have created the video ended without a known
-    /// outcome: the server may have stored it. Nothing can ask it (a token
-    /// cannot list videos), so it is sent again, and the journal counts it.
+    /// outcome: the server may have stored it, and nothing can ask it (a
+    /// token cannot list videos). The journal counts it. A chunked file is
+    /// sent again (at worst an unfinished video is left); a file sent in one
+    /// request is sent again too, or, with `upload.in_doubt = "fail"`, marked
+    /// failed for a person to check: the outcome then returned.
     async fn in_doubt(
         &self,
         id: i64,
         shown: &str,
         ranged: bool,
         why: &str,
-    ) -> Result<(), WorkerError> {
-        warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+    ) -> Result<Option<Outcome>, WorkerError> {
         self.journal
             .call(move |j| j.count_send_in_doubt(id))
             .await?;
-        Ok(())
+        if !ranged && self.in_doubt == InDoubt::Fail {
+            let why = format!(
+                "in doubt: the request that uploads this file in one piece ended without a reply \
+                 ({why}), so api.video may already hold it (upload.in_doubt = \"fail\"). Check \
+                 api.video for a video with this file's name; if it is not there, `ingestd retry {id}`"
+            );
+            error!(id, path = %shown, "{why}");
+            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+            return Ok(Some(Outcome::Failed));
+        }
+        warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+        Ok(None)
     }
 
     async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {

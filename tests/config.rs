@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingestd::config::{
-    self, load_from, AfterUpload, ConfigError, Settings, TokenSource, ValueOrigin, WatchMode,
-    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    self, load_from, AfterUpload, ConfigError, InDoubt, Settings, TokenSource, ValueOrigin,
+    WatchMode, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -88,7 +88,19 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(settings.journal.path, PathBuf::from("./ingestd.db"));
     assert_eq!(settings.upload.concurrency, 2);
     assert_eq!(settings.upload.bandwidth_limit, 0);
+    assert_eq!(settings.upload.in_doubt, InDoubt::Resend);
     assert!(settings.watches.is_empty());
+}
+
+#[test]
+fn in_doubt_is_resend_or_fail() {
+    let settings = load_toml("[upload]\nin_doubt = \"fail\"\n").expect("loads");
+    assert_eq!(settings.upload.in_doubt, InDoubt::Fail);
+    let error = load_toml("[upload]\nin_doubt = \"maybe\"\n").expect_err("refused");
+    assert_mentions(
+        &error,
+        &["upload.in_doubt", "line 2", "\"maybe\"", "resend, fail"],
+    );
 }
 
 #[test]

@@ -810,6 +810,92 @@ fn a_lost_reply_to_a_one_request_file_is_counted_and_said() {
 }
 
 #[test]
+fn with_in_doubt_fail_a_one_request_file_is_never_sent_twice() {
+    let env = Env::new();
+    env.write_config("8MiB", "in_doubt = \"fail\"\n");
+    let small = env.file("small.mp4", 300_000, 33);
+    env.emulator.push_faults(vec![Some(Fault::LostReply)]);
+    let out = upload(&env, &[&small]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let row = rows(&env).into_iter().next().unwrap();
+    assert_eq!(row.state.as_str(), "failed");
+    assert_eq!(row.sends_in_doubt, 1);
+    let why = row.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("may already hold it") && why.contains(&format!("ingestd retry {}", row.id)),
+        "{why}"
+    );
+    assert_eq!(env.emulator.stats().upload_requests, 1, "not sent again");
+    assert_eq!(env.videos().len(), 1);
+    // Someone looked and wants it sent again anyway.
+    let out = env.run(&["retry", &row.id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = upload(&env, &[&small]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.videos().iter().filter(|v| v.complete).count(), 2);
+
+    // A chunked file is still sent again: at worst it leaves an unfinished
+    // video, never a duplicate.
+    let big = env.file("big.mp4", 6 * MIB, 34);
+    env.emulator.push_faults(vec![Some(Fault::LostReply)]);
+    let out = upload(&env, &[&big]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vid = done_video(&env, &big);
+    assert_eq!(
+        env.video(&vid).sha256.as_deref(),
+        Some(sha256(&big).as_str())
+    );
+}
+
+#[test]
+fn with_in_doubt_fail_a_one_request_file_cut_off_by_a_crash_waits_for_a_person() {
+    let env = Env::new();
+    let watch = std::fs::canonicalize(&env.media).unwrap();
+    env.write_config(
+        "8MiB",
+        &format!(
+            "in_doubt = \"fail\"\n\n[[watch]]\npath = \"{}\"\nsettle = \"100ms\"\n",
+            watch.display()
+        ),
+    );
+    let small = env.file("small.mp4", 300_000, 35);
+    let other = env.file("other.mp4", 300_000, 36);
+    // As a process killed while sending small.mp4 leaves the journal: the
+    // row claimed, its one request about to go (or gone).
+    {
+        let mut j = ingestd::journal::Journal::open(&env.journal).unwrap();
+        let meta = std::fs::metadata(&small).unwrap();
+        let ident = ingestd::journal::FileIdentity::from_metadata(
+            &watch,
+            std::path::Path::new("small.mp4"),
+            &meta,
+        );
+        let added = j
+            .add_file(&ident, ingestd::journal::FileState::Queued)
+            .unwrap();
+        j.claim_next(ingestd::journal::now_ms(), Duration::from_secs(300), None)
+            .unwrap()
+            .unwrap();
+        j.set_chunk_size(added.id, 8 * MIB).unwrap();
+    }
+    let out = env.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = rows(&env);
+    let s = rows.iter().find(|r| r.path() == small).unwrap();
+    assert_eq!(s.state.as_str(), "failed", "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("ingestd stopped while"),
+        "{s:?}"
+    );
+    let o = rows.iter().find(|r| r.path() == other).unwrap();
+    assert_eq!(o.state.as_str(), "done");
+    assert_eq!(env.videos().len(), 1, "small.mp4 was not sent");
+}
+
+#[test]
 fn a_journal_deleted_while_stopped_is_an_error_not_a_fresh_start() {
     let env = Env::new();
     let f = env.file("a.mp4", 1000, 30);

@@ -76,6 +76,7 @@ impl Settings {
             "bandwidth_limit = {}{unlimited}",
             quote(&format_size(upload.bandwidth_limit))
         );
+        let _ = writeln!(out, "in_doubt = {}", quote(upload.in_doubt.as_str()));
 
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "format = {}", quote(self.log.format.as_str()));
