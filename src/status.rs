@@ -128,7 +128,9 @@ pub fn to_table(rows: &[FileRow]) -> String {
         out.push('\n');
         if i > 0 {
             let r = &rows[i - 1];
-            if let (Some(e), false) = (&r.last_error, r.state == FileState::Done) {
+            // A done row keeps a note only when it matters (a videoId that
+            // is unknown, an extra video api.video may hold).
+            if let Some(e) = &r.last_error {
                 let _ = writeln!(out, "      └ {}", e.escape_debug());
             }
         }
