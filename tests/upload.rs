@@ -796,6 +796,12 @@ fn a_lost_reply_to_a_one_request_file_is_counted_and_said() {
         "{}",
         text(&out)
     );
+    let table = env.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("may also hold a duplicate"),
+        "{}",
+        text(&table)
+    );
     assert_eq!(env.videos().iter().filter(|v| v.complete).count(), 2);
 
     // A reply that never comes because the request was refused outright
