@@ -37,6 +37,11 @@ pub enum DaemonError {
     Busy { journal: PathBuf, lock: PathBuf },
     #[error("the journal {} is gone or empty, but it was in use before (its lock file {} says so): it was deleted, moved or truncated. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
     JournalVanished { journal: PathBuf, lock: PathBuf },
+    #[error("cannot inspect the journal {}: {source}; check the permissions of its directory", journal.display())]
+    Inspect {
+        journal: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot lock the journal ({}): {source}", lock.display())]
     Lock {
         lock: PathBuf,
@@ -68,6 +73,8 @@ fn lock_path(journal: &Path) -> PathBuf {
 
 /// What the lock file holds once its journal exists.
 const LOCK_MARK: &[u8] = b"ingestd journal lock: this journal holds files\n";
+/// What a new lock file holds until then.
+const LOCK_PENDING: &[u8] = b"ingestd journal lock: no journal yet\n";
 
 /// Marks the (held) lock file: a journal exists beside it from now on.
 pub fn mark_lock(lock: &mut File) -> std::io::Result<()> {
@@ -95,20 +102,43 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         })?;
     }
     let lock_file = lock_path(journal);
-    // The lock file outlives every run and is marked once a journal was
-    // made beside it; a marked lock beside a missing or empty journal means
-    // the journal was deleted, moved or truncated while ingestd was stopped.
-    // Starting a new one would upload every file again: refuse, and say what
-    // to do.
-    let marked = std::fs::read(&lock_file).is_ok_and(|b| b.starts_with(LOCK_MARK));
-    let journal_len = std::fs::metadata(journal).map(|m| m.len()).ok();
-    if marked && journal_len.unwrap_or(0) == 0 {
+    // The lock file outlives every run. It says "no journal yet" when made,
+    // and is marked once a journal exists beside it (older versions left it
+    // empty, beside a journal). A lock that knew a journal, beside a missing
+    // or empty one, means the journal was deleted, moved or truncated while
+    // ingestd was stopped: starting a new one would upload every file again.
+    // Refuse, and say what to do.
+    let held = match std::fs::read(&lock_file) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(DaemonError::Lock {
+                lock: lock_file,
+                source,
+            })
+        }
+    };
+    let journal_len = match std::fs::metadata(journal) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(source) => {
+            return Err(DaemonError::Inspect {
+                journal: journal.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let knew_a_journal = match &held {
+        Some(bytes) => bytes.starts_with(LOCK_MARK) || (bytes.is_empty() && journal_len == 0),
+        None => false,
+    };
+    if knew_a_journal && journal_len == 0 {
         return Err(DaemonError::JournalVanished {
             journal: journal.to_path_buf(),
             lock: lock_file,
         });
     }
-    let lock = File::options()
+    let mut lock = File::options()
         .create(true)
         .truncate(false)
         .read(true)
@@ -118,6 +148,11 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
             lock: lock_file.clone(),
             source,
         })?;
+    if held.is_none() {
+        use std::io::Write;
+        // Best effort: an empty lock only makes a later start stricter.
+        let _ = lock.write_all(LOCK_PENDING);
+    }
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Busy {
@@ -132,6 +167,17 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
 }
 
 impl Session {
+    /// Once `shutdown` fires, journal writes stop waiting for space on a
+    /// full disk, so the stop is never held up by it.
+    pub fn stop_waiting_on(&self, shutdown: &CancellationToken) {
+        let journal = self.uploader.journal.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            journal.disk().give_up();
+        });
+    }
+
     /// Opens and locks the journal, puts interrupted uploads back in the
     /// queue, and builds the client.
     pub async fn open(settings: &Settings) -> Result<Session, DaemonError> {
@@ -299,6 +345,7 @@ pub async fn run(
     // Listen for SIGHUP before anything else: its default action kills.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let session = Session::open(&settings).await?;
+    session.stop_waiting_on(&shutdown);
     let notifier = Notifier::from_env();
     let vitals = Vitals::new(
         session.uploader.journal.clone(),
@@ -584,6 +631,7 @@ pub async fn upload_files(
     shutdown: CancellationToken,
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
+    session.stop_waiting_on(&shutdown);
     let mut results: Vec<UploadResult> = Vec::new();
     let mut idents = Vec::new();
     let given = paths.to_vec();
@@ -670,6 +718,7 @@ pub async fn run_once(
     shutdown: CancellationToken,
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
+    session.stop_waiting_on(&shutdown);
     let journal = session.uploader.journal.clone();
     // A folder that could not be scanned (an unmounted share) makes the run
     // fail: a job that uploaded nothing from it must not look successful.

@@ -12,7 +12,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -886,6 +886,31 @@ impl Journal {
         )
     }
 
+    /// The request that would have created this file's video got a reply
+    /// that proves nothing was stored (a 429): it is no longer in flight.
+    pub fn not_creating(&mut self, id: i64) -> Result<(), JournalError> {
+        self.transition(
+            "note a refused request",
+            id,
+            &[FileState::Uploading],
+            "creating = 0",
+            &[],
+        )
+    }
+
+    /// [`Journal::count_send_in_doubt`] and [`Journal::mark_failed`] in one
+    /// transition (`upload.in_doubt = "fail"`).
+    pub fn fail_in_doubt(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark failed in doubt",
+            id,
+            &[FileState::Uploading],
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL, \
+             sends_in_doubt = sends_in_doubt + 1, creating = 0",
+            &[&error],
+        )
+    }
+
     /// Gives a claimed file back to the queue untouched (shutdown, token
     /// trouble): its offset, videoId and attempts are kept.
     pub fn release(&mut self, id: i64, note: Option<&str>) -> Result<(), JournalError> {
@@ -1214,9 +1239,17 @@ const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct DiskState {
     /// When the current episode began (ms since the epoch), 0 when none.
     full_since: AtomicI64,
+    /// Shutting down: a write waiting for space gives up (its rows resume
+    /// at the next start), so a stop never hangs on a full disk.
+    give_up: AtomicBool,
 }
 
 impl DiskState {
+    /// From now on, writes stop waiting for space.
+    pub fn give_up(&self) {
+        self.give_up.store(true, Ordering::Relaxed);
+    }
+
     /// Since when writes have been waiting for space, if they are.
     pub fn full_since(&self) -> Option<i64> {
         Some(self.full_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
@@ -1308,10 +1341,17 @@ impl JournalHandle {
         self.jobs
             .send(Box::new(move |j: &mut Journal| {
                 let mut wait = FULL_RETRY_FIRST;
+                let mut waited = false;
                 let r = loop {
                     match f(j) {
-                        // Nobody waits for the answer any more: stop trying.
-                        Err(e) if e.is_disk_full() && !tx.is_closed() => {
+                        // Nobody waits for the answer any more, or ingestd is
+                        // stopping: stop trying.
+                        Err(e)
+                            if e.is_disk_full()
+                                && !tx.is_closed()
+                                && !disk.give_up.load(Ordering::Relaxed) =>
+                        {
+                            waited = true;
                             if disk.enter() {
                                 tracing::error!(
                                     "{e}; everything that needs the journal waits for space, \
@@ -1324,12 +1364,18 @@ impl JournalHandle {
                         r => break r,
                     }
                 };
-                if r.is_ok() {
+                // Calls run one at a time: this one was the one waiting.
+                if waited {
                     if let Some(since) = disk.leave() {
-                        tracing::warn!(
-                            waited_s = (now_ms() - since).max(0) / 1000,
-                            "the journal's disk has room again; resuming"
-                        );
+                        let waited_s = (now_ms() - since).max(0) / 1000;
+                        if r.is_ok() {
+                            tracing::warn!(waited_s, "the journal's disk has room again; resuming");
+                        } else {
+                            tracing::warn!(
+                                waited_s,
+                                "stopped waiting for room on the journal's disk"
+                            );
+                        }
                     }
                 }
                 // The caller may have gone away (cancelled); nothing to do then.

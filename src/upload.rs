@@ -586,12 +586,15 @@ impl Uploader {
             let (result, body_out) = self
                 .send_chunk(&mut file, &name, range, ranged, video_id.as_deref(), cancel)
                 .await;
+            // Stored: once that is recorded, the files waiting for the server
+            // may go (see `server_reached`).
+            let mut reached = false;
             // A request that would create the video, fully sent, without a
             // known outcome: the server may hold it.
             let doubtful = body_out && video_id.is_none();
             let reply = match result {
                 ChunkResult::Stored(reply) => {
-                    self.server_reached(id).await?;
+                    reached = true;
                     Some(reply)
                 }
                 ChunkResult::Failed(e)
@@ -607,6 +610,11 @@ impl Uploader {
                     };
                     self.pacer.observe(turn, &rate, true);
                     self.metrics.error(ErrorClass::Retry);
+                    if video_id.is_none() {
+                        // Refused, so not stored: nothing in flight while
+                        // this waits for its turn.
+                        self.journal.call(move |j| j.not_creating(id)).await?;
+                    }
                     info!(
                         id,
                         path = %shown,
@@ -700,6 +708,9 @@ impl Uploader {
                 self.journal
                     .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), note.as_deref()))
                     .await?;
+                if reached {
+                    self.server_reached(id).await?;
+                }
                 info!(id, path = %shown, video_id = %vid, size, "upload done");
                 self.after_upload(id).await;
                 return Ok(Outcome::Done { video_id: vid });
@@ -708,6 +719,9 @@ impl Uploader {
             self.journal
                 .call(move |j| j.record_progress(id, &v, offset))
                 .await?;
+            if reached {
+                self.server_reached(id).await?;
+            }
             if last_log.elapsed() >= Duration::from_secs(5) || offset == range.len {
                 last_log = Instant::now();
                 info!(
@@ -812,9 +826,6 @@ impl Uploader {
         ranged: bool,
         why: &str,
     ) -> Result<Option<Outcome>, WorkerError> {
-        self.journal
-            .call(move |j| j.count_send_in_doubt(id))
-            .await?;
         if !ranged && self.in_doubt == InDoubt::Fail {
             let why = format!(
                 "in doubt: the request that uploads this file in one piece ended without a reply \
@@ -822,9 +833,14 @@ impl Uploader {
                  api.video for a video with this file's name; if it is not there, `ingestd retry {id}`"
             );
             error!(id, path = %shown, "{why}");
-            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+            self.journal
+                .call(move |j| j.fail_in_doubt(id, &why))
+                .await?;
             return Ok(Some(Outcome::Failed));
         }
+        self.journal
+            .call(move |j| j.count_send_in_doubt(id))
+            .await?;
         warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
         Ok(None)
     }

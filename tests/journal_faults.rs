@@ -326,22 +326,7 @@ fn a_full_journal_disk_pauses_everything_and_loses_nothing() {
 
     // Fill the journal's disk to the last byte.
     let filler = inside.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            match f.write(&block) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-        let mut byte = [0u8; 1];
-        while f.write(&byte).is_ok_and(|n| n == 1) {
-            byte[0] = 1;
-        }
-    }
+    fill(&filler);
     // New files arrive: they cannot be journaled yet.
     for i in 0..20 {
         files.push(env.file(&format!("during-{i}.mp4"), 100_000, 100 + i));
@@ -444,4 +429,132 @@ fn retry_never_migrates_a_journal_another_process_holds() {
     let out = env.run(&["retry", "--failed"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(version() > 1);
+}
+
+#[test]
+fn an_empty_lock_file_of_an_older_ingestd_beside_a_missing_journal_is_refused() {
+    let env = Env::new();
+    let f = env.file("a.mp4", 10_000, 1);
+    std::fs::write(&env.config, watch_config(&env, &env.journal)).unwrap();
+    std::fs::create_dir_all(env.journal.parent().unwrap()).unwrap();
+    let mut lock = env.journal.clone().into_os_string();
+    lock.push(".lock");
+    std::fs::write(&lock, b"").unwrap();
+    let out = env.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("gone or empty"), "{}", text(&out));
+    assert_eq!(env.emulator.stats().upload_requests, 0);
+    std::fs::remove_file(&lock).unwrap();
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(rows(&env)[0].path(), std::fs::canonicalize(f).unwrap());
+}
+
+#[test]
+fn a_request_refused_with_429_is_not_in_doubt_when_ingestd_dies_waiting() {
+    let env = Env::with(|o| {
+        o.rate_limit = 1;
+        o.rate_window = Duration::from_secs(120);
+    });
+    let mut cfg = watch_config(&env, &env.journal);
+    cfg = cfg.replace("concurrency = 2", "concurrency = 1\nin_doubt = \"fail\"");
+    std::fs::write(&env.config, cfg).unwrap();
+    // The window's one request goes to a.mp4.
+    env.file("a.mp4", 100_000, 1);
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A new process knows nothing of the window: b.mp4 is refused with 429
+    // and waits for its turn.
+    env.file("b.mp4", 100_000, 2);
+    let mut child = env.spawn(&["run"]);
+    assert!(wait_until(Duration::from_secs(30), || {
+        env.emulator
+            .stats()
+            .responses_by_status
+            .get(&429)
+            .is_some_and(|n| *n >= 1)
+    }));
+    let creating = || -> i64 {
+        rusqlite::Connection::open(&env.journal)
+            .unwrap()
+            .query_row("SELECT sum(creating) FROM files", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || creating() == 0),
+        "a refused request is not in flight"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    env.emulator.set_rate_limit(0, Duration::from_secs(60));
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows = rows(&env);
+    assert!(
+        rows.iter()
+            .all(|r| r.state == FileState::Done && r.sends_in_doubt == 0),
+        "{rows:#?}"
+    );
+    assert_eq!(env.videos().len(), 2);
+}
+
+#[test]
+fn sigterm_while_the_journal_disk_is_full_still_stops() {
+    let env = Env::new();
+    let jdir = env.dir.path().join("jfs");
+    std::fs::create_dir_all(&jdir).unwrap();
+    let log = env.dir.path().join("daemon.log");
+    std::fs::write(&env.config, watch_config(&env, &jdir.join("journal.db"))).unwrap();
+    env.file("before.mp4", 100_000, 1);
+    let Some(mut child) = spawn_with_journal_on_tmpfs(&env, &jdir, &log) else {
+        return;
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || log_text()
+            .contains("upload done")),
+        "{}",
+        log_text()
+    );
+    let inside =
+        PathBuf::from(format!("/proc/{}/root", child.id())).join(jdir.strip_prefix("/").unwrap());
+    fill(&inside.join("filler"));
+    for i in 0..5 {
+        env.file(&format!("during-{i}.mp4"), 100_000, 10 + i);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || log_text()
+            .contains("disk is full")),
+        "{}",
+        log_text()
+    );
+    signal(&child, 15);
+    let stopped = wait_until(Duration::from_secs(45), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !stopped {
+        let _ = child.kill();
+    }
+    assert!(stopped, "SIGTERM did not stop it:\n{}", log_text());
+    assert!(
+        log_text().contains("stopped waiting for room"),
+        "{}",
+        log_text()
+    );
+}
+
+/// Writes to `path` until its filesystem is full, to the last byte.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    let byte = [0u8; 1];
+    while f.write(&byte).is_ok_and(|n| n == 1) {}
 }
