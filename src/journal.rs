@@ -349,109 +349,96 @@ impl Journal {
                 source,
             })?;
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let mut journal = Journal {
-            conn,
-            path: path.to_path_buf(),
-        };
-        journal.configure(false)?;
-        journal.check()?;
+        let mut journal = Journal::connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         journal.migrate()?;
         Ok(journal)
     }
 
-    /// `PRAGMA quick_check`: a damaged journal (a torn disk, a truncated copy)
-    /// is refused at start, before anything trusts or rewrites it.
-    fn check(&self) -> Result<(), JournalError> {
-        let problems: Vec<String> = self
+    /// Opens an existing journal to write to it (`retry`). With `migrate`
+    /// (the caller holds the lock) an older schema is brought up to date;
+    /// without (another process, the daemon, holds it) it is refused unless
+    /// it has the schema this ingestd writes.
+    pub fn open_existing(path: &Path, migrate: bool) -> Result<Journal, JournalError> {
+        let mut journal = Journal::connect_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let version = journal.existing_version()?;
+        if version < MIGRATIONS.len() as i64 {
+            if !migrate {
+                return Err(JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "it has schema version {version} and another process holds it; this ingestd \
+                         writes version {}: stop that process, or use the ingestd it runs",
+                        MIGRATIONS.len()
+                    ),
+                });
+            }
+            journal.migrate()?;
+        }
+        Ok(journal)
+    }
+
+    /// Opens an existing journal for reading only (`status` while the daemon runs).
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        let journal = Journal::connect_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        journal.existing_version()?;
+        Ok(journal)
+    }
+
+    /// [`Journal::connect`] to a journal that must already be there.
+    fn connect_existing(path: &Path, flags: OpenFlags) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Journal::connect(path, flags)
+    }
+
+    /// Opens the connection, configures it and checks the file is sound
+    /// (`PRAGMA quick_check`): a damaged journal (a torn disk, a truncated
+    /// copy) is refused before anything trusts or rewrites it.
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Journal, JournalError> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|source| JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let journal = Journal {
+            conn,
+            path: path.to_path_buf(),
+        };
+        journal.configure(flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY))?;
+        let problems: Vec<String> = journal
             .conn
             .prepare("PRAGMA quick_check(3)")
             .and_then(|mut st| {
                 st.query_map([], |r| r.get::<_, String>(0))?
                     .collect::<rusqlite::Result<_>>()
             })
-            .map_err(self.query_err("check"))?;
+            .map_err(journal.query_err("check"))?;
         match problems.as_slice() {
-            [ok] if ok == "ok" => Ok(()),
+            [ok] if ok == "ok" => Ok(journal),
             _ => Err(JournalError::Damaged {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 detail: problems.join("; "),
             }),
         }
     }
 
-    /// Opens an existing journal to write to it without migrating it (another
-    /// process, the daemon, holds it): refused unless it has the schema this
-    /// ingestd writes.
-    pub fn open_current(path: &Path) -> Result<Journal, JournalError> {
-        let read = Journal::open_read_only(path)?;
-        let version = read.schema_version()?;
-        drop(read);
-        if version != MIGRATIONS.len() as i64 {
-            return Err(JournalError::NotAJournal {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "it has schema version {version} and another process holds it; this ingestd \
-                     writes version {}: stop that process, or use the ingestd it runs",
-                    MIGRATIONS.len()
-                ),
-            });
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let journal = Journal {
-            conn,
-            path: path.to_path_buf(),
-        };
-        journal.configure(false)?;
-        Ok(journal)
-    }
-
-    /// Opens an existing journal for reading only (`status` while the daemon runs).
-    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
-        if !path.exists() {
-            return Err(JournalError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| JournalError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let journal = Journal {
-            conn,
-            path: path.to_path_buf(),
-        };
-        journal.configure(true)?;
-        journal.check()?;
-        let version = journal.schema_version()?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(JournalError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                supported: MIGRATIONS.len(),
-            });
-        }
+    /// The schema version of a journal that must already hold one this
+    /// ingestd can read.
+    fn existing_version(&self) -> Result<i64, JournalError> {
+        let version = self.known_version()?;
         if version == 0 {
             return Err(JournalError::NotAJournal {
-                path: path.to_path_buf(),
+                path: self.path.clone(),
                 reason: "it has no ingestd schema".into(),
             });
         }
-        Ok(journal)
+        Ok(version)
     }
 
     pub fn path(&self) -> &Path {
@@ -499,7 +486,8 @@ impl Journal {
             .map_err(self.query_err("read schema version"))
     }
 
-    fn migrate(&mut self) -> Result<(), JournalError> {
+    /// The schema version, refused when a newer ingestd wrote it.
+    fn known_version(&self) -> Result<i64, JournalError> {
         let version = self.schema_version()?;
         if version > MIGRATIONS.len() as i64 {
             return Err(JournalError::TooNew {
@@ -508,6 +496,11 @@ impl Journal {
                 supported: MIGRATIONS.len(),
             });
         }
+        Ok(version)
+    }
+
+    fn migrate(&mut self) -> Result<(), JournalError> {
+        let version = self.known_version()?;
         if version == 0 {
             // A database someone else made: never write our schema into it.
             let foreign: i64 = self

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, DaemonError};
-use ingestd::journal::{FileState, Journal};
+use ingestd::journal::{FileState, Journal, JournalError};
 use ingestd::{demo, doctor, emulator, logging, status, token};
 
 /// EX_CONFIG from sysexits.h: the configuration is invalid.
@@ -228,16 +228,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             // transitions make the concurrent write safe) and it sees them at
             // its next look, but the journal is never migrated under it.
             let path = &settings.journal.path;
-            Journal::open_read_only(path)?;
-            let lock = match ingestd::daemon::lock_journal(path) {
+            if !path.exists() {
+                return Err(JournalError::Missing { path: path.clone() }.into());
+            }
+            let lock = match daemon::lock_journal(path) {
                 Ok(lock) => Some(lock),
-                Err(ingestd::daemon::DaemonError::Busy { .. }) => None,
+                Err(DaemonError::Busy { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
-            let mut journal = match &lock {
-                Some(_) => Journal::open(path)?,
-                None => Journal::open_current(path)?,
-            };
+            let mut journal = Journal::open_existing(path, lock.is_some())?;
             let outcome = journal.retry_failed((!failed).then_some(ids.as_slice()))?;
             let mut ok = true;
             for (id, r) in &outcome {

@@ -44,13 +44,6 @@ fn base_config(env: &Env, chunk_size: &str) -> String {
     )
 }
 
-/// `ingestd ARGS…` with the log format fixed to text, whatever runs the tests.
-fn cmd(env: &Env, args: &[&str]) -> Command {
-    let mut c = env.cmd(args);
-    c.env_remove("JOURNAL_STREAM");
-    c
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -76,7 +69,7 @@ fn assert_config_refused(env: &Env, parts: &[&str]) {
 
 fn assert_refused_by(env: &Env, commands: &[&[&str]], parts: &[&str]) {
     for args in commands {
-        let out = cmd(env, args).output().unwrap();
+        let out = env.cmd(args).output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{args:?}: {}", text(&out));
         let err = stderr(&out);
         assert!(
@@ -161,7 +154,8 @@ fn an_unknown_key_exits_78_naming_the_key_the_file_the_line_and_the_valid_keys()
 
     // From the environment: the variable is named.
     env.write_config("8MiB", "");
-    let out = cmd(&env, &["run", "--once"])
+    let out = env
+        .cmd(&["run", "--once"])
         .env("INGESTD_API__CHUNKSIZE", "8MiB")
         .output()
         .unwrap();
@@ -201,7 +195,8 @@ fn a_bad_or_out_of_range_size_exits_78_naming_the_key_the_value_and_the_limits()
 
     // The same from the environment names the variable.
     std::fs::write(&env.config, base_config(&env, "\"8MiB\"")).unwrap();
-    let out = cmd(&env, &["run", "--once"])
+    let out = env
+        .cmd(&["run", "--once"])
         .env("INGESTD_API__CHUNK_SIZE", "12 potatoes")
         .output()
         .unwrap();
@@ -260,14 +255,12 @@ fn a_missing_token_file_exits_78_naming_the_file_and_the_key() {
     // Put back, everything works again.
     env.set_token(TOKEN);
     let f = env.file("clip.mp4", 1000, 1);
-    let out = cmd(&env, &["upload", f.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = env.cmd(&["upload", f.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // Looking needs no token: with it gone again, `status` still shows the
     // journal.
     std::fs::remove_file(&env.token_file).unwrap();
-    let out = cmd(&env, &["status"]).output().unwrap();
+    let out = env.cmd(&["status"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("clip.mp4"),
@@ -282,9 +275,7 @@ fn a_token_file_others_can_read_is_used_with_a_warning_naming_it() {
     let token_file = env.token_file.display().to_string();
     std::fs::set_permissions(&env.token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let f = env.file("clip.mp4", 1000, 2);
-    let out = cmd(&env, &["upload", f.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = env.cmd(&["upload", f.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let err = stderr(&out);
     let line = err
@@ -304,7 +295,8 @@ fn a_token_file_others_can_read_is_used_with_a_warning_naming_it() {
     assert_eq!(row_for(&env, &f).unwrap()["state"], "done");
 
     // The daemon says it at start too.
-    let mut child = cmd(&env, &["run"])
+    let mut child = env
+        .cmd(&["run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -322,9 +314,7 @@ fn a_token_file_others_can_read_is_used_with_a_warning_naming_it() {
     // Private: no warning.
     std::fs::set_permissions(&env.token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let g = env.file("clip2.mp4", 1000, 3);
-    let out = cmd(&env, &["upload", g.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = env.cmd(&["upload", g.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         !stderr(&out).contains("can be read by others"),
@@ -393,59 +383,6 @@ impl Log {
             .lines()
             .find(|l| parts.iter().all(|p| l.contains(p)))
             .map(str::to_owned)
-    }
-}
-
-/// `ingestd run` in the background, its stderr collected; killed on drop.
-struct Daemon {
-    child: Child,
-    log: Log,
-}
-
-impl Daemon {
-    fn ready(env: &Env) -> Daemon {
-        let mut child = cmd(env, &["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Log::collect(&mut child);
-        let d = Daemon { child, log };
-        assert!(
-            d.log.wait_for("first scan done", WAIT),
-            "the daemon never finished its first scan:\n{}",
-            d.log.text()
-        );
-        d
-    }
-
-    /// SIGTERM; the daemon must exit 0. Returns its log.
-    fn stop(mut self) -> String {
-        signal(&self.child, 15);
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not stop:\n{}",
-                self.log.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let log = self.log.finish();
-        assert_eq!(status.code(), Some(0), "{log}");
-        log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -542,7 +479,7 @@ fn an_unreadable_file_in_a_watch_folder_fails_naming_it_and_the_others_go_on() {
     let locked = env.file("locked.mp4", 1000, 4);
     let fine = env.file("fine.mp4", 2000, 5);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let Some(mut run) = without_root_read_override(cmd(&env, &["run", "--once"])) else {
+    let Some(mut run) = without_root_read_override(env.cmd(&["run", "--once"])) else {
         return;
     };
     let out = run.output().unwrap();
@@ -579,9 +516,9 @@ fn an_unreadable_file_in_a_watch_folder_fails_naming_it_and_the_others_go_on() {
 
     // Fixed and retried, it goes.
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = cmd(&env, &["retry", &row.id.to_string()]).output().unwrap();
+    let out = env.cmd(&["retry", &row.id.to_string()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = cmd(&env, &["run", "--once"]).output().unwrap();
+    let out = env.cmd(&["run", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let row = rows_at(&env, &locked).pop().unwrap();
     assert_eq!(row.state, FileState::Done, "{row:?}");
@@ -597,18 +534,17 @@ fn an_empty_file_in_a_watch_folder_is_logged_never_sent_and_uploaded_once_it_has
     let empty = env.file("empty.mp4", 0, 0);
     let d = Daemon::ready(&env);
     let line = d
-        .log
         .line_with(&["the file is empty", "not journaled until it has bytes"])
-        .unwrap_or_else(|| panic!("no log line about the empty file:\n{}", d.log.text()));
+        .unwrap_or_else(|| panic!("no log line about the empty file:\n{}", d.log()));
     assert!(line.contains(empty.to_str().unwrap()), "{line}");
     assert!(rows(&env).is_empty(), "{:#?}", rows(&env));
     assert_eq!(upload_requests(&env), 0);
 
     // Nothing lost: once written, it is uploaded, once.
     write_random(&empty, 3000, 6);
-    let row = wait_row(&env, &empty, FileState::Done, |_| true, &|| d.log.text());
+    let row = wait_row(&env, &empty, FileState::Done, |_| true, &|| d.log());
     assert_video(&env, &row, &sha256(&empty));
-    d.stop();
+    stop_ok(d);
     assert_eq!(env.videos().len(), 1, "{:?}", env.videos());
     assert_eq!(rows(&env).len(), 1, "{:#?}", rows(&env));
 }
@@ -629,7 +565,7 @@ fn a_file_over_the_api_limit_fails_before_any_byte_is_sent() {
     let fine = env.file("fine.mp4", 2000, 7);
 
     // From a watch folder.
-    let out = cmd(&env, &["run", "--once"]).output().unwrap();
+    let out = env.cmd(&["run", "--once"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let row = rows_at(&env, &huge).pop().expect("journaled");
     assert_eq!(row.state, FileState::Failed, "{row:?}");
@@ -652,7 +588,8 @@ fn a_file_over_the_api_limit_fails_before_any_byte_is_sent() {
 
     // Named on the command line.
     let other = over_the_limit(&env.dir.path().join("other.mxf"));
-    let out = cmd(&env, &["upload", other.to_str().unwrap()])
+    let out = env
+        .cmd(&["upload", other.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -691,7 +628,7 @@ fn symlink_loops_end_the_scan_and_a_looping_file_link_is_named() {
             &watch(&env.media, &format!("follow_symlinks = {follow}")),
         );
         let started = Instant::now();
-        let out = cmd(&env, &["run", "--once"]).output().unwrap();
+        let out = env.cmd(&["run", "--once"]).output().unwrap();
         assert!(
             started.elapsed() < WAIT,
             "follow_symlinks = {follow}: took {:?}",
@@ -721,12 +658,10 @@ fn symlink_loops_end_the_scan_and_a_looping_file_link_is_named() {
     assert_eq!(env.videos().len(), 1, "{:?}", env.videos());
 
     // Named on the command line: skipped, with the OS's reason.
-    let out = cmd(
-        &env,
-        &["upload", env.media.join("self.mp4").to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
+    let out = env
+        .cmd(&["upload", env.media.join("self.mp4").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -774,7 +709,8 @@ fn wait_started(env: &Env, f: &Path, log: &dyn Fn() -> String) -> FileRow {
 #[test]
 fn a_file_truncated_mid_upload_is_abandoned_as_gone_never_completed() {
     let (env, f) = slow_env(false);
-    let mut child = cmd(&env, &["upload", f.to_str().unwrap()])
+    let mut child = env
+        .cmd(&["upload", f.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -816,20 +752,20 @@ fn a_file_truncated_mid_upload_is_abandoned_as_gone_never_completed() {
 fn a_file_truncated_mid_upload_in_a_watch_folder_is_uploaded_again_as_its_new_content() {
     let (env, f) = slow_env(true);
     let d = Daemon::ready(&env);
-    let old = wait_started(&env, &f, &|| d.log.text());
+    let old = wait_started(&env, &f, &|| d.log());
     std::fs::OpenOptions::new()
         .write(true)
         .open(&f)
         .unwrap()
         .set_len(3 * MIB)
         .unwrap();
-    let gone = wait_row(&env, &f, FileState::Gone, |_| true, &|| d.log.text());
+    let gone = wait_row(&env, &f, FileState::Gone, |_| true, &|| d.log());
     assert_eq!(gone.id, old.id);
-    let new = wait_row(&env, &f, FileState::Done, |_| true, &|| d.log.text());
+    let new = wait_row(&env, &f, FileState::Done, |_| true, &|| d.log());
     assert_ne!(new.id, old.id, "the truncated content is a new row");
     assert_eq!(new.identity.size, 3 * MIB);
     assert_video(&env, &new, &sha256(&f));
-    let log = d.stop();
+    let log = stop_ok(d);
     assert!(
         log.lines().any(|l| l.contains("clip.mp4")
             && l.contains("changed")
@@ -850,7 +786,8 @@ fn replace(f: &Path, size: u64, seed: u64) {
 #[test]
 fn a_file_replaced_mid_upload_is_abandoned_as_gone_never_completed() {
     let (env, f) = slow_env(false);
-    let mut child = cmd(&env, &["upload", f.to_str().unwrap()])
+    let mut child = env
+        .cmd(&["upload", f.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -890,15 +827,15 @@ fn a_file_replaced_mid_upload_is_abandoned_as_gone_never_completed() {
 fn a_file_replaced_mid_upload_in_a_watch_folder_is_uploaded_again_as_the_new_file() {
     let (env, f) = slow_env(true);
     let d = Daemon::ready(&env);
-    let old = wait_started(&env, &f, &|| d.log.text());
+    let old = wait_started(&env, &f, &|| d.log());
     replace(&f, 3 * MIB, 11);
-    let gone = wait_row(&env, &f, FileState::Gone, |_| true, &|| d.log.text());
+    let gone = wait_row(&env, &f, FileState::Gone, |_| true, &|| d.log());
     assert_eq!(gone.id, old.id);
-    let new = wait_row(&env, &f, FileState::Done, |_| true, &|| d.log.text());
+    let new = wait_row(&env, &f, FileState::Done, |_| true, &|| d.log());
     assert_ne!(new.id, old.id, "the replacement is a new row");
     assert_eq!(new.identity.size, 3 * MIB);
     assert_video(&env, &new, &sha256(&f));
-    let log = d.stop();
+    let log = stop_ok(d);
     assert!(
         log.lines().any(|l| l.contains("clip.mp4")
             && (l.contains("replaced") || l.contains("changed"))

@@ -7,11 +7,9 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,135 +31,6 @@ fn watch(path: &Path, settle: &str, extra: &str) -> String {
         "\n[[watch]]\npath = {}\nsettle = \"{settle}\"\npoll_interval = \"1s\"\n{extra}\n",
         toml_path(path)
     )
-}
-
-/// Removes ANSI colour sequences, so log lines can be searched as text.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ params… final byte in @..~
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A running `ingestd` whose output is collected as it comes (so a chatty
-/// daemon never blocks on a full pipe, and a test can wait for a log line).
-/// Dropping it kills the process.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn spawn(env: &Env, args: &[&str]) -> Daemon {
-        let mut child = env.spawn(args);
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let streams: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let log = log.clone();
-            readers.push(std::thread::spawn(move || {
-                let mut r = BufReader::new(stream);
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {
-                            let text = strip_ansi(&String::from_utf8_lossy(&line));
-                            log.lock().unwrap().push_str(&text);
-                        }
-                    }
-                }
-            }));
-        }
-        Daemon {
-            child,
-            log,
-            readers,
-        }
-    }
-
-    /// `ingestd run`, once its first scan is done.
-    fn ready(env: &Env) -> Daemon {
-        let d = Daemon::spawn(env, &["run"]);
-        assert!(
-            d.wait_log("first scan done", WAIT),
-            "the daemon never finished its first scan:\n{}",
-            d.log()
-        );
-        d
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.log().contains(needle))
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the process to exit by itself; its exit code and output.
-    fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("ingestd did not exit within {timeout:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        (status.code(), self.log())
-    }
-
-    /// SIGTERM, then waits for the exit.
-    fn stop(self) -> (Option<i32>, String) {
-        signal(&self.child, 15);
-        self.wait(Duration::from_secs(20))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Stops the daemon and checks that it exits 0.
-fn stop_ok(d: Daemon) -> String {
-    let (code, log) = d.stop();
-    assert_eq!(code, Some(0), "SIGTERM must end the daemon cleanly:\n{log}");
-    log
 }
 
 fn rows_at(env: &Env, path: &Path) -> Vec<FileRow> {

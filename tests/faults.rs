@@ -15,10 +15,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,107 +52,6 @@ fn write_config(env: &Env, chunk_size: &str, concurrency: usize, upload_extra: &
         toml_path(&env.media),
     );
     std::fs::write(&env.config, text).unwrap();
-}
-
-/// Removes ANSI colour sequences, so log lines can be searched as text.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A running `ingestd run` whose output is collected as it comes (a chatty
-/// daemon never blocks on a full pipe). Dropping it kills the process.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn run(env: &Env) -> Daemon {
-        let mut child = env.spawn(&["run"]);
-        let log = Arc::new(Mutex::new(String::new()));
-        let streams: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        let readers = streams
-            .into_iter()
-            .map(|stream| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(stream);
-                    let mut line = Vec::new();
-                    while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                        let text = strip_ansi(&String::from_utf8_lossy(&line));
-                        log.lock().unwrap().push_str(&text);
-                        line.clear();
-                    }
-                })
-            })
-            .collect();
-        Daemon {
-            child,
-            log,
-            readers,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().matches(needle).count()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.log.lock().unwrap().contains(needle))
-    }
-
-    /// SIGTERM; the exit code and the whole log.
-    fn stop(mut self) -> (Option<i32>, String) {
-        signal(&self.child, 15);
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("ingestd did not stop on SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        (status.code(), self.log())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A file written into the watch folder, with what the emulator must end
@@ -211,6 +107,28 @@ fn wait_all_done(env: &Env, d: &Daemon, files: &[Media], timeout: Duration) {
 
 /// Every file is `done` with one complete video of its exact bytes, and the
 /// emulator holds no other video of it (complete or not). Returns the rows.
+/// Every chunked file that had a videoId before the fault finished on it;
+/// how many did.
+fn assert_videos_kept(
+    files: &[Media],
+    before: &HashMap<PathBuf, FileRow>,
+    done: &HashMap<PathBuf, FileRow>,
+) -> usize {
+    let mut kept = 0;
+    for f in files.iter().filter(|f| f.chunked) {
+        if let Some(id) = before.get(&f.path).and_then(|r| r.video_id.clone()) {
+            assert_eq!(
+                done[&f.path].video_id.as_deref(),
+                Some(id.as_str()),
+                "{}: resumed as another video",
+                f.title
+            );
+            kept += 1;
+        }
+    }
+    kept
+}
+
 fn assert_each_uploaded_once(env: &Env, files: &[Media]) -> HashMap<PathBuf, FileRow> {
     let rows = by_path(rows(env));
     let videos = env.videos();
@@ -279,7 +197,7 @@ fn mixed_run(
         media(env, &format!("{prefix}-a.mov"), 26 * MIB, 1, chunk),
         media(env, &format!("{prefix}-b.mov"), 21 * MIB + 12_345, 2, chunk),
     ];
-    let d = Daemon::run(env);
+    let d = Daemon::spawn(env, &["run"]);
     let mut now = HashMap::new();
     let under_way = |now: &HashMap<PathBuf, FileRow>, f: &Media| {
         now.get(&f.path).is_some_and(|r| {
@@ -385,20 +303,7 @@ fn token_expired_mid_run_pauses_everything_and_sighup_resumes_every_file() {
     wait_all_done(&env, &d, &files, WAIT);
     let resume_took = resumed_at.elapsed();
     let done = assert_each_uploaded_once(&env, &files);
-    for f in files.iter().filter(|f| f.chunked) {
-        if let Some(id) = before.get(&f.path).and_then(|r| r.video_id.clone()) {
-            assert_eq!(
-                done[&f.path].video_id.as_deref(),
-                Some(id.as_str()),
-                "{}: resumed as another video",
-                f.title
-            );
-        }
-    }
-    let kept = files
-        .iter()
-        .filter(|f| f.chunked && before.get(&f.path).is_some_and(|r| r.video_id.is_some()))
-        .count();
+    let kept = assert_videos_kept(&files, &before, &done);
     let (code, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
     assert_no_token(&log);
@@ -440,7 +345,7 @@ fn rate_limit_of_40_per_window_uploads_300_files_once_each_near_the_minimum_time
     // The first window starts with the daemon.
     env.emulator.set_rate_limit(LIMIT, window);
     let started = Instant::now();
-    let d = Daemon::run(&env);
+    let d = Daemon::spawn(&env, &["run"]);
     // Each file is one request: the last window begins after this many full ones.
     let full_windows = (FILES - 1) / u64::from(LIMIT);
     let minimum = window * u32::try_from(full_windows).unwrap();
@@ -528,20 +433,7 @@ fn server_down_for_a_minute_loses_nothing_and_resumes_soon_after_it_is_back() {
     // The bandwidth limit alone needs this long for what was left.
     let transfer = Duration::from_secs_f64(left as f64 / (8 * MIB) as f64);
     let done = assert_each_uploaded_once(&env, &files);
-    for f in files.iter().filter(|f| f.chunked) {
-        if let Some(id) = before.get(&f.path).and_then(|r| r.video_id.clone()) {
-            assert_eq!(
-                done[&f.path].video_id.as_deref(),
-                Some(id.as_str()),
-                "{}: resumed as another video",
-                f.title
-            );
-        }
-    }
-    let kept = files
-        .iter()
-        .filter(|f| f.chunked && before.get(&f.path).is_some_and(|r| r.video_id.is_some()))
-        .count();
+    let kept = assert_videos_kept(&files, &before, &done);
     let after = upload_requests(&env) - requests_before;
     let (code, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");

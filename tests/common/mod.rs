@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use ingestd::emulator::{Emulator, EmulatorOptions, VideoReport};
 use sha2::{Digest, Sha256};
 
+mod daemon;
+#[allow(unused_imports)]
+pub use daemon::{stop_ok, strip_ansi, Daemon};
+
 pub const MIB: u64 = 1024 * 1024;
 pub const TOKEN: &str = "to1testTOKENabcdefghijkl";
 
@@ -90,14 +94,17 @@ impl Env {
         std::fs::write(&self.config, text).unwrap();
     }
 
-    /// `ingestd --config CONFIG ARGS…`, with no INGESTD_* from the outside.
+    /// `ingestd --config CONFIG ARGS…`, with no INGESTD_* (nor systemd's
+    /// variables) from the outside.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ingestd"));
         for (k, _) in std::env::vars() {
+            // JOURNAL_STREAM: the log format stays text, whatever runs the tests.
             if k.starts_with("INGESTD_")
                 || k == "RUST_LOG"
                 || k == "CREDENTIALS_DIRECTORY"
                 || k == "STATE_DIRECTORY"
+                || k == "JOURNAL_STREAM"
             {
                 c.env_remove(k);
             }
