@@ -37,6 +37,7 @@ pub mod doctor;
 pub mod emulator;
 pub mod journal;
 pub mod logging;
+pub mod roots;
 pub mod service;
 pub mod status;
 pub mod token;
