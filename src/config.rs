@@ -260,6 +260,20 @@ pub struct WatchSettings {
     /// Write `NAME.ingestd.json` (videoId, player URL, size, SHA-256, upload
     /// time) beside each uploaded file, with `keep` and `move`.
     pub sidecar: bool,
+    /// How far apart two mtimes may be and still be the same file's (a
+    /// restore through a filesystem that keeps coarser times).
+    pub modify_window: ModifyWindow,
+}
+
+/// `[[watch]] modify_window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModifyWindow {
+    /// 2 s on FAT and SMB, whose mtimes are that coarse; elsewhere mtimes
+    /// must be equal, or agree to the second when one of them has no
+    /// fraction of a second (it went through such a filesystem).
+    Auto,
+    /// Mtimes at most this far apart are the same (`0s`: exactly equal).
+    Exactly(Duration),
 }
 
 impl WatchSettings {
@@ -277,6 +291,7 @@ impl WatchSettings {
             after_upload: AfterUpload::Keep,
             follow_symlinks: false,
             sidecar: false,
+            modify_window: ModifyWindow::Auto,
         }
     }
 }
@@ -444,6 +459,7 @@ struct RawWatch {
     move_to: Option<PathBuf>,
     follow_symlinks: Option<bool>,
     sidecar: Option<bool>,
+    modify_window: Option<values::Window>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -776,6 +792,10 @@ impl Validator<'_> {
             after_upload,
             follow_symlinks: raw.follow_symlinks.unwrap_or(false),
             sidecar: raw.sidecar.unwrap_or(false),
+            modify_window: match raw.modify_window {
+                None | Some(values::Window(None)) => ModifyWindow::Auto,
+                Some(values::Window(Some(d))) => ModifyWindow::Exactly(d),
+            },
         })
     }
 

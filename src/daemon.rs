@@ -228,6 +228,7 @@ impl Session {
                 metrics: Arc::new(service::Metrics::default()),
                 outage: Arc::default(),
                 in_doubt,
+                shares: Arc::default(),
             },
             concurrency: settings.upload.concurrency.max(1),
             failed_in_doubt,
@@ -347,12 +348,13 @@ pub async fn run(
     let session = Session::open(&settings).await?;
     session.stop_waiting_on(&shutdown);
     let notifier = Notifier::from_env();
-    let vitals = Vitals::new(
+    let mut vitals = Vitals::new(
         session.uploader.journal.clone(),
         session.uploader.gate.clone(),
         session.uploader.metrics.clone(),
         session.uploader.watches.clone(),
     );
+    vitals.shares = session.uploader.shares.clone();
     // Bound before anything runs: a taken port stops the start-up.
     let metrics_server = match settings.metrics.listen {
         Some(addr) => Some(MetricsServer::bind(addr).await?),
@@ -393,6 +395,7 @@ pub async fn run(
         let work = session.uploader.work.clone();
         let stop = stop.clone();
         let watchers = vitals.watchers.clone();
+        let shares = session.uploader.shares.clone();
         let mut folders = session.uploader.watches.subscribe();
         let mut ready = Some(ready_tx);
         tokio::spawn(async move {
@@ -408,6 +411,7 @@ pub async fn run(
                 let mut round_pending = ready.is_some();
                 let opts = WatchOptions {
                     ready: round_pending.then_some(round_tx),
+                    shares: shares.clone(),
                     ..WatchOptions::default()
                 };
                 let run = watch::run(watches, journal.clone(), work.clone(), opts, round.clone());
@@ -723,12 +727,16 @@ pub async fn run_once(
     // A folder that could not be scanned (an unmounted share) makes the run
     // fail: a job that uploaded nothing from it must not look successful.
     let mut unavailable: Vec<UploadResult> = Vec::new();
+    let mut failed_early: Vec<i64> = Vec::new();
     if !settings.watches.is_empty() {
         let report = watch::scan_and_settle(
             &settings.watches,
             journal.clone(),
             session.uploader.work.clone(),
-            WatchOptions::default(),
+            WatchOptions {
+                shares: session.uploader.shares.clone(),
+                ..WatchOptions::default()
+            },
             shutdown.clone(),
         )
         .await?;
@@ -742,6 +750,7 @@ pub async fn run_once(
         for e in &report.unavailable {
             error!("{e}");
         }
+        failed_early = report.failed.clone();
         unavailable = report
             .unavailable
             .iter()
@@ -766,6 +775,7 @@ pub async fn run_once(
         .failed_in_doubt
         .iter()
         .copied()
+        .chain(failed_early)
         .chain(pending)
         .collect();
     let rows = journal

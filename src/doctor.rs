@@ -1,14 +1,16 @@
 //! `ingestd check-config`, beyond parsing: does the machine fit the
-//! configuration? Watch folders readable, `move_to` writable on the same
-//! filesystem, the inotify limits, the token file's permissions, and (with
-//! `--online`) whether the server accepts the token, without creating
-//! anything.
+//! configuration? Watch folders readable, how each will be watched (inotify
+//! or polling) and whether `settle` outlasts its mount's attribute cache,
+//! `move_to` writable on the same filesystem, the inotify limits, the token
+//! file's permissions, and (with `--online`) whether the server accepts the
+//! token, without creating anything.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::{AfterUpload, Settings, TokenSource, WatchMode, WatchSettings};
 use crate::journal::show_path;
+use crate::roots::mountinfo::{self, AttrCache, Mount};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,13 +94,99 @@ fn read_number(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn check_watch(w: &WatchSettings, out: &mut Vec<Finding>) -> u64 {
+/// How the daemon will watch a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watcher {
+    Inotify,
+    Poll,
+}
+
+/// How the daemon will watch `w`, which lives on `mount` (`None`: not
+/// known), and the finding that says so and why. Mirrors the daemon's
+/// choice: `auto` polls network filesystems, as inotify only sees the
+/// writes of this machine.
+fn watcher_of(w: &WatchSettings, mount: Option<&Mount>) -> (Watcher, Finding) {
+    let network = mount.and_then(|m| Some((m.network_kind()?, m.fs_type.as_str())));
+    let (watcher, why) = match (w.mode, network) {
+        (WatchMode::Poll, _) => (Watcher::Poll, String::new()),
+        (WatchMode::Events, _) => (Watcher::Inotify, String::new()),
+        (WatchMode::Auto, Some((kind, fs))) => (
+            Watcher::Poll,
+            format!(", and it is on {kind} ({fs}): inotify does not see other machines' writes"),
+        ),
+        (WatchMode::Auto, None) => (
+            Watcher::Inotify,
+            match mount {
+                Some(m) => format!(", local filesystem {}", m.fs_type),
+                // The daemon asks statfs, which can still find a network
+                // filesystem where mountinfo could not be read.
+                None => ", filesystem unknown here: polled instead if it is a network one".into(),
+            },
+        ),
+    };
+    let how = match watcher {
+        Watcher::Poll => format!(
+            "polled every {}",
+            humantime::format_duration(w.poll_interval)
+        ),
+        Watcher::Inotify => "watched with inotify".into(),
+    };
+    let message = format!(
+        "watch folder {}: {how} (mode = \"{}\"{why})",
+        show_path(&w.path),
+        w.mode.as_str()
+    );
+    match (w.mode, network) {
+        (WatchMode::Events, Some((kind, fs))) => (
+            watcher,
+            Finding::warn(format!(
+                "{message}, but it is on {kind} ({fs}): files other machines write there are only found by the periodic rescan. Set mode = \"auto\" or \"poll\""
+            )),
+        ),
+        _ => (watcher, Finding::ok(message)),
+    }
+}
+
+/// The warning for a `settle` that a file's attributes can outlast in the
+/// client's cache: a file still growing on another machine would look
+/// unchanged here for that long, and be uploaded cut short.
+fn settle_finding(w: &WatchSettings, mount: Option<&Mount>) -> Option<Finding> {
+    let mount = mount?;
+    let AttrCache::UpTo(cache) = mount.attr_cache() else {
+        return None;
+    };
+    if w.settle >= cache {
+        return None;
+    }
+    let kind = mount.network_kind().unwrap_or("network");
+    let (option, fix) = match kind {
+        "NFS" => ("acregmax", "actimeo=0 (noac)"),
+        _ => ("actimeo", "actimeo=0"),
+    };
+    Some(Finding::warn(format!(
+        "watch folder {}: settle = {} is shorter than the {kind} attribute cache of this mount ({option} up to {}): a file another machine is still writing can look settled here. Set settle to at least {}, or mount with {fix}",
+        show_path(&w.path),
+        humantime::format_duration(w.settle),
+        humantime::format_duration(cache),
+        humantime::format_duration(cache),
+    )))
+}
+
+/// Checks one folder, `mounts` being this machine's (`None`: unreadable);
+/// returns the inotify watches it will take.
+fn check_watch(w: &WatchSettings, mounts: Option<&[Mount]>, out: &mut Vec<Finding>) -> u64 {
     let shown = show_path(&w.path);
     if let Err(e) = crate::watch::check_folder(w) {
         out.push(Finding::error(e.to_string()));
         return 0;
     }
     out.push(Finding::ok(format!("watch folder {shown} is readable")));
+    // statfs in the daemon follows symlinks; so must the lookup here.
+    let real = std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone());
+    let mount = mounts.and_then(|all| mountinfo::mount_of(all, &real));
+    let (watcher, finding) = watcher_of(w, mount);
+    out.push(finding);
+    out.extend(settle_finding(w, mount));
     let needs_write = !matches!(w.after_upload, AfterUpload::Keep) || w.sidecar;
     if needs_write {
         match writable(&w.path) {
@@ -133,10 +221,9 @@ fn check_watch(w: &WatchSettings, out: &mut Vec<Finding>) -> u64 {
             }
         }
     }
-    if w.mode == WatchMode::Poll {
-        0
-    } else {
-        count_dirs(&w.path, w.recursive, 10_000_000)
+    match watcher {
+        Watcher::Poll => 0,
+        Watcher::Inotify => count_dirs(&w.path, w.recursive, 10_000_000),
     }
 }
 
@@ -165,9 +252,19 @@ pub fn exposed_token_file(settings: &Settings) -> Option<String> {
 /// Every check that needs no network.
 pub fn check(settings: &Settings) -> Vec<Finding> {
     let mut out = Vec::new();
+    let mounts = match mountinfo::read() {
+        Ok(m) => Some(m),
+        Err(_) if settings.watches.is_empty() => None,
+        Err(e) => {
+            out.push(Finding::warn(format!(
+                "{e}: the filesystems of the watch folders are not known, so neither how mode = \"auto\" will watch them nor whether settle outlasts an NFS/SMB attribute cache"
+            )));
+            None
+        }
+    };
     let mut dirs = 0;
     for w in &settings.watches {
-        dirs += check_watch(w, &mut out);
+        dirs += check_watch(w, mounts.as_deref(), &mut out);
     }
     if dirs > 0 {
         match read_number("/proc/sys/fs/inotify/max_user_watches") {
@@ -261,5 +358,141 @@ pub async fn check_online(settings: &Settings) -> Finding {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const EXT4: &str =
+        "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro";
+    const NFS_DEFAULT: &str = "40 22 0:45 / /srv/nas rw,relatime shared:30 - nfs4 nas:/export/video rw,vers=4.2,rsize=1048576,wsize=1048576,namlen=255,hard,proto=tcp,timeo=600,retrans=2,sec=sys,clientaddr=10.0.0.5,local_lock=none,addr=10.0.0.2";
+    const NFS_ACTIMEO_0: &str = "41 22 0:46 / /srv/nas rw,relatime shared:31 - nfs nas:/export/video rw,vers=3,rsize=65536,actimeo=0,hard,proto=tcp";
+    const CIFS: &str = "44 22 0:49 / /srv/nas rw,relatime shared:34 - cifs //fs/share rw,vers=3.1.1,cache=strict,uid=0,actimeo=30";
+
+    fn mount(line: &str) -> Mount {
+        match mountinfo::parse(line).pop() {
+            Some(m) => m,
+            None => panic!("not a mountinfo line: {line}"),
+        }
+    }
+
+    fn watch(path: &str, mode: WatchMode, settle: u64) -> WatchSettings {
+        let mut w = WatchSettings::new(path);
+        w.mode = mode;
+        w.settle = Duration::from_secs(settle);
+        w.poll_interval = Duration::from_secs(30);
+        w
+    }
+
+    #[test]
+    fn settle_shorter_than_nfs_default_cache_warns() {
+        let w = watch("/srv/nas", WatchMode::Auto, 10);
+        let f = settle_finding(&w, Some(&mount(NFS_DEFAULT)));
+        assert_eq!(
+            f,
+            Some(Finding::warn(
+                "watch folder /srv/nas: settle = 10s is shorter than the NFS attribute cache of this mount (acregmax up to 1m): a file another machine is still writing can look settled here. Set settle to at least 1m, or mount with actimeo=0 (noac)"
+            ))
+        );
+    }
+
+    #[test]
+    fn settle_longer_than_cache_is_fine() {
+        let w = watch("/srv/nas", WatchMode::Auto, 90);
+        assert_eq!(settle_finding(&w, Some(&mount(NFS_DEFAULT))), None);
+        let w = watch("/srv/nas", WatchMode::Auto, 60);
+        assert_eq!(settle_finding(&w, Some(&mount(NFS_DEFAULT))), None);
+    }
+
+    #[test]
+    fn no_settle_warning_without_an_attribute_cache() {
+        let w = watch("/srv/nas", WatchMode::Auto, 10);
+        assert_eq!(settle_finding(&w, Some(&mount(NFS_ACTIMEO_0))), None);
+        assert_eq!(settle_finding(&w, Some(&mount(EXT4))), None);
+        assert_eq!(settle_finding(&w, None), None);
+    }
+
+    #[test]
+    fn settle_shorter_than_smb_cache_warns() {
+        let w = watch("/srv/nas", WatchMode::Poll, 10);
+        let f = settle_finding(&w, Some(&mount(CIFS)));
+        assert!(f.as_ref().is_some_and(|f| f.level == Level::Warning
+            && f.message
+                .contains("SMB attribute cache of this mount (actimeo up to 30s)")));
+    }
+
+    #[test]
+    fn auto_on_local_ext4_uses_inotify() {
+        let w = watch("/srv/cap", WatchMode::Auto, 10);
+        let (watcher, f) = watcher_of(&w, Some(&mount(EXT4)));
+        assert_eq!(watcher, Watcher::Inotify);
+        assert_eq!(
+            f,
+            Finding::ok("watch folder /srv/cap: watched with inotify (mode = \"auto\", local filesystem ext4)")
+        );
+    }
+
+    #[test]
+    fn auto_on_nfs_is_polled() {
+        let w = watch("/srv/nas", WatchMode::Auto, 10);
+        let (watcher, f) = watcher_of(&w, Some(&mount(NFS_DEFAULT)));
+        assert_eq!(watcher, Watcher::Poll);
+        assert_eq!(
+            f,
+            Finding::ok("watch folder /srv/nas: polled every 30s (mode = \"auto\", and it is on NFS (nfs4): inotify does not see other machines' writes)")
+        );
+    }
+
+    #[test]
+    fn mode_poll_is_polled_and_events_uses_inotify() {
+        let w = watch("/srv/cap", WatchMode::Poll, 10);
+        let (watcher, f) = watcher_of(&w, Some(&mount(EXT4)));
+        assert_eq!(watcher, Watcher::Poll);
+        assert_eq!(
+            f,
+            Finding::ok("watch folder /srv/cap: polled every 30s (mode = \"poll\")")
+        );
+        let w = watch("/srv/cap", WatchMode::Events, 10);
+        let (watcher, f) = watcher_of(&w, Some(&mount(EXT4)));
+        assert_eq!(watcher, Watcher::Inotify);
+        assert_eq!(
+            f,
+            Finding::ok("watch folder /srv/cap: watched with inotify (mode = \"events\")")
+        );
+        let (watcher, f) = watcher_of(&w, Some(&mount(NFS_DEFAULT)));
+        assert_eq!(watcher, Watcher::Inotify);
+        assert_eq!(f.level, Level::Warning);
+    }
+
+    #[test]
+    fn auto_on_an_unknown_filesystem_assumes_inotify() {
+        let w = watch("/srv/cap", WatchMode::Auto, 10);
+        let (watcher, f) = watcher_of(&w, None);
+        assert_eq!(watcher, Watcher::Inotify);
+        assert!(f.message.contains("filesystem unknown here"), "{f:?}");
+    }
+
+    #[test]
+    fn polled_folders_take_no_inotify_watches() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("a/b"))?;
+        let root = std::fs::canonicalize(dir.path())?;
+        let shown = root.to_string_lossy().replace(' ', "\\040");
+        let nfs = NFS_DEFAULT.replace("/srv/nas", &shown);
+        let ext4 = EXT4.replace(" / / ", &format!(" / {shown} "));
+        let path = root.to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        let on = |line: &str| vec![mount(EXT4), mount(line)];
+        let auto = watch(&path, WatchMode::Auto, 90);
+        assert_eq!(check_watch(&auto, Some(&on(&nfs)), &mut out), 0);
+        assert_eq!(check_watch(&auto, Some(&on(&ext4)), &mut out), 3);
+        let poll = watch(&path, WatchMode::Poll, 90);
+        assert_eq!(check_watch(&poll, Some(&on(&ext4)), &mut out), 0);
+        assert!(out.iter().all(|f| f.level == Level::Ok), "{out:?}");
+        Ok(())
     }
 }

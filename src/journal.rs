@@ -20,10 +20,16 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
+use crate::sample::Sample;
+
+mod identity;
+pub use identity::{Orphan, RootRecord};
+
 /// The schema, one numbered migration per file; applied on open.
 const MIGRATIONS: &[&str] = &[
     include_str!("journal/migrations/0001_files.sql"),
     include_str!("journal/migrations/0002_sends_in_doubt.sql"),
+    include_str!("journal/migrations/0003_content_identity.sql"),
 ];
 
 /// How long a writer waits for another connection's lock (a `status` reader,
@@ -113,7 +119,9 @@ impl FromStr for FileState {
     }
 }
 
-/// What identifies a file: a new file copied over an old name is a new row.
+/// What a file looks like on disk. Its identity is the root, the relative
+/// path, the size, the mtime and (in the row) the content sample; `dev`,
+/// `inode` and `ctime_ns` are hints that a remount or restore changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIdentity {
     /// The watch root (or, for `ingestd upload`, the file's directory).
@@ -121,8 +129,13 @@ pub struct FileIdentity {
     pub rel_path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Hint.
     pub dev: u64,
+    /// Hint.
     pub inode: u64,
+    /// Hint: any write, and also a `touch -r` that puts an mtime back,
+    /// changes it. `None` for rows written by an older ingestd.
+    pub ctime_ns: Option<i64>,
 }
 
 impl FileIdentity {
@@ -136,16 +149,30 @@ impl FileIdentity {
             mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
             dev: meta.dev(),
             inode: meta.ino(),
+            ctime_ns: Some(meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec()),
         }
     }
 
-    /// Whether `meta` still describes this file (same inode, size and mtime).
+    /// Whether `meta` has this file's size and mtime. The content may still
+    /// differ when the hints do ([`FileIdentity::same_hints`]): then only
+    /// the sample tells.
     pub fn matches(&self, meta: &std::fs::Metadata) -> bool {
         let now = FileIdentity::from_metadata(&self.root, &self.rel_path, meta);
-        now.size == self.size
-            && now.mtime_ns == self.mtime_ns
-            && now.dev == self.dev
-            && now.inode == self.inode
+        now.size == self.size && now.mtime_ns == self.mtime_ns
+    }
+
+    /// Whether `other` is certainly the same file: same size and mtime, and
+    /// the same device, inode and ctime (a row without a ctime, from an
+    /// older ingestd, is judged on device and inode).
+    pub fn same_hints(&self, other: &FileIdentity) -> bool {
+        self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.dev == other.dev
+            && self.inode == other.inode
+            && match (self.ctime_ns, other.ctime_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -175,6 +202,8 @@ pub struct FileRow {
     /// Requests that would have created a video and whose outcome was never
     /// known: each may have left an extra video on api.video.
     pub sends_in_doubt: u32,
+    /// The content sample, taken when the file settled.
+    pub sample: Option<Sample>,
 }
 
 impl FileRow {
@@ -280,7 +309,7 @@ pub type RetryOutcome = Vec<(i64, Result<(), JournalError>)>;
 /// The column list every row-reading query uses, in [`row_to_file`]'s order.
 const COLUMNS: &str = "id, root, rel_path, size, mtime_ns, dev, inode, state, chunk_size, \
      bytes_uploaded, video_id, attempts, next_attempt_at, last_error, created_at, updated_at, \
-     started_at, done_at, sends_in_doubt";
+     started_at, done_at, sends_in_doubt, ctime_ns, sample";
 
 fn path_from_blob(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes))
@@ -310,6 +339,7 @@ fn row_to_file(row: &Row<'_>) -> rusqlite::Result<FileRow> {
             mtime_ns: row.get(4)?,
             dev: to_u64(row.get(5)?),
             inode: to_u64(row.get(6)?),
+            ctime_ns: row.get(19)?,
         },
         state,
         chunk_size: row.get::<_, Option<i64>>(8)?.map(to_u64),
@@ -323,6 +353,9 @@ fn row_to_file(row: &Row<'_>) -> rusqlite::Result<FileRow> {
         started_at: row.get(16)?,
         done_at: row.get(17)?,
         sends_in_doubt: row.get(18)?,
+        sample: row
+            .get::<_, Option<Vec<u8>>>(20)?
+            .and_then(|b| Sample::from_bytes(&b)),
     })
 }
 
@@ -559,69 +592,71 @@ impl Journal {
     }
 
     /// Journals many files in one transaction (a burst of new files costs one
-    /// fsync, not one each).
+    /// fsync, not one each). A file already journaled with the same hints
+    /// (path, size, mtime, device, inode, ctime) is found, not added again;
+    /// telling a remounted file from a new one is the caller's (it needs the
+    /// content sample: see [`Journal::add_sampled`]).
     pub fn add_files(
         &mut self,
         files: &[FileIdentity],
         state: FileState,
     ) -> Result<Vec<Added>, JournalError> {
-        let now = now_ms();
-        let path = self.path.clone();
-        let err = |op| {
-            let path = path.clone();
-            move |source| JournalError::Query { op, path, source }
-        };
-        let tx = self.conn.savepoint().map_err(err("add files"))?;
-        let mut out = Vec::with_capacity(files.len());
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, state, \
-                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .map_err(err("add files"))?;
-            let mut find = tx
-                .prepare_cached(
-                    "SELECT id, state FROM files WHERE root = ?1 AND rel_path = ?2 AND size = ?3 \
-                     AND mtime_ns = ?4 AND dev = ?5 AND inode = ?6",
-                )
-                .map_err(err("add files"))?;
+        self.atomically(|j| {
+            let mut out = Vec::with_capacity(files.len());
             for f in files {
-                let key = params![
-                    f.root.as_os_str().as_bytes(),
-                    f.rel_path.as_os_str().as_bytes(),
-                    to_i64(f.size),
-                    f.mtime_ns,
-                    to_i64(f.dev),
-                    to_i64(f.inode),
-                ];
-                let inserted = insert
-                    .execute(params![
+                let same = j
+                    .rows_at(&f.root, &f.rel_path)?
+                    .into_iter()
+                    .find(|r| r.identity.same_hints(f));
+                out.push(match same {
+                    Some(row) => Added {
+                        id: row.id,
+                        inserted: false,
+                        state: row.state,
+                    },
+                    None => Added {
+                        id: j.insert(f, None, state)?,
+                        inserted: true,
+                        state,
+                    },
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Inserts a row for `f` in `state`; its id.
+    fn insert(
+        &mut self,
+        f: &FileIdentity,
+        sample: Option<Sample>,
+        state: FileState,
+    ) -> Result<i64, JournalError> {
+        let now = now_ms();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, ctime_ns, sample, \
+                 state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                 RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
                         f.root.as_os_str().as_bytes(),
                         f.rel_path.as_os_str().as_bytes(),
                         to_i64(f.size),
                         f.mtime_ns,
                         to_i64(f.dev),
                         to_i64(f.inode),
+                        f.ctime_ns,
+                        sample.as_ref().map(|s| s.0.to_vec()),
                         state.as_str(),
                         now
-                    ])
-                    .map_err(err("add files"))?
-                    == 1;
-                let (id, st): (i64, String) = find
-                    .query_row(key, |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(err("add files"))?;
-                let state = FileState::from_str(&st).unwrap_or(FileState::Failed);
-                out.push(Added {
-                    id,
-                    inserted,
-                    state,
-                });
-            }
-        }
-        tx.commit().map_err(err("add files"))?;
-        Ok(out)
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(self.query_err("add files"))
     }
 
     /// One guarded transition: `sql` must update the row `id` only when it is
@@ -675,14 +710,17 @@ impl Journal {
     /// that would have created a video may have been on its way when it died:
     /// that one counts as sent in doubt.
     pub fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
-        self.conn
-            .execute(
-                "UPDATE files SET state = 'queued', updated_at = ?1, \
-                 sends_in_doubt = sends_in_doubt + creating, creating = 0 \
-                 WHERE state = 'uploading'",
-                [now_ms()],
-            )
-            .map_err(self.query_err("requeue interrupted uploads"))
+        self.atomically(|j| {
+            j.orphans_in_doubt_where("state = 'uploading' AND creating = 1", [])?;
+            j.conn
+                .execute(
+                    "UPDATE files SET state = 'queued', updated_at = ?1, \
+                     sends_in_doubt = sends_in_doubt + creating, creating = 0 \
+                     WHERE state = 'uploading'",
+                    [now_ms()],
+                )
+                .map_err(j.query_err("requeue interrupted uploads"))
+        })
     }
 
     /// At start-up, with `upload.in_doubt = "fail"` (before
@@ -690,6 +728,17 @@ impl Journal {
     /// less) whose request may have been on its way when the process died
     /// become `failed`, for a person to check. Returns their ids.
     pub fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
+        let limit = to_i64(crate::config::MIN_CHUNK_SIZE);
+        self.atomically(|j| {
+            j.orphans_in_doubt_where(
+                "state = 'uploading' AND creating = 1 AND size <= ?1",
+                [limit],
+            )?;
+            j.fail_interrupted_in_doubt_now()
+        })
+    }
+
+    fn fail_interrupted_in_doubt_now(&mut self) -> Result<Vec<i64>, JournalError> {
         self.conn
             .prepare(
                 "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
@@ -719,11 +768,40 @@ impl Journal {
         max_backoff: Duration,
         only: Option<&[i64]>,
     ) -> Result<Option<FileRow>, JournalError> {
+        self.claim_next_skipping(now, max_backoff, only, &[])
+    }
+
+    /// [`Journal::claim_next`], passing over files under `skip_roots` (watch
+    /// folders that are unavailable: their files wait with their progress).
+    pub fn claim_next_skipping(
+        &mut self,
+        now: i64,
+        max_backoff: Duration,
+        only: Option<&[i64]>,
+        skip_roots: &[PathBuf],
+    ) -> Result<Option<FileRow>, JournalError> {
         let horizon = now.saturating_add(i64::try_from(max_backoff.as_millis()).unwrap_or(0));
         if only.is_some_and(|ids| ids.is_empty()) {
             return Ok(None);
         }
-        let filter = id_filter(only);
+        let mut filter = id_filter(only);
+        if !skip_roots.is_empty() {
+            // Roots are bytes: inlined as hex BLOB literals, which cannot
+            // break out of the statement.
+            let roots: Vec<String> = skip_roots
+                .iter()
+                .map(|r| {
+                    let hex: String = r
+                        .as_os_str()
+                        .as_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    format!("X'{hex}'")
+                })
+                .collect();
+            filter.push_str(&format!(" AND root NOT IN ({})", roots.join(", ")));
+        }
         let sql = format!(
             "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
              WHERE id = (SELECT id FROM files WHERE state IN ('queued', 'retrying') \
@@ -832,7 +910,12 @@ impl Journal {
         self.transition(
             "mark failed",
             id,
-            &[FileState::Uploading, FileState::Queued, FileState::Retrying],
+            &[
+                FileState::Uploading,
+                FileState::Queued,
+                FileState::Retrying,
+                FileState::Settling,
+            ],
             "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
             &[&error],
         )
@@ -851,32 +934,39 @@ impl Journal {
         )
     }
 
-    /// The source vanished or changed before it was finished.
+    /// The source vanished or changed before it was finished. A video its
+    /// upload had started becomes an orphan.
     pub fn mark_gone(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
-        self.transition(
-            "mark gone",
-            id,
-            &[
-                FileState::Uploading,
-                FileState::Queued,
-                FileState::Retrying,
-                FileState::Settling,
-            ],
-            "state = 'gone', last_error = ?3, next_attempt_at = NULL, creating = 0",
-            &[&reason],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "mark gone",
+                id,
+                &[
+                    FileState::Uploading,
+                    FileState::Queued,
+                    FileState::Retrying,
+                    FileState::Settling,
+                ],
+                "state = 'gone', last_error = ?3, next_attempt_at = NULL, creating = 0",
+                &[&reason],
+            )?;
+            j.orphan_if_started(id, reason)
+        })
     }
 
     /// The request that would have created this file's video failed in a way
     /// that leaves its outcome unknown (the reply was lost): count it.
     pub fn count_send_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
-        self.transition(
-            "count a request in doubt",
-            id,
-            &[FileState::Uploading],
-            "sends_in_doubt = sends_in_doubt + 1, creating = 0",
-            &[],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "count a request in doubt",
+                id,
+                &[FileState::Uploading],
+                "sends_in_doubt = sends_in_doubt + 1, creating = 0",
+                &[],
+            )?;
+            j.orphan_in_doubt(id)
+        })
     }
 
     /// The request that would have created this file's video got a reply
@@ -894,14 +984,17 @@ impl Journal {
     /// [`Journal::count_send_in_doubt`] and [`Journal::mark_failed`] in one
     /// transition (`upload.in_doubt = "fail"`).
     pub fn fail_in_doubt(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
-        self.transition(
-            "mark failed in doubt",
-            id,
-            &[FileState::Uploading],
-            "state = 'failed', last_error = ?3, next_attempt_at = NULL, \
-             sends_in_doubt = sends_in_doubt + 1, creating = 0",
-            &[&error],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "mark failed in doubt",
+                id,
+                &[FileState::Uploading],
+                "state = 'failed', last_error = ?3, next_attempt_at = NULL, \
+                 sends_in_doubt = sends_in_doubt + 1, creating = 0",
+                &[&error],
+            )?;
+            j.orphan_in_doubt(id)
+        })
     }
 
     /// Gives a claimed file back to the queue untouched (shutdown, token
@@ -1076,78 +1169,51 @@ impl Journal {
     }
 
     /// A settling file changed (it is still being written): its row follows
-    /// the new size, mtime and inode instead of a new row per growth step.
-    /// Only the size, mtime, dev and inode of `identity` are used; root and
-    /// path stay. If another row already has that exact identity (the file
-    /// went back to a state already journaled), this row becomes `gone` and
-    /// the other one is returned.
+    /// the new size, mtime and hints instead of a new row per growth step.
+    /// Only the size, mtime and hints of `identity` are used; root and path
+    /// stay. If another row at the path already has those (the file went
+    /// back to a state already journaled), this row becomes `gone` and the
+    /// other one is returned.
     pub fn resettle(
         &mut self,
         id: i64,
         identity: &FileIdentity,
     ) -> Result<Resettled, JournalError> {
-        let updated = self.transition(
-            "resettle",
-            id,
-            &[FileState::Settling],
-            "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6",
-            &[
-                &to_i64(identity.size),
-                &identity.mtime_ns,
-                &to_i64(identity.dev),
-                &to_i64(identity.inode),
-            ],
-        );
-        let err = match updated {
-            Ok(()) => return Ok(Resettled::Updated),
-            Err(e) => e,
-        };
-        let conflict = matches!(&err, JournalError::Query { source, .. }
-            if source.sqlite_error_code() == Some(ErrorCode::ConstraintViolation));
-        if !conflict {
-            return Err(err);
-        }
-        let Some(row) = self.get(id)? else {
-            return Err(err);
-        };
-        let same = FileIdentity {
-            size: identity.size,
-            mtime_ns: identity.mtime_ns,
-            dev: identity.dev,
-            inode: identity.inode,
-            ..row.identity
-        };
-        let Some((other, state)) = self.find(&same)? else {
-            return Err(err);
-        };
-        self.mark_gone(id, &format!("the same file as {other}"))?;
-        Ok(Resettled::Merged { into: other, state })
-    }
-
-    /// The row with exactly this identity, if any.
-    fn find(&self, f: &FileIdentity) -> Result<Option<(i64, FileState)>, JournalError> {
-        let found: Option<(i64, String)> = self
-            .conn
-            .prepare_cached(
-                "SELECT id, state FROM files WHERE root = ?1 AND rel_path = ?2 AND size = ?3 \
-                 AND mtime_ns = ?4 AND dev = ?5 AND inode = ?6",
-            )
-            .and_then(|mut st| {
-                st.query_row(
-                    params![
-                        f.root.as_os_str().as_bytes(),
-                        f.rel_path.as_os_str().as_bytes(),
-                        to_i64(f.size),
-                        f.mtime_ns,
-                        to_i64(f.dev),
-                        to_i64(f.inode),
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-            })
-            .map_err(self.query_err("find a file"))?;
-        Ok(found.map(|(id, st)| (id, FileState::from_str(&st).unwrap_or(FileState::Failed))))
+        self.atomically(|j| {
+            let row = j.get(id)?.filter(|r| r.state == FileState::Settling);
+            if let Some(row) = row {
+                let now = FileIdentity {
+                    root: row.identity.root.clone(),
+                    rel_path: row.identity.rel_path.clone(),
+                    ..identity.clone()
+                };
+                let twin = j
+                    .rows_at(&now.root, &now.rel_path)?
+                    .into_iter()
+                    .find(|r| r.id != id && r.identity.same_hints(&now));
+                if let Some(twin) = twin {
+                    j.mark_gone(id, &format!("the same file as {}", twin.id))?;
+                    return Ok(Resettled::Merged {
+                        into: twin.id,
+                        state: twin.state,
+                    });
+                }
+            }
+            j.transition(
+                "resettle",
+                id,
+                &[FileState::Settling],
+                "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6, ctime_ns = ?7, sample = NULL",
+                &[
+                    &to_i64(identity.size),
+                    &identity.mtime_ns,
+                    &to_i64(identity.dev),
+                    &to_i64(identity.inode),
+                    &identity.ctime_ns,
+                ],
+            )?;
+            Ok(Resettled::Updated)
+        })
     }
 
     /// `UPDATE … WHERE id = ? AND state IN (from)` for many ids in one
@@ -1201,13 +1267,19 @@ impl Journal {
     /// source vanished or changed: `gone`, in one transaction. Rows a worker
     /// holds (`uploading`) are the worker's to judge. Returns the ids changed.
     pub fn mark_gone_many(&mut self, ids: &[i64], reason: &str) -> Result<Vec<i64>, JournalError> {
-        self.transition_many(
-            "mark gone",
-            ids,
-            &[FileState::Settling, FileState::Queued, FileState::Retrying],
-            "state = 'gone', last_error = ?3, next_attempt_at = NULL",
-            &[&reason],
-        )
+        self.atomically(|j| {
+            let changed = j.transition_many(
+                "mark gone",
+                ids,
+                &[FileState::Settling, FileState::Queued, FileState::Retrying],
+                "state = 'gone', last_error = ?3, next_attempt_at = NULL",
+                &[&reason],
+            )?;
+            for id in &changed {
+                j.orphan_if_started(*id, reason)?;
+            }
+            Ok(changed)
+        })
     }
 
     /// The Video object (JSON) of the reply that completed a file's upload.
@@ -1391,6 +1463,7 @@ mod tests {
             mtime_ns: 1_700_000_000_000_000_000,
             dev: 42,
             inode: 7,
+            ctime_ns: Some(1),
         }
     }
 

@@ -38,6 +38,7 @@ pub mod emulator;
 pub mod journal;
 pub mod logging;
 pub mod roots;
+pub mod sample;
 pub mod service;
 pub mod status;
 pub mod token;

@@ -52,8 +52,13 @@ enum Command {
         /// Only files in this state (repeatable): settling, queued, uploading, retrying, done, failed, gone
         #[arg(long = "state", value_name = "STATE")]
         states: Vec<FileState>,
+        /// List the videos ingestd started on api.video and abandoned (the
+        /// file vanished or changed mid-upload, a creating request lost its
+        /// reply), to delete in the dashboard
+        #[arg(long, conflicts_with = "states")]
+        orphans: bool,
     },
-    /// Put failed files back in the queue
+    /// Put failed files back in the queue (and gone files whose file is back as it was)
     Retry {
         /// Journal ids (see `ingestd status`)
         #[arg(
@@ -208,10 +213,23 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let results = daemon::upload_files(&settings, &files, shutdown).await;
             finish_batch(results)
         }
-        Command::Status { json, states } => {
+        Command::Status {
+            json,
+            states,
+            orphans,
+        } => {
             // No token needed to look: `status` works while it is broken.
             let settings = config_or_exit!(config_path, false);
             let journal = Journal::open_read_only(&settings.journal.path)?;
+            if orphans {
+                let orphans = journal.orphans()?;
+                if json {
+                    println!("{}", status::orphans_to_json(&orphans));
+                } else {
+                    print!("{}", status::orphans_to_table(&orphans));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let filter = (!states.is_empty()).then_some(states.as_slice());
             let rows = journal.list(filter)?;
             if json {
@@ -237,8 +255,32 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             let mut journal = Journal::open_existing(path, lock.is_some())?;
-            let outcome = journal.retry_failed((!failed).then_some(ids.as_slice()))?;
             let mut ok = true;
+            // A gone file whose file is back as it was is queued again (with
+            // its progress); one that is not back stays gone.
+            let mut others = Vec::new();
+            for id in &ids {
+                match journal.get(*id)? {
+                    Some(row) if row.state == FileState::Gone => {
+                        match ingestd::watch::file_is_back(&row) {
+                            Ok(()) => {
+                                journal.retry_gone(*id)?;
+                                println!("{id}: its file is back as it was; queued again");
+                            }
+                            Err(why) => {
+                                ok = false;
+                                println!("{id}: file {id} is gone and stays gone: {why}");
+                            }
+                        }
+                    }
+                    _ => others.push(*id),
+                }
+            }
+            let outcome = if failed || !others.is_empty() {
+                journal.retry_failed((!failed).then_some(others.as_slice()))?
+            } else {
+                Vec::new()
+            };
             for (id, r) in &outcome {
                 match r {
                     Ok(()) => println!("{id}: queued again"),
@@ -248,7 +290,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            if outcome.is_empty() {
+            if outcome.is_empty() && ids.is_empty() {
                 println!("no failed files");
             }
             Ok(if ok {

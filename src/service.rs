@@ -111,6 +111,9 @@ pub struct Vitals {
     /// The configured watch folders (they change on reload): one backlog
     /// gauge each.
     pub watches: Folders,
+    /// Watch folders that are unavailable (a share away): nothing can move
+    /// from them, so health says so.
+    pub shares: Arc<crate::roots::Shares>,
 }
 
 impl Vitals {
@@ -128,6 +131,7 @@ impl Vitals {
             metrics,
             watchers: Watchers::default(),
             watches,
+            shares: Arc::default(),
         }
     }
 }

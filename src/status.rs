@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::daemon::show_path;
-use crate::journal::{now_ms, FileRow, FileState};
+use crate::journal::{now_ms, FileRow, FileState, Orphan};
 
 /// One file as `status --json` prints it. The field names are a contract.
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +149,45 @@ pub fn to_table(rows: &[FileRow]) -> String {
         } else {
             summary.join(", ")
         }
+    );
+    out
+}
+
+/// `status --orphans --json`: the videos started and abandoned.
+pub fn orphans_to_json(orphans: &[Orphan]) -> String {
+    let all: Vec<serde_json::Value> = orphans
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "file_id": o.file_id,
+                "path": show_path(&o.path),
+                "video_id": o.video_id,
+                "at": o.at,
+                "why": o.why,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// `status --orphans`: one block per video to delete in the dashboard.
+pub fn orphans_to_table(orphans: &[Orphan]) -> String {
+    let mut out = String::new();
+    for o in orphans {
+        let _ = writeln!(
+            out,
+            "{}  {}  {} ago  file {}  {}",
+            o.video_id.as_deref().unwrap_or("(videoId unknown)"),
+            show_path(&o.path),
+            age(o.at),
+            o.file_id,
+            o.why.escape_debug()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} orphan video(s): started on api.video by ingestd and abandoned; delete them in the dashboard if you do not want them",
+        orphans.len()
     );
     out
 }

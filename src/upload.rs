@@ -28,6 +28,8 @@ use crate::apivideo::{ApiError, ByteRange, Client, ErrorClass, RateInfo, Reply, 
 use crate::config::{InDoubt, WatchSettings, MIN_CHUNK_SIZE};
 use crate::journal::{now_ms, show_path, FileRow, JournalError, JournalHandle};
 
+mod source;
+
 /// What a done file's row says when earlier requests that would have
 /// created its video ended in doubt.
 fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
@@ -409,6 +411,8 @@ pub struct Uploader {
     pub outage: Arc<Outage>,
     /// `upload.in_doubt`: resend, or fail, a one-request file in doubt.
     pub in_doubt: InDoubt,
+    /// Watch roots that are unavailable: their files wait.
+    pub shares: Arc<crate::roots::Shares>,
 }
 
 /// How one attempt at a file ended.
@@ -427,6 +431,8 @@ pub enum Outcome {
     Paused,
     /// Given back to the queue: shutting down.
     Released,
+    /// Given back to the queue: its watch folder is unavailable.
+    Waiting,
 }
 
 /// Errors that stop a worker: the journal cannot record what happened, so
@@ -495,30 +501,12 @@ impl Uploader {
         let shown = show_path(&path);
         let size = row.identity.size;
 
-        let mut file = match tokio::fs::File::open(&path).await {
+        let mut file = match source::open(&self.shares, &row).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let why = "the file vanished before it was uploaded";
-                warn!(id, path = %shown, "{why}");
-                self.journal.call(move |j| j.mark_gone(id, why)).await?;
-                return Ok(Outcome::Gone);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let why = format!(
-                    "cannot read the file: {e}; fix its permissions, then `ingestd retry {id}`"
-                );
-                error!(id, path = %shown, "{why}");
-                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
-                return Ok(Outcome::Failed);
-            }
-            Err(e) => {
-                return self
-                    .retry_later(&row, &format!("cannot open the file: {e}"))
-                    .await
-            }
+            Err(stop) => return self.stop(&row, stop).await,
         };
-        if let Some(why) = self.changed(&row, &file).await {
-            return self.gone(&row, &why).await;
+        if let Err(stop) = source::verify_start(&self.shares, &self.journal, &row, &file).await {
+            return self.stop(&row, stop).await;
         }
         if size == 0 {
             let why = "the file is empty: nothing to upload";
@@ -553,8 +541,8 @@ impl Uploader {
                 self.journal.call(move |j| j.release(id, None)).await?;
                 return Ok(Outcome::Released);
             }
-            if let Some(why) = self.changed(&row, &file).await {
-                return self.gone(&row, &why).await;
+            if let Err(stop) = source::check_chunk(&self.shares, &row, &file).await {
+                return self.stop(&row, stop).await;
             }
             let turn = self.pacer.wait_turn(cancel).await;
             if cancel.is_cancelled() {
@@ -691,10 +679,23 @@ impl Uploader {
                     return Ok(Outcome::Failed);
                 }
             };
-            if let Some(why) = self.changed(&row, &file).await {
+            match source::check_chunk(&self.shares, &row, &file).await {
+                Ok(()) => {}
                 // What the server holds is no longer this file.
-                let why = format!("{why}; the upload to video {vid} was abandoned");
-                return self.gone(&row, &why).await;
+                Err(source::Stop::Gone(why)) => {
+                    let why = format!("{why}; the upload to video {vid} was abandoned");
+                    return self.gone(&row, &why).await;
+                }
+                // The server holds the whole file: finish it below.
+                Err(_) if range.offset + range.len == size => {}
+                Err(stop) => {
+                    // The chunk was stored: record it before waiting.
+                    let (v, done) = (vid.clone(), range.offset + range.len);
+                    self.journal
+                        .call(move |j| j.record_progress(id, &v, done))
+                        .await?;
+                    return self.stop(&row, stop).await;
+                }
             }
             offset = range.offset + range.len;
             video_id = Some(vid.clone());
@@ -782,26 +783,28 @@ impl Uploader {
         }
     }
 
-    /// Why the file is no longer the one journaled, if it is not.
-    async fn changed(&self, row: &FileRow, file: &tokio::fs::File) -> Option<String> {
-        let now = match file.metadata().await {
-            Ok(m) => m,
-            Err(e) => return Some(format!("cannot stat the open file: {e}")),
-        };
-        if !row.identity.matches(&now) {
-            return Some(format!(
-                "the file changed since it was journaled (size {} → {}, or its mtime/inode)",
-                row.identity.size,
-                now.len()
-            ));
-        }
-        match tokio::fs::metadata(row.path()).await {
-            Ok(m) if row.identity.matches(&m) => None,
-            Ok(_) => Some("the file was replaced by another one at the same path".to_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Some("the file was deleted or renamed during the upload".to_owned())
+    /// Ends the attempt as `stop` says.
+    async fn stop(&self, row: &FileRow, stop: source::Stop) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        let shown = show_path(&row.path());
+        match stop {
+            source::Stop::Gone(why) => self.gone(row, &why).await,
+            source::Stop::Away(why) => {
+                warn!(id, path = %shown, offset = row.bytes_uploaded,
+                    video_id = row.video_id.as_deref().unwrap_or(""),
+                    "upload paused: {why}; it resumes where it stopped when the folder is back");
+                let note = format!("waiting: {why}");
+                self.journal
+                    .call(move |j| j.release(id, Some(&note)))
+                    .await?;
+                Ok(Outcome::Waiting)
             }
-            Err(e) => Some(format!("cannot stat the file: {e}")),
+            source::Stop::Retry(why) => self.retry_later(row, &why).await,
+            source::Stop::Failed(why) => {
+                error!(id, path = %shown, "{why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                Ok(Outcome::Failed)
+            }
         }
     }
 
@@ -1077,9 +1080,15 @@ impl Uploader {
             notified.as_mut().enable();
             let ids = batch.as_ref().map(|b| b.ids());
             let only = ids.clone();
+            // In the foreground, a file of an unavailable folder is claimed
+            // and leaves the batch; the daemon leaves it queued meanwhile.
+            let away = match batch {
+                Some(_) => Vec::new(),
+                None => self.shares.away_roots(),
+            };
             let claimed = self
                 .journal
-                .call(move |j| j.claim_next(now_ms(), BACKOFF_CAP, only.as_deref()))
+                .call(move |j| j.claim_next_skipping(now_ms(), BACKOFF_CAP, only.as_deref(), &away))
                 .await?;
             if let Some(row) = claimed {
                 let id = row.id;
@@ -1096,6 +1105,9 @@ impl Uploader {
                 self.metrics.outcome(&outcome);
                 if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
                     b.failed_once(id, *attempts);
+                }
+                if let (Some(b), Outcome::Waiting) = (&batch, &outcome) {
+                    b.leave(id);
                 }
                 if matches!(
                     outcome,
@@ -1155,6 +1167,14 @@ impl Batch {
 
     fn ids(&self) -> Vec<i64> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `id` waits for its folder: it stays queued for the next run.
+    fn leave(&self, id: i64) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| *x != id);
     }
 
     /// Counts a failure of `id` in this run. `journal_attempts` (failures

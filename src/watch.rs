@@ -23,6 +23,7 @@
 mod after;
 mod filter;
 mod folder;
+mod identify;
 mod notifier;
 mod scan;
 mod settle;
@@ -43,12 +44,15 @@ pub use after::{after_upload, sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
 
 use crate::config::WatchSettings;
 use crate::journal::{FileRow, FileState, JournalError, JournalHandle};
+use crate::roots::Shares;
 use folder::{Folder, FolderError};
 
 /// How often a folder is scanned against the journal when nothing asks.
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 /// How often a missing or unreadable folder is looked for again.
-pub const DEFAULT_RETRY_UNAVAILABLE_EVERY: Duration = Duration::from_secs(30);
+pub const DEFAULT_RETRY_UNAVAILABLE_EVERY: Duration = Duration::from_secs(2);
+/// How often an available root is checked (one stat and one directory read).
+pub const DEFAULT_ROOT_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// A folder still unavailable is logged again at most this often.
 const UNAVAILABLE_LOG_EVERY: Duration = Duration::from_secs(15 * 60);
 /// After a journal error, the folder is rebuilt from a scan this much later.
@@ -76,6 +80,13 @@ pub enum WatchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("watch folder {} is unavailable: {why}", show(path))]
+    Away { path: PathBuf, why: String },
+    #[error(
+        "watch folder {} was replaced under ingestd (remounted or restored); watching it again",
+        show(path)
+    )]
+    Remounted { path: PathBuf },
     #[error("invalid pattern {pattern:?} in watch.include or watch.exclude: {source}")]
     Glob {
         pattern: String,
@@ -128,6 +139,8 @@ impl WatchError {
             WatchError::Missing { path }
             | WatchError::NotADirectory { path }
             | WatchError::Unreadable { path, .. }
+            | WatchError::Away { path, .. }
+            | WatchError::Remounted { path }
             | WatchError::Duplicate { path }
             | WatchError::InotifyLimit { path, .. }
             | WatchError::NotInFolder { path, .. }
@@ -154,6 +167,12 @@ pub struct WatchOptions {
     /// all have been scanned (or found unavailable): the moment to tell
     /// systemd READY=1. [`scan_and_settle`] does not use it.
     pub ready: Option<oneshot::Sender<ScanReport>>,
+    /// The registry of unavailable roots this stage keeps up to date (the
+    /// upload workers and monitoring read it).
+    pub shares: Arc<Shares>,
+    /// How often an available root is looked at (is it still there, still
+    /// the same, still mounted?).
+    pub root_check_every: Duration,
 }
 
 impl Default for WatchOptions {
@@ -163,6 +182,8 @@ impl Default for WatchOptions {
             retry_unavailable_every: DEFAULT_RETRY_UNAVAILABLE_EVERY,
             sidecars: true,
             ready: None,
+            shares: Arc::default(),
+            root_check_every: DEFAULT_ROOT_CHECK_EVERY,
         }
     }
 }
@@ -188,6 +209,8 @@ pub struct ScanReport {
     pub unreadable: usize,
     /// Folders that could not be scanned, each with why (names the path).
     pub unavailable: Vec<WatchError>,
+    /// Files that failed before they could be queued ([`scan_and_settle`]).
+    pub failed: Vec<i64>,
     pub elapsed: Duration,
 }
 
@@ -202,6 +225,7 @@ impl ScanReport {
         self.queued += other.queued;
         self.unreadable += other.unreadable;
         self.unavailable.extend(other.unavailable);
+        self.failed.extend(other.failed);
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }
@@ -234,6 +258,37 @@ pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a 
         .find(|w| journal_root(&w.path) == row.identity.root)
 }
 
+/// Whether the file of a `gone` row is back as it was journaled (same size
+/// and mtime at its path, and the same content sample if it had one), for
+/// `ingestd retry`. Blocking. The error says what differs.
+pub fn file_is_back(row: &FileRow) -> Result<(), String> {
+    let path = row.path();
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", show(&path)))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", show(&path)))?;
+    if !meta.is_file() || !row.identity.matches(&meta) {
+        return Err(format!(
+            "{} is not the file journaled (size {} and mtime differ from {} and the journaled mtime); \
+             a new file there is journaled by the next scan",
+            show(&path),
+            meta.len(),
+            row.identity.size
+        ));
+    }
+    if let Some(stored) = row.sample {
+        let now = crate::sample::Sample::of_file(&file, row.identity.size)
+            .map_err(|e| format!("cannot read {}: {e}", show(&path)))?;
+        if now != stored {
+            return Err(format!(
+                "{} has the journaled size and mtime but other content",
+                show(&path)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that a folder can be watched: its patterns compile and its path
 /// is a readable directory (for `check-config` and start-up messages).
 pub fn check_folder(watch: &WatchSettings) -> Result<(), WatchError> {
@@ -245,8 +300,9 @@ fn folders(
     watches: &[WatchSettings],
     journal: &JournalHandle,
     work: &Arc<Notify>,
-    sidecars: bool,
+    opts: &WatchOptions,
 ) -> Result<Vec<Folder>, WatchError> {
+    let sidecars = opts.sidecars;
     let roots: Vec<PathBuf> = watches.iter().map(|w| journal_root(&w.path)).collect();
     let mut seen = HashSet::new();
     for root in &roots {
@@ -258,7 +314,14 @@ fn folders(
         .iter()
         .map(|w| {
             let sidecar = sidecars && w.sidecar;
-            Folder::new(w.clone(), &roots, journal.clone(), work.clone(), sidecar)
+            Folder::new(
+                w.clone(),
+                &roots,
+                journal.clone(),
+                work.clone(),
+                sidecar,
+                opts.shares.clone(),
+            )
         })
         .collect()
 }
@@ -276,7 +339,7 @@ pub async fn scan_and_settle(
     cancel: CancellationToken,
 ) -> Result<ScanReport, WatchError> {
     let started = std::time::Instant::now();
-    let mut folders = folders(watches, &journal, &work, opts.sidecars)?;
+    let mut folders = folders(watches, &journal, &work, &opts)?;
     let mut report = ScanReport::default();
     for folder in &mut folders {
         if cancel.is_cancelled() {
@@ -324,6 +387,9 @@ pub async fn scan_and_settle(
             }
         }
     }
+    for folder in &mut folders {
+        report.failed.append(&mut folder.failed);
+    }
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -350,12 +416,15 @@ pub async fn run(
     mut opts: WatchOptions,
     cancel: CancellationToken,
 ) -> Result<(), WatchError> {
-    let folders = folders(&watches, &journal, &work, opts.sidecars)?;
+    let roots: Vec<PathBuf> = watches.iter().map(|w| journal_root(&w.path)).collect();
+    opts.shares.retain(&roots);
+    let folders = folders(&watches, &journal, &work, &opts)?;
     let (first_tx, mut first_rx) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
     let timing = Timing {
         reconcile_every: opts.reconcile_every,
         retry_every: opts.retry_unavailable_every,
+        root_check_every: opts.root_check_every,
     };
     let mut waiting = folders.len();
     for folder in folders {
@@ -400,6 +469,7 @@ pub async fn run(
 struct Timing {
     reconcile_every: Duration,
     retry_every: Duration,
+    root_check_every: Duration,
 }
 
 /// Logs "unavailable" once, then at most every [`UNAVAILABLE_LOG_EVERY`].
@@ -438,7 +508,8 @@ impl UnavailableLog {
 
 /// One folder, until cancelled: wait for it to exist, watch it, reconcile,
 /// then follow events, settle clocks and the reconcile timer; start over if
-/// the folder goes away.
+/// the folder goes away (its files wait, nothing becomes gone) or is
+/// replaced under us (a remount: watches are re-armed on the new root).
 async fn run_folder(
     mut folder: Folder,
     timing: Timing,
@@ -449,6 +520,7 @@ async fn run_folder(
     let mut log = UnavailableLog::default();
     loop {
         if let Err(e) = folder.prepare().await {
+            folder.set_away(&e);
             log.failed(&folder.root, &e, timing.retry_every);
             if let Some(tx) = first.take() {
                 let _ = tx.send(First::Unavailable(e));
@@ -466,6 +538,11 @@ async fn run_folder(
         let Some(e) = lost else {
             return Ok(());
         };
+        if let WatchError::Remounted { .. } = e {
+            info!(folder = %show(&folder.root), "{e}");
+            continue;
+        }
+        folder.set_away(&e);
         log.failed(&folder.root, &e, timing.retry_every);
         if let Some(tx) = first.take() {
             let _ = tx.send(First::Unavailable(e));
@@ -489,6 +566,7 @@ async fn follow_folder(
     let mut reconcile_due = true;
     let mut next_reconcile = Instant::now() + folder::jittered(timing.reconcile_every);
     let mut last_error_log: Option<Instant> = None;
+    let mut next_root_check = Instant::now() + timing.root_check_every;
     loop {
         if events.rescan.swap(false, Ordering::SeqCst) {
             info!(folder = %show(&folder.root), "watch events were lost; rescanning the folder");
@@ -578,6 +656,10 @@ async fn follow_folder(
             _ = tokio::time::sleep_until(next_reconcile) => {
                 reconcile_due = true;
                 Ok(())
+            }
+            _ = tokio::time::sleep_until(next_root_check) => {
+                next_root_check = Instant::now() + timing.root_check_every;
+                folder.check_root().await
             }
         };
         if let Err(e) = result {

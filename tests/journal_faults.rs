@@ -43,6 +43,7 @@ fn journal_with_history(env: &Env, n: usize) {
             mtime_ns: 1_700_000_000_000_000_000,
             dev: 42,
             inode: i as u64,
+            ctime_ns: None,
         })
         .collect();
     j.add_files(&fake, FileState::Queued).unwrap();

@@ -161,6 +161,7 @@ fn ident(root: &Path, name: &str) -> FileIdentity {
         mtime_ns: 1_700_000_000_000_000_000,
         dev: 1,
         inode: fastrand::u64(..),
+        ctime_ns: None,
     }
 }
 

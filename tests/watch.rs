@@ -115,6 +115,7 @@ fn settings(root: &Path, settle_ms: u64) -> WatchSettings {
         after_upload: AfterUpload::Keep,
         follow_symlinks: false,
         sidecar: true,
+        ..WatchSettings::new(root)
     }
 }
 
@@ -125,6 +126,7 @@ fn opts() -> WatchOptions {
         retry_unavailable_every: Duration::from_millis(200),
         sidecars: true,
         ready: None,
+        ..WatchOptions::default()
     }
 }
 

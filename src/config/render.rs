@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::values::{format_duration, format_size};
-use super::{AfterUpload, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
+use super::{AfterUpload, ModifyWindow, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
 
 impl Settings {
     /// The effective configuration as TOML, sizes and durations in human
@@ -111,6 +111,11 @@ impl Settings {
             }
             let _ = writeln!(out, "follow_symlinks = {}", watch.follow_symlinks);
             let _ = writeln!(out, "sidecar = {}", watch.sidecar);
+            let window = match watch.modify_window {
+                ModifyWindow::Auto => "auto".to_owned(),
+                ModifyWindow::Exactly(d) => format_duration(d),
+            };
+            let _ = writeln!(out, "modify_window = {}", quote(&window));
         }
 
         let _ = writeln!(out, "\n[metrics]");

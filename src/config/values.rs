@@ -158,6 +158,39 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// `modify_window`: `"auto"`, or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WindowVisitor;
+        impl Visitor<'_> for WindowVisitor {
+            type Value = Window;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or a duration (a string like \"2s\" or a number of seconds)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Window, E> {
+                Ok(Window(Some(Duration::from_secs(v))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Window, E> {
+                u64::try_from(v)
+                    .map(|secs| Window(Some(Duration::from_secs(secs))))
+                    .map_err(|_| negative(v, "a duration"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Window, E> {
+                if v.trim() == "auto" {
+                    return Ok(Window(None));
+                }
+                parse_duration(v)
+                    .map(|d| Window(Some(d)))
+                    .map_err(|e| E::custom(format!("{e}, or \"auto\"")))
+            }
+        }
+        deserializer.deserialize_any(WindowVisitor)
+    }
+}
+
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct CountVisitor;

@@ -46,7 +46,8 @@ pub enum ServiceError {
 pub struct Health {
     /// `"ok"`, or `"refused"` when the server refused the upload token.
     pub token: &'static str,
-    /// `"ok"`, `"starting"` (first scan not done) or `"stopped"`.
+    /// `"ok"`, `"starting"` (first scan not done), `"unavailable"` (a watch
+    /// folder is away: a share unmounted or not answering) or `"stopped"`.
     pub watchers: &'static str,
     /// Why it is unhealthy, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +71,12 @@ impl Health {
                 (now_ms() - since).max(0) / 1000
             ));
         }
+        if let Some(away) = vitals.shares.summary() {
+            reasons.push(format!(
+                "{}; its uploads wait and nothing under it is marked gone",
+                scrub(&away)
+            ));
+        }
         match &watchers {
             WatchersState::Running => {}
             WatchersState::Starting => {
@@ -81,7 +88,11 @@ impl Health {
         }
         Health {
             token: if refused.is_some() { "refused" } else { "ok" },
-            watchers: watchers.as_str(),
+            watchers: if watchers == WatchersState::Running && !vitals.shares.away().is_empty() {
+                "unavailable"
+            } else {
+                watchers.as_str()
+            },
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
         }
     }
@@ -167,6 +178,7 @@ async fn journal_view(vitals: &Vitals) -> Option<JournalView> {
             counts: j.counts()?,
             oldest_waiting_since: j.oldest_waiting_since()?,
             unfinished_by_root: j.unfinished_by_root()?,
+            orphans: j.orphan_count()?,
         })
     });
     match tokio::time::timeout(JOURNAL_WAIT, read).await {
@@ -193,7 +205,8 @@ async fn metrics(State(vitals): State<Vitals>) -> Response {
         journal,
         now_ms: now_ms(),
         token_ok: vitals.gate.state().refused.is_none(),
-        watchers_ok: vitals.watchers.state() == WatchersState::Running,
+        watchers_ok: vitals.watchers.state() == WatchersState::Running
+            && vitals.shares.away().is_empty(),
         watches: &watches,
     }
     .render();

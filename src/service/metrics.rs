@@ -90,7 +90,7 @@ impl Metrics {
             Outcome::Failed => self.file_failed(),
             Outcome::Gone => self.file_gone(),
             Outcome::Retrying { .. } => self.retry_scheduled(),
-            Outcome::Paused | Outcome::Released => {}
+            Outcome::Paused | Outcome::Released | Outcome::Waiting => {}
         }
     }
 
@@ -118,6 +118,8 @@ pub(crate) struct JournalView {
     pub oldest_waiting_since: Option<i64>,
     /// Files with work ahead, by journal root.
     pub unfinished_by_root: BTreeMap<PathBuf, u64>,
+    /// Videos started on api.video and abandoned (`status --orphans`).
+    pub orphans: u64,
 }
 
 /// Everything one scrape shows.
@@ -213,6 +215,13 @@ impl Exposition<'_> {
                     label(&folder_name(&watch.path))
                 );
             }
+            header(
+                &mut out,
+                "ingestd_orphan_videos",
+                "gauge",
+                "Videos ingestd started on api.video and then abandoned (`ingestd status --orphans` lists them, to delete in the dashboard).",
+            );
+            let _ = writeln!(out, "ingestd_orphan_videos {}", j.orphans);
         }
 
         header(

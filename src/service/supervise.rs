@@ -59,6 +59,19 @@ pub fn status_line(
     line
 }
 
+/// [`status_line`], led by the watch folders that are unavailable.
+fn vitals_line(
+    vitals: &Vitals,
+    counts: Option<&BTreeMap<FileState, u64>>,
+    token_refused: bool,
+) -> String {
+    let line = status_line(counts, token_refused, &vitals.watchers.state());
+    match vitals.shares.summary() {
+        Some(away) => format!("WAITING: {}; {line}", scrub(&away)),
+        None => line,
+    }
+}
+
 /// [`supervise_every`] with a status line every [`STATUS_EVERY`].
 pub async fn supervise(notifier: Option<Notifier>, vitals: Vitals, cancel: CancellationToken) {
     supervise_every(notifier, vitals, cancel, STATUS_EVERY).await;
@@ -111,11 +124,7 @@ pub async fn supervise_every(
             notifier.ready();
             info!("told systemd: ready");
             let refused = vitals.gate.state().refused.is_some();
-            notifier.status(&status_line(
-                counts.as_ref(),
-                refused,
-                &vitals.watchers.state(),
-            ));
+            notifier.status(&vitals_line(&vitals, counts.as_ref(), refused));
         }
         tokio::select! {
             biased;
@@ -168,7 +177,7 @@ pub async fn supervise_every(
                     }
                 }
                 let refused = vitals.gate.state().refused.is_some();
-                notifier.status(&status_line(counts.as_ref(), refused, &vitals.watchers.state()));
+                notifier.status(&vitals_line(&vitals, counts.as_ref(), refused));
             }
             _ = status_tick.tick() => {
                 match &probe {
@@ -187,7 +196,7 @@ pub async fn supervise_every(
                         notifier.status(&format!(
                             "{what} for {}s; {}",
                             since.elapsed().as_secs(),
-                            status_line(counts.as_ref(), refused, &vitals.watchers.state())
+                            vitals_line(&vitals, counts.as_ref(), refused)
                         ));
                     }
                     Some(_) => {}

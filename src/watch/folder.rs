@@ -17,18 +17,21 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::after::{after_upload, move_target, sidecar_path};
 use super::filter::Filter;
+use super::identify::MtimeRule;
 use super::notifier::{self, Backend, Kind, Sink};
 use super::scan::{self, Tree};
 use super::settle::{Settler, Settling};
 use super::{journal_root, show, ScanReport, WatchError};
 use crate::config::{AfterUpload, WatchMode, WatchSettings};
 use crate::journal::{
-    FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle, Resettled,
+    FileIdentity, FileRow, FileState, Journal, JournalError, JournalHandle, Resettled, RootRecord,
 };
+use crate::roots::{self, Shares};
+use crate::sample::Sample;
 
 /// New files are journaled this many per transaction.
 const ADD_BATCH: usize = 1000;
@@ -88,6 +91,8 @@ struct Absorbed {
     journaled: Vec<(i64, PathBuf)>,
     /// Rows marked gone, with their path and why.
     gone: Vec<(i64, PathBuf, &'static str)>,
+    /// `gone` rows whose file came back.
+    revived: Vec<(i64, PathBuf)>,
 }
 
 pub(crate) struct Folder {
@@ -108,6 +113,15 @@ pub(crate) struct Folder {
     sink: Option<Sink>,
     /// An inotify limit was hit: switch to polling.
     pub limit_hit: Option<notify::Error>,
+    /// The registry of unavailable roots (shared with the workers).
+    shares: Arc<Shares>,
+    /// The root's identity when last seen available.
+    record: Option<RootRecord>,
+    /// When two mtimes are the same file's, on this folder's filesystem.
+    rule: MtimeRule,
+    /// Files the settle checks marked failed (unreadable), for the report
+    /// of a foreground run.
+    pub failed: Vec<i64>,
 }
 
 impl std::fmt::Debug for Folder {
@@ -135,6 +149,10 @@ pub(crate) fn unavailable(root: &Path, e: io::Error) -> WatchError {
         },
         io::ErrorKind::NotADirectory => WatchError::NotADirectory {
             path: root.to_path_buf(),
+        },
+        _ if roots::may_be_share(&e) => WatchError::Away {
+            path: root.to_path_buf(),
+            why: roots::describe_errno(&e),
         },
         _ => WatchError::Unreadable {
             path: root.to_path_buf(),
@@ -170,6 +188,7 @@ impl Folder {
         journal: JournalHandle,
         work: Arc<Notify>,
         sidecars: bool,
+        shares: Arc<Shares>,
     ) -> Result<Folder, WatchError> {
         let root = journal_root(&settings.path);
         let mut base_filter = Filter::new(&settings.include, &settings.exclude)?;
@@ -195,16 +214,32 @@ impl Folder {
             backend: None,
             sink: None,
             limit_hit: None,
+            shares,
+            record: None,
+            rule: MtimeRule::exact(),
+            failed: Vec::new(),
         })
     }
 
     /// Checks the root and (re)builds the tree; the error names the folder.
+    /// A root that was a mount point (as this process or the journal last
+    /// saw it) and is not one now is away, not empty.
     pub(crate) async fn prepare(&mut self) -> Result<(), WatchError> {
+        let root = self.root.clone();
+        let expected = match self.record {
+            Some(r) => Some(r),
+            None => self.journal.call(move |j| j.root_record(&root)).await?,
+        };
         let root = self.root.clone();
         let mut filter = self.base_filter.clone();
         let settings = self.settings.clone();
-        let tree = tokio::task::spawn_blocking(move || -> Result<Tree, WatchError> {
+        let (tree, state) = tokio::task::spawn_blocking(move || -> Result<_, WatchError> {
             let canonical_root = check_root(&root)?;
+            let state =
+                roots::probe(&root, expected.as_ref(), true).map_err(|a| WatchError::Away {
+                    path: root.clone(),
+                    why: a.why,
+                })?;
             // `move_to` reached through a symlink is still inside.
             if let AfterUpload::Move(to) = &settings.after_upload {
                 if let Ok(target) = fs::canonicalize(move_target(&root, to)) {
@@ -213,18 +248,70 @@ impl Folder {
                     }
                 }
             }
-            Ok(Tree {
+            let tree = Tree {
                 root,
                 canonical_root,
                 filter,
                 recursive: settings.recursive,
                 follow_symlinks: settings.follow_symlinks,
-            })
+                // Network filesystems cache attributes: settle checks open
+                // the file, which revalidates them (close-to-open).
+                fresh: state.network.is_some(),
+            };
+            Ok((tree, state))
         })
         .await
         .map_err(|e| WatchError::Task(e.to_string()))??;
+        self.rule = MtimeRule::new(self.settings.modify_window, state.mtime_granularity);
+        if let Some(kind) = state.network {
+            debug!(folder = %show(&self.root), filesystem = kind, "settle checks read fresh attributes");
+        }
+        let record = state.record;
+        if expected != Some(record) {
+            let root = self.root.clone();
+            self.journal
+                .call(move |j| j.save_root(&root, record))
+                .await?;
+        }
+        self.record = Some(record);
+        if self.shares.set_back(&self.root, record) {
+            info!(folder = %show(&self.root), "watch folder is available again; its uploads resume");
+            self.work.notify_waiters();
+        }
         self.tree = Some(Arc::new(tree));
         Ok(())
+    }
+
+    /// The root is unavailable: its uploads wait (see [`Shares`]).
+    pub(crate) fn set_away(&self, e: &WatchError) {
+        if matches!(e, WatchError::Journal(_) | WatchError::Task(_)) {
+            return;
+        }
+        self.shares.set_away(&self.root, &e.to_string());
+    }
+
+    /// Looks at the root now: still there, still the same directory, still
+    /// mounted? `Unavailable` when it went away, `Restart` when another
+    /// directory or filesystem took its place (a remount).
+    pub(crate) async fn check_root(&self) -> Result<(), FolderError> {
+        let root = self.root.clone();
+        let expected = self.record;
+        let state =
+            tokio::task::spawn_blocking(move || roots::probe(&root, expected.as_ref(), false))
+                .await
+                .map_err(join_err)?;
+        match state {
+            Err(a) => Err(FolderError::Unavailable(WatchError::Away {
+                path: self.root.clone(),
+                why: a.why,
+            })),
+            Ok(s) if Some(s.record) != expected => {
+                Err(FolderError::Unavailable(WatchError::Remounted {
+                    path: self.root.clone(),
+                }))
+            }
+            Ok(_) => Ok(()),
+        }
     }
 
     pub(crate) fn is_polling(&self) -> bool {
@@ -383,10 +470,18 @@ impl Folder {
 
         let root = self.root.clone();
         let rows = self.journal.call(move |j| j.rows_under(&root)).await?;
-        let plan = tokio::task::spawn_blocking(move || scan::plan(walked.files, rows))
-            .await
-            .map_err(join_err)?;
+        let rule = self.rule;
+        let sample_tree = tree.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            scan::plan(walked.files, rows, rule, &mut |f| sample_tree.sample(f))
+        })
+        .await
+        .map_err(join_err)?;
         report.already_done = plan.already_done;
+        for (path, kind) in &plan.unreadable {
+            warn!(path = %show(path), error = %io::Error::from(*kind),
+                "cannot read the file for its content sample; it is left as it is until the next scan");
+        }
         for path in &plan.empty {
             info!(path = %show(path), "the file is empty: not journaled until it has bytes");
         }
@@ -413,7 +508,13 @@ impl Folder {
         .await
         .map_err(join_err)?;
 
+        // The share may have gone (or been swapped) while it was walked:
+        // then nothing seen is trusted, nothing is marked gone.
+        self.check_root().await?;
         let resettle = plan.resettle;
+        let reidentify = plan.reidentify;
+        let revive = plan.revive;
+        let re_identified = reidentify.len();
         let absorbed = self
             .journal
             .call(move |j| {
@@ -424,10 +525,22 @@ impl Folder {
                     for (id, identity) in &resettle {
                         follow(j, *id, identity, &mut out)?;
                     }
+                    for (id, identity, sample) in &reidentify {
+                        j.reidentify(*id, identity, *sample)?;
+                    }
+                    for (id, to, identity) in &revive {
+                        revive_one(j, *id, *to, identity, &mut out)?;
+                    }
                     Ok(out)
                 })
             })
             .await?;
+        if re_identified > 0 {
+            info!(folder = %show(&self.root), re_identified,
+                "watch root {} looks remounted or restored: {re_identified} files re-identified by their content, none sent again",
+                show(&self.root));
+        }
+        self.log_revived(&absorbed.revived);
         let mut live: HashSet<i64> = absorbed.track.iter().map(|s| s.id).collect();
         let mut track = absorbed.track;
         report.gone += absorbed.gone.len();
@@ -477,6 +590,16 @@ impl Folder {
             done = report.already_done, gone = report.gone, settling = self.settler.len(),
             elapsed_ms = report.elapsed.as_millis() as u64, "reconcile scan finished");
         Ok(report)
+    }
+
+    fn log_revived(&self, revived: &[(i64, PathBuf)]) {
+        for (id, path) in revived {
+            info!(id, path = %show(path),
+                "the file is back as it was journaled; it is no longer gone and its upload resumes");
+        }
+        if !revived.is_empty() {
+            self.work.notify_waiters();
+        }
     }
 
     fn log_gone(&self, gone: &[(i64, PathBuf, &'static str)]) {
@@ -602,6 +725,8 @@ impl Folder {
         if gone_ids.is_empty() && resettles.is_empty() && lookups.is_empty() {
             return Ok(());
         }
+        // A path that vanished may be the whole share going away.
+        self.check_root().await?;
         let root = self.root.clone();
         let absorbed = self
             .journal
@@ -618,6 +743,7 @@ impl Folder {
             })
             .await?;
         self.log_gone(&absorbed.gone);
+        self.log_revived(&absorbed.revived);
         for (id, path) in &absorbed.journaled {
             info!(id, path = %show(path), "new file journaled; waiting for it to settle");
         }
@@ -629,45 +755,20 @@ impl Folder {
     }
 
     /// Checks the files whose settle clock ran out: unchanged and not empty
-    /// → queued (and the workers are woken); changed → the clock restarts;
-    /// vanished or empty → gone. Returns how many were queued.
+    /// → sampled and queued (and the workers are woken), unless the sample
+    /// shows a file already journaled (moved, or restored under a new
+    /// inode: that row takes the path, nothing is sent again); changed →
+    /// the clock restarts; vanished or empty → gone. Returns how many were
+    /// queued.
     pub(crate) async fn settle_due(&mut self) -> Result<usize, FolderError> {
         let due = self.settler.take_due(Instant::now());
         if due.is_empty() {
             return Ok(0);
         }
         let tree = self.tree()?;
-        enum Check {
-            Ready(Settling),
-            Changed(i64, FileIdentity),
-            Vanished(i64, PathBuf),
-            Empty(i64, PathBuf),
-            Unknown(Settling),
-        }
         let checks = tokio::task::spawn_blocking(move || {
             due.into_iter()
-                .map(|s| {
-                    let path = s.identity.path();
-                    match tree.stat(&path) {
-                        Err(e) if not_there(&e) => Check::Vanished(s.id, path),
-                        Err(_) => Check::Unknown(s),
-                        Ok(m) if !m.is_file() => Check::Vanished(s.id, path),
-                        Ok(m) => {
-                            let now = FileIdentity::from_metadata(
-                                &s.identity.root,
-                                &s.identity.rel_path,
-                                &m,
-                            );
-                            if now != s.identity {
-                                Check::Changed(s.id, now)
-                            } else if now.size == 0 {
-                                Check::Empty(s.id, path)
-                            } else {
-                                Check::Ready(s)
-                            }
-                        }
-                    }
-                })
+                .map(|s| settle_check(&tree, s))
                 .collect::<Vec<_>>()
         })
         .await
@@ -676,40 +777,88 @@ impl Folder {
         let mut changed = Vec::new();
         let mut vanished = Vec::new();
         let mut empty = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut share_errors = false;
         let now = Instant::now();
         for check in checks {
             match check {
-                Check::Ready(s) => ready.push(s),
+                Check::Ready(s, sample) => ready.push((s, sample)),
                 Check::Changed(id, identity) => changed.push((id, identity)),
                 Check::Vanished(id, path) => vanished.push((id, path)),
                 Check::Empty(id, path) => empty.push((id, path)),
+                Check::Unreadable(s, e) if roots::may_be_share(&e) => {
+                    share_errors = true;
+                    self.settler.track(s, now);
+                }
+                Check::Unreadable(s, e) => unreadable.push((s, e.to_string())),
                 // An I/O error (a network hiccup): look again later.
                 Check::Unknown(s) => self.settler.track(s, now),
             }
         }
-        let ready_ids: Vec<i64> = ready.iter().map(|s| s.id).collect();
-        let (queued, absorbed) = self
+        if share_errors || !vanished.is_empty() {
+            // Not the files: the share.
+            self.check_root().await?;
+        }
+        let twins = self.find_twins(&ready).await?;
+        let (ready_j, unreadable_j) = (ready.clone(), unreadable.clone());
+        let (queued, merged, absorbed) = self
             .journal
             .call(move |j| {
                 j.atomically(|j| {
-                    let queued = j.mark_ready_many(&ready_ids)?;
                     let mut out = Absorbed::default();
+                    let mut merged = Vec::new();
+                    let mut to_queue = Vec::new();
+                    for (s, sample) in &ready_j {
+                        match twins.iter().find(|(id, _)| *id == s.id) {
+                            Some((_, twin)) => {
+                                merge_into_twin(j, s, twin, *sample, &mut out)?;
+                                merged.push((s.identity.path(), twin.clone()));
+                            }
+                            None => to_queue.push((s.id, *sample)),
+                        }
+                    }
+                    let queued = j.mark_ready_sampled(&to_queue)?;
                     gone_many(j, &vanished, VANISHED, &mut out)?;
                     gone_many(j, &empty, EMPTY, &mut out)?;
                     for (id, identity) in &changed {
                         follow(j, *id, identity, &mut out)?;
                     }
-                    Ok((queued, out))
+                    for (s, e) in &unreadable_j {
+                        let why = format!(
+                            "cannot read the file for its content sample: {e}; fix it (permissions, the disk), then `ingestd retry {}`",
+                            s.id
+                        );
+                        match j.mark_failed(s.id, &why) {
+                            Ok(()) | Err(JournalError::WrongState { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok((queued, merged, out))
                 })
             })
             .await?;
         self.log_gone(&absorbed.gone);
+        self.log_revived(&absorbed.revived);
+        self.failed.extend(unreadable.iter().map(|(s, _)| s.id));
+        for (s, e) in &unreadable {
+            error!(id = s.id, path = %show(&s.identity.path()), error = %e,
+                "cannot read the file for its content sample; marked failed");
+        }
+        for (path, twin) in &merged {
+            if twin.identity.rel_path.as_path() != path.strip_prefix(&self.root).unwrap_or(path) {
+                info!(id = twin.id, path = %show(path), from = %show(&twin.path()), state = %twin.state,
+                    "file moved within the watch folder: its journal row follows it, nothing is sent again");
+            } else {
+                info!(id = twin.id, path = %show(path), state = %twin.state,
+                    "file re-identified by its content (restored or remounted): nothing is sent again");
+            }
+        }
         let now = Instant::now();
         for file in absorbed.track {
             self.settler.track(file, now);
         }
         let queued: HashSet<i64> = queued.into_iter().collect();
-        for s in ready.iter().filter(|s| queued.contains(&s.id)) {
+        for (s, _) in ready.iter().filter(|(s, _)| queued.contains(&s.id)) {
             info!(id = s.id, path = %show(&s.identity.path()), size = s.identity.size,
                 "file settled; queued for upload");
         }
@@ -718,6 +867,117 @@ impl Folder {
         }
         Ok(queued.len())
     }
+
+    /// For each settled file, the row already journaled with its content
+    /// (size, mtime and sample) at its own path, or at a path that is empty
+    /// now (the file moved), if any: that row is the file's.
+    async fn find_twins(
+        &self,
+        ready: &[(Settling, Sample)],
+    ) -> Result<Vec<(i64, FileRow)>, FolderError> {
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let root = self.root.clone();
+        let wanted: Vec<(i64, FileIdentity, Sample)> = ready
+            .iter()
+            .map(|(s, sample)| (s.id, s.identity.clone(), *sample))
+            .collect();
+        let rule = self.rule;
+        let candidates = self
+            .journal
+            .call(move |j| {
+                let mut out = Vec::new();
+                for (id, identity, sample) in &wanted {
+                    for row in j.rows_with_sample(&root, *sample)? {
+                        if row.id != *id
+                            && row.state != FileState::Settling
+                            && row.identity.size == identity.size
+                            && rule.same(row.identity.mtime_ns, identity.mtime_ns)
+                        {
+                            out.push((*id, identity.rel_path.clone(), row));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tree = self.tree()?;
+        tokio::task::spawn_blocking(move || {
+            let mut twins: Vec<(i64, FileRow)> = Vec::new();
+            for (id, rel, row) in candidates {
+                if twins.iter().any(|(t, _)| *t == id) {
+                    continue;
+                }
+                // Elsewhere: only if nothing is there now (a copy is a file
+                // of its own).
+                let here = row.identity.rel_path == rel;
+                if here || tree.stat(&row.path()).is_err_and(|e| not_there(&e)) {
+                    twins.push((id, row));
+                }
+            }
+            twins
+        })
+        .await
+        .map_err(join_err)
+    }
+}
+
+/// What a settle check found.
+enum Check {
+    Ready(Settling, Sample),
+    Changed(i64, FileIdentity),
+    Vanished(i64, PathBuf),
+    Empty(i64, PathBuf),
+    /// The sample could not be read.
+    Unreadable(Settling, io::Error),
+    Unknown(Settling),
+}
+
+/// One settle check (blocking): the file as it is now, and its sample when
+/// it is as it was.
+fn settle_check(tree: &Tree, s: Settling) -> Check {
+    let path = s.identity.path();
+    match tree.stat(&path) {
+        Err(e) if not_there(&e) => Check::Vanished(s.id, path),
+        Err(_) => Check::Unknown(s),
+        Ok(m) if !m.is_file() => Check::Vanished(s.id, path),
+        Ok(m) => {
+            let now = FileIdentity::from_metadata(&s.identity.root, &s.identity.rel_path, &m);
+            if now != s.identity {
+                Check::Changed(s.id, now)
+            } else if now.size == 0 {
+                Check::Empty(s.id, path)
+            } else {
+                match tree.sample(&now) {
+                    Ok(sample) => Check::Ready(s, sample),
+                    Err(e) if not_there(&e) => Check::Vanished(s.id, path),
+                    Err(e) => Check::Unreadable(s, e),
+                }
+            }
+        }
+    }
+}
+
+/// A settled file is an already journaled one (on the journal thread): that
+/// row takes the file's path and hints (a `gone` one is revived), and the
+/// settling row, a second look at the same file, is dropped.
+fn merge_into_twin(
+    j: &mut Journal,
+    s: &Settling,
+    twin: &FileRow,
+    sample: Sample,
+    out: &mut Absorbed,
+) -> Result<(), JournalError> {
+    j.drop_settling(s.id)?;
+    j.reidentify(twin.id, &s.identity, Some(sample))?;
+    if twin.state == FileState::Gone {
+        revive_one(j, twin.id, FileState::Queued, &s.identity, out)?;
+    }
+    Ok(())
 }
 
 /// Adds a watch for `dir` unless a limit was already hit.
@@ -842,6 +1102,33 @@ fn gone_many(
     Ok(())
 }
 
+/// A `gone` row whose file is back (on the journal thread): queued again,
+/// or settling again (then its clock starts).
+fn revive_one(
+    j: &mut Journal,
+    id: i64,
+    to: FileState,
+    identity: &FileIdentity,
+    out: &mut Absorbed,
+) -> Result<(), JournalError> {
+    match j.revive(id, to) {
+        Ok(()) => {
+            out.revived.push((id, identity.path()));
+            if to == FileState::Settling {
+                j.resettle(id, identity)?;
+                out.track.push(Settling {
+                    id,
+                    identity: identity.clone(),
+                });
+            }
+            Ok(())
+        }
+        // Someone else moved it on: not ours.
+        Err(JournalError::WrongState { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A settling row follows its changed file (on the journal thread).
 fn follow(
     j: &mut Journal,
@@ -889,15 +1176,28 @@ fn look_up(
     for (rel, identity) in lookups {
         let identity = identity.clone();
         let rows = j.rows_at(root, rel)?;
-        let same = identity
-            .as_ref()
-            .and_then(|f| rows.iter().find(|r| &r.identity == f));
+        // Live rows first: a `gone` twin is only revived when no live row
+        // has the file.
+        let same = identity.as_ref().and_then(|f| {
+            rows.iter()
+                .filter(|r| r.identity.same_hints(f))
+                .min_by_key(|r| (r.state == FileState::Gone, std::cmp::Reverse(r.id)))
+        });
         if let (Some(row), Some(identity)) = (same, &identity) {
-            if row.state == FileState::Settling {
-                out.track.push(Settling {
+            match row.state {
+                FileState::Settling => out.track.push(Settling {
                     id: row.id,
                     identity: identity.clone(),
-                });
+                }),
+                FileState::Gone => {
+                    let to = if row.sample.is_some() {
+                        FileState::Queued
+                    } else {
+                        FileState::Settling
+                    };
+                    revive_one(j, row.id, to, identity, out)?;
+                }
+                _ => {}
             }
         }
         let mut identity = if same.is_some() { None } else { identity };

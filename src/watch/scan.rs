@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
+use super::identify::{identify, Found, Lazy, MtimeRule};
 use crate::journal::{FileIdentity, FileRow, FileState};
+use crate::sample::Sample;
 
 /// What a walk needs to know about its folder.
 #[derive(Debug, Clone)]
@@ -27,6 +29,9 @@ pub(crate) struct Tree {
     pub filter: Filter,
     pub recursive: bool,
     pub follow_symlinks: bool,
+    /// Read a file's attributes through an open descriptor: on NFS, SMB
+    /// and FUSE a plain stat may answer from a cache up to a minute old.
+    pub fresh: bool,
 }
 
 /// What a walk found.
@@ -48,10 +53,26 @@ impl Tree {
     /// symlink only when the folder allows it).
     pub(crate) fn stat(&self, path: &Path) -> io::Result<Metadata> {
         let meta = fs::symlink_metadata(path)?;
-        if meta.file_type().is_symlink() && self.follow_symlinks && self.link_inside(path) {
+        let follow =
+            meta.file_type().is_symlink() && self.follow_symlinks && self.link_inside(path);
+        if self.fresh && (meta.is_file() || follow) {
+            // Opening revalidates the attributes (close-to-open consistency).
+            return fs::File::open(path)?.metadata();
+        }
+        if follow {
             return fs::metadata(path);
         }
         Ok(meta)
+    }
+
+    /// The content sample of `f` as it is now; an error if its size is not
+    /// the one seen (it changed meanwhile).
+    pub(crate) fn sample(&self, f: &FileIdentity) -> io::Result<Sample> {
+        let file = fs::File::open(f.path())?;
+        if file.metadata()?.len() != f.size {
+            return Err(io::Error::other("the file changed while it was sampled"));
+        }
+        Sample::of_file(&file, f.size)
     }
 
     /// Whether `path` resolves to somewhere inside the root.
@@ -193,6 +214,12 @@ pub(crate) struct Plan {
     pub resettle: Vec<(i64, FileIdentity)>,
     /// Settling rows whose file is as journaled: keep their clocks running.
     pub settling: Vec<(i64, FileIdentity)>,
+    /// Rows whose file is there under new hints (a remount, a restore):
+    /// the hints follow, and the sample when the row had none.
+    pub reidentify: Vec<(i64, FileIdentity, Option<Sample>)>,
+    /// `gone` rows whose file is back as it was: queued again (or settling
+    /// again, when they went away before they settled).
+    pub revive: Vec<(i64, FileState, FileIdentity)>,
     /// Rows not uploaded yet whose identity was not seen: check each file,
     /// then mark the vanished or changed ones gone.
     pub unseen: Vec<FileRow>,
@@ -201,60 +228,67 @@ pub(crate) struct Plan {
     pub already_done: usize,
     /// Empty files without a row: not journaled until they have bytes.
     pub empty: Vec<PathBuf>,
-}
-
-type Key<'a> = (&'a [u8], u64, i64, u64, u64);
-
-fn key(f: &FileIdentity) -> Key<'_> {
-    (
-        f.rel_path.as_os_str().as_bytes(),
-        f.size,
-        f.mtime_ns,
-        f.dev,
-        f.inode,
-    )
+    /// Files whose sample could not be read: their rows are left as they are.
+    pub unreadable: Vec<(PathBuf, io::ErrorKind)>,
 }
 
 /// Diffs the files found on disk against every journal row of the folder:
-/// one pass over each, with hash maps, whatever the folder's size.
-pub(crate) fn plan(files: Vec<FileIdentity>, rows: Vec<FileRow>) -> Plan {
-    let mut by_identity: HashMap<Key<'_>, usize> = HashMap::with_capacity(rows.len());
-    let mut settling_at: HashMap<&[u8], usize> = HashMap::new();
+/// one pass over each, with hash maps, whatever the folder's size. A file
+/// is sampled (`sample`) only when a row has its path, size and mtime but
+/// other hints, so a steady folder costs no reads.
+pub(crate) fn plan(
+    files: Vec<FileIdentity>,
+    rows: Vec<FileRow>,
+    rule: MtimeRule,
+    sample: &mut dyn FnMut(&FileIdentity) -> io::Result<Sample>,
+) -> Plan {
+    let mut by_path: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        by_identity.insert(key(&row.identity), i);
-        if row.state == FileState::Settling {
-            settling_at.insert(row.identity.rel_path.as_os_str().as_bytes(), i);
-        }
+        by_path
+            .entry(row.identity.rel_path.as_os_str().as_bytes())
+            .or_default()
+            .push(i);
     }
     let mut seen = vec![false; rows.len()];
     let mut plan = Plan::default();
     for file in files {
-        let same = by_identity.get(&key(&file)).copied();
-        if let Some(i) = same {
-            seen[i] = true;
-            let row = &rows[i];
-            match row.state {
-                FileState::Settling => plan.settling.push((row.id, file)),
-                FileState::Done => {
-                    plan.already_done += 1;
-                    plan.done_in_place.push(row.clone());
-                }
-                _ => {}
-            }
-            continue;
-        }
-        let earlier = settling_at
+        let at: Vec<(usize, &FileRow)> = by_path
             .get(file.rel_path.as_os_str().as_bytes())
-            .copied()
-            .filter(|i| !seen[*i]);
-        if let Some(i) = earlier {
-            seen[i] = true;
-            plan.resettle.push((rows[i].id, file));
-        } else if file.size == 0 {
+            .map(|ids| {
+                ids.iter()
+                    .filter(|i| !seen[**i])
+                    .map(|i| (*i, &rows[*i]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut compute = || sample(&file);
+        let mut lazy = Lazy::new(&mut compute);
+        let found = identify(&file, &at, rule, &mut lazy);
+        drop(lazy);
+        match found {
+            Err(kind) => {
+                // Unknown: none of these rows is judged on this pass.
+                for (i, _) in &at {
+                    seen[*i] = true;
+                }
+                plan.unreadable.push((file.path(), kind));
+            }
+            Ok(Found::Same(i)) => {
+                seen[i] = true;
+                settled_match(&mut plan, &rows[i], file, None);
+            }
+            Ok(Found::Reidentified(i, new_sample)) => {
+                seen[i] = true;
+                plan.reidentify.push((rows[i].id, file.clone(), new_sample));
+                settled_match(&mut plan, &rows[i], file, new_sample);
+            }
+            Ok(Found::Follow(i)) => {
+                seen[i] = true;
+                plan.resettle.push((rows[i].id, file));
+            }
             // Never queued while empty; journaled once it has bytes.
-            plan.empty.push(file.path());
-        } else {
-            plan.add.push(file);
+            Ok(Found::New) if file.size == 0 => plan.empty.push(file.path()),
+            Ok(Found::New) => plan.add.push(file),
         }
     }
     plan.unseen = rows
@@ -272,6 +306,28 @@ pub(crate) fn plan(files: Vec<FileIdentity>, rows: Vec<FileRow>) -> Plan {
     plan
 }
 
+/// `file` is `row`'s: what that means in the row's state.
+fn settled_match(plan: &mut Plan, row: &FileRow, file: FileIdentity, new_sample: Option<Sample>) {
+    match row.state {
+        FileState::Settling => plan.settling.push((row.id, file)),
+        FileState::Done => {
+            plan.already_done += 1;
+            let mut row = row.clone();
+            row.identity = file;
+            plan.done_in_place.push(row);
+        }
+        FileState::Gone => {
+            let to = if row.sample.or(new_sample).is_some() {
+                FileState::Queued
+            } else {
+                FileState::Settling
+            };
+            plan.revive.push((row.id, to, file));
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +340,7 @@ mod tests {
             mtime_ns: 5,
             dev: 1,
             inode,
+            ctime_ns: Some(1),
         }
     }
 
@@ -303,7 +360,12 @@ mod tests {
             started_at: None,
             done_at: None,
             sends_in_doubt: 0,
+            sample: (state != FileState::Settling).then_some(Sample([id as u8; 16])),
         }
+    }
+
+    fn no_reads(f: &FileIdentity) -> io::Result<Sample> {
+        panic!("{} was sampled", f.rel_path.display())
     }
 
     #[test]
@@ -325,7 +387,7 @@ mod tests {
             ident("new.mp4", 1, 8),
             ident("empty.mp4", 0, 9),
         ];
-        let p = plan(files, rows);
+        let p = plan(files, rows, MtimeRule::exact(), &mut no_reads);
         assert_eq!(p.already_done, 1);
         assert_eq!(p.done_in_place[0].id, 1);
         assert_eq!(p.resettle.len(), 1);
@@ -339,5 +401,58 @@ mod tests {
         assert_eq!(p.empty, vec![PathBuf::from("/r/empty.mp4")]);
         let unseen: Vec<i64> = p.unseen.iter().map(|r| r.id).collect();
         assert_eq!(unseen, vec![4, 5]);
+        assert!(p.reidentify.is_empty() && p.revive.is_empty());
+    }
+
+    #[test]
+    fn a_remounted_folder_is_re_identified_and_gone_rows_come_back() {
+        let rows = vec![
+            row(1, ident("done.mp4", 10, 1), FileState::Done),
+            row(2, ident("half.mp4", 10, 2), FileState::Queued),
+            row(3, ident("blinked.mp4", 10, 3), FileState::Gone),
+            row(4, ident("reused.mp4", 10, 4), FileState::Done),
+        ];
+        let remounted = |name: &str, inode: u64| {
+            let mut f = ident(name, 10, inode + 100);
+            f.dev = 2;
+            f
+        };
+        let files = vec![
+            remounted("done.mp4", 1),
+            remounted("half.mp4", 2),
+            remounted("blinked.mp4", 3),
+            remounted("reused.mp4", 4),
+        ];
+        let mut reads = 0;
+        let mut sample = |f: &FileIdentity| {
+            reads += 1;
+            Ok(match f.inode - 100 {
+                4 => Sample([99; 16]), // a new recording under an old name
+                n => Sample([n as u8; 16]),
+            })
+        };
+        let p = plan(files, rows, MtimeRule::exact(), &mut sample);
+        assert_eq!(reads, 4);
+        let re: Vec<i64> = p.reidentify.iter().map(|r| r.0).collect();
+        assert_eq!(re, vec![1, 2, 3]);
+        assert_eq!(p.already_done, 1);
+        assert_eq!(
+            p.revive.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            vec![(3, FileState::Queued)]
+        );
+        assert_eq!(p.add.len(), 1);
+        assert_eq!(p.add[0].rel_path, PathBuf::from("reused.mp4"));
+        assert!(p.unseen.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_sampled_leaves_its_rows_alone() {
+        let rows = vec![row(2, ident("half.mp4", 10, 2), FileState::Queued)];
+        let mut f = ident("half.mp4", 10, 200);
+        f.dev = 9;
+        let mut sample = |_: &FileIdentity| Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        let p = plan(vec![f], rows, MtimeRule::exact(), &mut sample);
+        assert!(p.unseen.is_empty() && p.add.is_empty() && p.reidentify.is_empty());
+        assert_eq!(p.unreadable.len(), 1);
     }
 }

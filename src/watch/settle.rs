@@ -151,6 +151,7 @@ mod tests {
                 mtime_ns: 1,
                 dev: 1,
                 inode: id as u64,
+                ctime_ns: None,
             },
         }
     }

@@ -1,11 +1,11 @@
 //! A background `ingestd` whose output is collected as it comes.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{signal, wait_until, Env};
+use super::{signal, wait_until, Env, Ns};
 
 /// How long a daemon may take to finish its first scan on a loaded machine.
 const READY: Duration = Duration::from_secs(30);
@@ -44,7 +44,24 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(env: &Env, args: &[&str]) -> Daemon {
-        let mut child = env.spawn(args);
+        Daemon::from_child(env.spawn(args))
+    }
+
+    /// `ingestd ARGS…` inside the mount namespace `ns` (with `env.cmd`'s
+    /// environment). nsenter execs it: `child.id()` is ingestd's pid.
+    pub fn spawn_in(env: &Env, ns: &Ns, args: &[&str]) -> Daemon {
+        let child = ns
+            .wrap(&env.cmd(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Daemon::from_child(child)
+    }
+
+    /// Collects the output of a child spawned with piped stdout and stderr.
+    pub fn from_child(mut child: Child) -> Daemon {
         let log = Arc::new(Mutex::new(String::new()));
         let streams: Vec<Box<dyn Read + Send>> = vec![
             Box::new(child.stdout.take().unwrap()),
@@ -74,7 +91,16 @@ impl Daemon {
 
     /// `ingestd run`, once its first scan is done.
     pub fn ready(env: &Env) -> Daemon {
-        let d = Daemon::spawn(env, &["run"]);
+        Daemon::spawn(env, &["run"]).first_scan()
+    }
+
+    /// `ingestd run` inside the mount namespace `ns`, once its first scan is done.
+    pub fn ready_in(env: &Env, ns: &Ns) -> Daemon {
+        Daemon::spawn_in(env, ns, &["run"]).first_scan()
+    }
+
+    fn first_scan(self) -> Daemon {
+        let d = self;
         assert!(
             d.wait_log("first scan done", READY),
             "the daemon never finished its first scan:\n{}",

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 mod daemon;
 #[allow(unused_imports)]
 pub use daemon::{stop_ok, strip_ansi, Daemon};
+mod mounts;
+#[allow(unused_imports)]
+pub use mounts::{sh_quote, Ns};
 
 pub const MIB: u64 = 1024 * 1024;
 pub const TOKEN: &str = "to1testTOKENabcdefghijkl";

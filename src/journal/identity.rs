@@ -1,0 +1,455 @@
+//! What the journal knows of identity beyond a row's state: content samples,
+//! re-identification after a remount or a rename, revival of `gone` rows
+//! whose file came back, the watch roots' own identity, and the videos left
+//! behind on api.video (orphans).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::{
+    now_ms, path_from_blob, to_i64, to_u64, Added, FileIdentity, FileRow, FileState, Journal,
+    JournalError,
+};
+use crate::sample::Sample;
+
+/// A video ingestd started on api.video and then abandoned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    /// The journal row of the file it was for.
+    pub file_id: i64,
+    pub path: PathBuf,
+    /// `None` when the reply that would have named it was lost.
+    pub video_id: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub why: String,
+}
+
+/// A watch root's own identity, as last seen available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootRecord {
+    pub dev: u64,
+    pub inode: u64,
+    /// The root was itself a mount point.
+    pub mount_point: bool,
+}
+
+/// The orphan text of a request that would have created a video and whose
+/// outcome is unknown: one SQL expression over a `files` row.
+const IN_DOUBT_WHY: &str = "CASE WHEN chunk_size IS NOT NULL AND size > chunk_size \
+     THEN 'possibly an unfinished video: the request that created it lost its reply, so its videoId is unknown; look for a video with this file''s name' \
+     ELSE 'possibly a duplicate video: the request that uploads this file in one piece lost its reply; look for two videos with this file''s name' END";
+
+impl Journal {
+    /// Journals `f`, whose content sample is `sample`, unless it is already
+    /// journaled: same hints, or same size, mtime and sample (its hints are
+    /// then brought up to date). For `ingestd upload FILE`.
+    pub fn add_sampled(
+        &mut self,
+        f: &FileIdentity,
+        sample: Sample,
+        state: FileState,
+    ) -> Result<Added, JournalError> {
+        self.atomically(|j| {
+            let rows = j.rows_at(&f.root, &f.rel_path)?;
+            let same = rows.iter().find(|r| r.identity.same_hints(f)).or_else(|| {
+                rows.iter().find(|r| {
+                    r.identity.size == f.size
+                        && r.identity.mtime_ns == f.mtime_ns
+                        && r.sample == Some(sample)
+                })
+            });
+            if let Some(row) = same {
+                j.reidentify(row.id, f, Some(sample))?;
+                return Ok(Added {
+                    id: row.id,
+                    inserted: false,
+                    state: row.state,
+                });
+            }
+            Ok(Added {
+                id: j.insert(f, Some(sample), state)?,
+                inserted: true,
+                state,
+            })
+        })
+    }
+
+    /// The row `id` is the file `now` describes (the same content after a
+    /// remount, a restore or a rename): its path, mtime and hints follow,
+    /// and its sample is filled in if it had none. Any state; nothing else
+    /// of the row changes.
+    pub fn reidentify(
+        &mut self,
+        id: i64,
+        now: &FileIdentity,
+        sample: Option<Sample>,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE files SET rel_path = ?2, mtime_ns = ?3, dev = ?4, inode = ?5, ctime_ns = ?6, \
+                 sample = coalesce(sample, ?7), updated_at = ?8 WHERE id = ?1 AND size = ?9",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    now.rel_path.as_os_str().as_bytes(),
+                    now.mtime_ns,
+                    to_i64(now.dev),
+                    to_i64(now.inode),
+                    now.ctime_ns,
+                    sample.map(|s| s.0.to_vec()),
+                    now_ms(),
+                    to_i64(now.size),
+                ])
+            })
+            .map_err(self.query_err("re-identify a file"))?;
+        Ok(())
+    }
+
+    /// Stores the content sample of a row that had none (one written by an
+    /// older ingestd, sampled the first time it is needed).
+    pub fn set_sample(&mut self, id: i64, sample: Sample) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "UPDATE files SET sample = ?2 WHERE id = ?1 AND sample IS NULL",
+                params![id, sample.0.to_vec()],
+            )
+            .map_err(self.query_err("store a content sample"))?;
+        Ok(())
+    }
+
+    /// settling → queued for files that settled, each with its sample, in
+    /// one transaction. Returns the ids queued.
+    pub fn mark_ready_sampled(
+        &mut self,
+        ready: &[(i64, Sample)],
+    ) -> Result<Vec<i64>, JournalError> {
+        self.atomically(|j| {
+            let mut queued = Vec::with_capacity(ready.len());
+            for (id, sample) in ready {
+                let changed = j
+                    .conn
+                    .prepare_cached(
+                        "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3 \
+                         WHERE id = ?1 AND state = 'settling'",
+                    )
+                    .and_then(|mut st| st.execute(params![id, sample.0.to_vec(), now_ms()]))
+                    .map_err(j.query_err("mark ready"))?;
+                if changed == 1 {
+                    queued.push(*id);
+                }
+            }
+            Ok(queued)
+        })
+    }
+
+    /// A `gone` row whose file is back as it was: it is queued again (with
+    /// its offset and videoId, so a half-sent upload resumes), or, when it
+    /// went away while still settling, settles again. Its orphan, if it
+    /// left one, is no longer one.
+    pub fn revive(&mut self, id: i64, to: FileState) -> Result<(), JournalError> {
+        let to = if to == FileState::Settling {
+            FileState::Settling
+        } else {
+            FileState::Queued
+        };
+        self.atomically(|j| {
+            let set = format!(
+                "state = '{}', last_error = NULL, next_attempt_at = NULL, attempts = 0",
+                to.as_str()
+            );
+            j.transition("revive", id, &[FileState::Gone], &set, &[])?;
+            j.conn
+                .execute(
+                    "DELETE FROM orphans WHERE file_id = ?1 AND video_id IS NOT NULL \
+                     AND video_id = (SELECT video_id FROM files WHERE id = ?1)",
+                    [id],
+                )
+                .map_err(j.query_err("revive"))?;
+            Ok(())
+        })
+    }
+
+    /// The rows of `root` with this content sample (a settled file that may
+    /// be one already journaled, moved or restored).
+    pub fn rows_with_sample(
+        &self,
+        root: &Path,
+        sample: Sample,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        self.select_rows(
+            "look up a content sample",
+            "WHERE sample = ?1 AND root = ?2 ORDER BY id",
+            params![sample.0.to_vec(), root.as_os_str().as_bytes()],
+        )
+    }
+
+    /// Deletes a settling row that turned out to be a second look at a file
+    /// already journaled (its twin keeps the file's history).
+    pub fn drop_settling(&mut self, id: i64) -> Result<(), JournalError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM files WHERE id = ?1 AND state = 'settling'",
+                [id],
+            )
+            .map_err(self.query_err("drop a duplicate row"))?;
+        if n == 1 {
+            return Ok(());
+        }
+        Err(JournalError::WrongState {
+            op: "drop a duplicate row",
+            id,
+            expected: "settling",
+            actual: self.get(id)?.map(|r| r.state),
+        })
+    }
+
+    /// After a row became `gone`: if its upload had started (it has a
+    /// videoId), that video is an orphan.
+    pub(super) fn orphan_if_started(&mut self, id: i64, why: &str) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO orphans (file_id, root, rel_path, video_id, at, why) \
+                 SELECT id, root, rel_path, video_id, ?2, ?3 FROM files \
+                 WHERE id = ?1 AND video_id IS NOT NULL AND bytes_uploaded < size",
+            )
+            .and_then(|mut st| st.execute(params![id, now_ms(), why]))
+            .map_err(self.query_err("record an orphan video"))?;
+        Ok(())
+    }
+
+    /// The request creating the video of row `id` ended without a known
+    /// outcome: api.video may hold a video nobody will finish or use.
+    pub(super) fn orphan_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
+        self.orphans_in_doubt_where("id = ?1", params![id])
+    }
+
+    /// [`Journal::orphan_in_doubt`] for every row `filter` selects.
+    pub(super) fn orphans_in_doubt_where(
+        &mut self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<(), JournalError> {
+        let sql = format!(
+            "INSERT INTO orphans (file_id, root, rel_path, video_id, at, why) \
+             SELECT id, root, rel_path, NULL, {now}, {IN_DOUBT_WHY} FROM files WHERE {filter}",
+            now = now_ms()
+        );
+        self.conn
+            .execute(&sql, args)
+            .map_err(self.query_err("record an orphan video"))?;
+        Ok(())
+    }
+
+    /// Every orphan, oldest first.
+    pub fn orphans(&self) -> Result<Vec<Orphan>, JournalError> {
+        self.conn
+            .prepare_cached(
+                "SELECT file_id, root, rel_path, video_id, at, why FROM orphans ORDER BY id",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    let root = path_from_blob(r.get(1)?);
+                    let rel = path_from_blob(r.get(2)?);
+                    Ok(Orphan {
+                        file_id: r.get(0)?,
+                        path: root.join(rel),
+                        video_id: r.get(3)?,
+                        at: r.get(4)?,
+                        why: r.get(5)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(self.query_err("list orphan videos"))
+    }
+
+    /// How many orphans there are (for `/metrics`).
+    pub fn orphan_count(&self) -> Result<u64, JournalError> {
+        self.conn
+            .query_row("SELECT count(*) FROM orphans", [], |r| r.get::<_, i64>(0))
+            .map(to_u64)
+            .map_err(self.query_err("count orphan videos"))
+    }
+
+    /// The identity `root` had when it was last seen available.
+    pub fn root_record(&self, root: &Path) -> Result<Option<RootRecord>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT dev, inode, mount_point FROM roots WHERE root = ?1")
+            .and_then(|mut st| {
+                st.query_row([root.as_os_str().as_bytes()], |r| {
+                    Ok(RootRecord {
+                        dev: to_u64(r.get(0)?),
+                        inode: to_u64(r.get(1)?),
+                        mount_point: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(self.query_err("read a watch root's identity"))
+    }
+
+    /// Records the identity of `root`, seen available now.
+    pub fn save_root(&mut self, root: &Path, rec: RootRecord) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO roots (root, dev, inode, mount_point, seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (root) DO UPDATE SET dev = ?2, inode = ?3, mount_point = ?4, seen_at = ?5",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    root.as_os_str().as_bytes(),
+                    to_i64(rec.dev),
+                    to_i64(rec.inode),
+                    rec.mount_point,
+                    now_ms()
+                ])
+            })
+            .map_err(self.query_err("record a watch root's identity"))?;
+        Ok(())
+    }
+
+    /// `ingestd retry` of a `gone` row whose file the caller found back as
+    /// journaled: queued again with its progress.
+    pub fn retry_gone(&mut self, id: i64) -> Result<(), JournalError> {
+        self.revive(id, FileState::Queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(name: &str, size: u64, inode: u64) -> FileIdentity {
+        FileIdentity {
+            root: PathBuf::from("/srv/nas"),
+            rel_path: PathBuf::from(name),
+            size,
+            mtime_ns: 1_700_000_000_000_000_000,
+            dev: 42,
+            inode,
+            ctime_ns: Some(1),
+        }
+    }
+
+    fn open_temp() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("journal.db")).unwrap();
+        (dir, j)
+    }
+
+    #[test]
+    fn the_same_content_under_new_hints_is_found_and_its_hints_follow() {
+        let (_d, mut j) = open_temp();
+        let s = Sample([7; 16]);
+        let a = j
+            .add_sampled(&ident("a.mp4", 10, 1), s, FileState::Queued)
+            .unwrap();
+        assert!(a.inserted);
+        let mut moved = ident("a.mp4", 10, 99);
+        moved.dev = 43;
+        let b = j.add_sampled(&moved, s, FileState::Queued).unwrap();
+        assert_eq!((b.id, b.inserted), (a.id, false));
+        let row = j.get(a.id).unwrap().unwrap();
+        assert_eq!((row.identity.dev, row.identity.inode), (43, 99));
+        // Same size and mtime, another content: a new file.
+        let c = j
+            .add_sampled(&ident("a.mp4", 10, 100), Sample([8; 16]), FileState::Queued)
+            .unwrap();
+        assert!(c.inserted);
+    }
+
+    #[test]
+    fn a_gone_row_revived_resumes_and_its_orphan_is_withdrawn() {
+        let (_d, mut j) = open_temp();
+        let id = j
+            .add_file(&ident("a.mp4", 100, 1), FileState::Queued)
+            .unwrap()
+            .id;
+        j.claim_next(now_ms(), std::time::Duration::from_secs(1), None)
+            .unwrap()
+            .unwrap();
+        j.set_chunk_size(id, 10).unwrap();
+        j.record_progress(id, "vi1", 10).unwrap();
+        j.mark_gone(id, "the file vanished").unwrap();
+        assert_eq!(j.orphan_count().unwrap(), 1);
+        let o = &j.orphans().unwrap()[0];
+        assert_eq!(o.video_id.as_deref(), Some("vi1"));
+        assert_eq!(o.path, PathBuf::from("/srv/nas/a.mp4"));
+        j.revive(id, FileState::Queued).unwrap();
+        let row = j.get(id).unwrap().unwrap();
+        assert_eq!(row.state, FileState::Queued);
+        assert_eq!(
+            (row.bytes_uploaded, row.video_id.as_deref()),
+            (10, Some("vi1"))
+        );
+        assert_eq!(j.orphan_count().unwrap(), 0);
+        assert!(matches!(
+            j.revive(id, FileState::Queued),
+            Err(JournalError::WrongState { .. })
+        ));
+    }
+
+    #[test]
+    fn a_creating_request_in_doubt_is_a_possible_orphan() {
+        let (_d, mut j) = open_temp();
+        let id = j
+            .add_file(&ident("big.mp4", 100, 1), FileState::Queued)
+            .unwrap()
+            .id;
+        j.claim_next(now_ms(), std::time::Duration::from_secs(1), None)
+            .unwrap()
+            .unwrap();
+        j.set_chunk_size(id, 10).unwrap();
+        j.count_send_in_doubt(id).unwrap();
+        let o = j.orphans().unwrap();
+        assert_eq!(o.len(), 1);
+        assert!(
+            o[0].video_id.is_none() && o[0].why.contains("unfinished"),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn roots_are_remembered() {
+        let (_d, mut j) = open_temp();
+        let root = Path::new("/srv/nas");
+        assert_eq!(j.root_record(root).unwrap(), None);
+        let rec = RootRecord {
+            dev: 5,
+            inode: 2,
+            mount_point: true,
+        };
+        j.save_root(root, rec).unwrap();
+        j.save_root(root, RootRecord { dev: 6, ..rec }).unwrap();
+        assert_eq!(j.root_record(root).unwrap().unwrap().dev, 6);
+    }
+
+    #[test]
+    fn settled_files_are_queued_with_their_sample() {
+        let (_d, mut j) = open_temp();
+        let id = j
+            .add_file(&ident("a.mp4", 10, 1), FileState::Settling)
+            .unwrap()
+            .id;
+        assert_eq!(
+            j.mark_ready_sampled(&[(id, Sample([1; 16]))]).unwrap(),
+            vec![id]
+        );
+        let row = j.get(id).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.sample),
+            (FileState::Queued, Some(Sample([1; 16])))
+        );
+        let twins = j
+            .rows_with_sample(Path::new("/srv/nas"), Sample([1; 16]))
+            .unwrap();
+        assert_eq!(twins.len(), 1);
+        assert!(j.drop_settling(id).is_err());
+    }
+}
