@@ -8,12 +8,19 @@
 //!    until the first scan is over (the daemon is ready).
 //! 3. Latency from the moment a file stops changing to its first byte sent
 //!    (the claim of its upload): `settle` plus what.
+//! 4. A share remounted or restored: 10,000 files of 2 MiB (random bytes,
+//!    not sparse) journaled `done` with their content samples, then every
+//!    device number changed as a remount leaves it. The first scan must read
+//!    each file's sample (2 MiB) to re-identify it: its time against the
+//!    same scan with the hints unchanged gives the sample's cost per file,
+//!    with a warm page cache and, where `/proc/sys/vm/drop_caches` can be
+//!    written, a cold one.
 //!
 //! Each figure is the median of several runs, with min and max.
 //!
 //! `cargo bench --bench watch` (env: BENCH_BURST, default 10000;
 //! BENCH_BURST_RUNS, default 3; BENCH_STARTUP, default 100000, 5 starts;
-//! BENCH_ONLY=latency|startup|burst).
+//! BENCH_REMOUNT, default 10000 files; BENCH_ONLY=latency|startup|burst|remount).
 
 mod common;
 
@@ -262,6 +269,102 @@ fn latency(rt: &tokio::runtime::Runtime, files: usize) {
     );
 }
 
+/// Drops the page cache, if this process may: then reads come from the disk.
+fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn remount(rt: &tokio::runtime::Runtime, n: u64, runs: usize) {
+    const SIZE: usize = 2 * 1024 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = emulator(rt, dir.path());
+    let watch = dir.path().join("in");
+    let journal = dir.path().join("j.db");
+    let root = ingestd::watch::journal_root(&watch);
+    let mut base = vec![0u8; SIZE];
+    fastrand::fill(&mut base);
+    let mut idents = Vec::with_capacity(n as usize);
+    let written = Instant::now();
+    for i in 0..n {
+        let rel = PathBuf::from(format!("d{:02}/clip-{i:05}.mp4", i % 100));
+        let p = root.join(&rel);
+        if i < 100 {
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        }
+        // Each file its own head and tail, so each has its own sample.
+        base[..8].copy_from_slice(&i.to_le_bytes());
+        base[SIZE - 8..].copy_from_slice(&i.to_le_bytes());
+        std::fs::write(&p, &base).expect("write");
+        let meta = std::fs::metadata(&p).expect("stat");
+        idents.push(FileIdentity::from_metadata(&root, &rel, &meta));
+    }
+    let written = written.elapsed();
+    {
+        let mut j = Journal::open(&journal).expect("journal");
+        let added = j.add_files(&idents, FileState::Queued).expect("add");
+        let conn = rusqlite::Connection::open(&journal).expect("sqlite");
+        conn.execute_batch("BEGIN").expect("begin");
+        for (ident, a) in idents.iter().zip(added) {
+            let f = std::fs::File::open(ident.path()).expect("open");
+            let sample = ingestd::sample::Sample::of_file(&f, ident.size).expect("sample");
+            conn.execute(
+                "UPDATE files SET state = 'done', video_id = 'vibench', bytes_uploaded = size, \
+                 sample = ?2 WHERE id = ?1",
+                rusqlite::params![a.id, sample.0.to_vec()],
+            )
+            .expect("mark done");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    let cfg = config(dir.path(), &emu.base_url(), &watch, "1s", &journal);
+    let log = cfg.with_file_name(LOG);
+    let scan = |remounted: bool, cold: bool| -> Option<f64> {
+        if remounted {
+            let conn = rusqlite::Connection::open(&journal).expect("sqlite");
+            conn.execute("UPDATE files SET dev = dev + 1", [])
+                .expect("hints");
+        }
+        if cold && !drop_caches() {
+            return None;
+        }
+        let _ = std::fs::remove_file(&log);
+        let child = start(&cfg);
+        let took = wait_for("the first scan", Duration::from_secs(1800), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("first scan done"))
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        stop(child);
+        assert_eq!(
+            remounted,
+            text.contains(&format!("{n} files re-identified by their content")),
+            "{text}"
+        );
+        Some(took.as_secs_f64())
+    };
+    let steady: Vec<f64> = (0..runs).filter_map(|_| scan(false, false)).collect();
+    let warm: Vec<f64> = (0..runs).filter_map(|_| scan(true, false)).collect();
+    let cold: Vec<f64> = (0..runs).filter_map(|_| scan(true, true)).collect();
+    let (st, stmin, stmax) = stats(&steady);
+    let (w, wmin, wmax) = stats(&warm);
+    println!(
+        "remount of {n} files of 2 MiB (written in {:.1}s), median of {runs} [min–max]: first scan with the hints unchanged {st:.2}s [{stmin:.2}–{stmax:.2}]; \
+         after a remount (every file sampled and re-identified), warm cache {w:.2}s [{wmin:.2}–{wmax:.2}] = {:.3} ms per file for the sample",
+        written.as_secs_f64(),
+        (w - st) * 1000.0 / n as f64
+    );
+    if cold.is_empty() {
+        println!("  (cold cache not measured: /proc/sys/vm/drop_caches cannot be written here)");
+    } else {
+        let (c, cmin, cmax) = stats(&cold);
+        println!(
+            "  cold cache {c:.2}s [{cmin:.2}–{cmax:.2}] = {:.3} ms per file",
+            (c - st) * 1000.0 / n as f64
+        );
+    }
+    assert_eq!(emu.stats().upload_requests, 0, "nothing is sent again");
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -274,6 +377,9 @@ fn main() {
     }
     if only.is_empty() || only == "startup" {
         startup(&rt, env_u64("BENCH_STARTUP", 100_000), 5);
+    }
+    if only.is_empty() || only == "remount" {
+        remount(&rt, env_u64("BENCH_REMOUNT", 10_000), 3);
     }
     if only.is_empty() || only == "burst" {
         burst(

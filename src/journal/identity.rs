@@ -416,6 +416,48 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_journal_keeps_every_row_and_gets_samples_lazily() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            let old = rusqlite_migration::Migrations::new(
+                super::super::MIGRATIONS[..2]
+                    .iter()
+                    .map(|sql| rusqlite_migration::M::up(sql))
+                    .collect(),
+            );
+            old.to_latest(&mut conn).unwrap();
+            for (i, state) in ["done", "queued", "gone"].iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, state, \
+                     created_at, updated_at, video_id) VALUES (?1, ?2, 10, 5, 1, ?3, ?4, 1, 1, 'vi')",
+                    params![b"/srv/nas".to_vec(), format!("f{i}.mp4").into_bytes(), i as i64, state],
+                )
+                .unwrap();
+            }
+        }
+        let mut j = Journal::open(&path).unwrap();
+        let rows = j.list(None).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows
+            .iter()
+            .all(|r| r.sample.is_none() && r.identity.ctime_ns.is_none()));
+        assert_eq!(rows[0].state, FileState::Done);
+        // The (dev, inode) key is gone: another row at the same path and
+        // size with other hints can exist.
+        let mut twin = rows[0].identity.clone();
+        twin.inode = 99;
+        assert!(j.add_file(&twin, FileState::Settling).unwrap().inserted);
+        j.set_sample(rows[1].id, Sample([3; 16])).unwrap();
+        assert_eq!(
+            j.get(rows[1].id).unwrap().unwrap().sample,
+            Some(Sample([3; 16]))
+        );
+        assert_eq!(j.orphan_count().unwrap(), 0);
+    }
+
+    #[test]
     fn roots_are_remembered() {
         let (_d, mut j) = open_temp();
         let root = Path::new("/srv/nas");

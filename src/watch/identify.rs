@@ -135,11 +135,11 @@ pub(crate) fn identify(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn ident(name: &str, size: u64, inode: u64) -> FileIdentity {
+    pub(in crate::watch) fn ident(name: &str, size: u64, inode: u64) -> FileIdentity {
         FileIdentity {
             root: PathBuf::from("/r"),
             rel_path: PathBuf::from(name),
@@ -151,7 +151,7 @@ mod tests {
         }
     }
 
-    fn row(id: i64, identity: FileIdentity, state: FileState) -> FileRow {
+    pub(in crate::watch) fn row(id: i64, identity: FileIdentity, state: FileState) -> FileRow {
         FileRow {
             id,
             identity,

@@ -330,39 +330,8 @@ fn settled_match(plan: &mut Plan, row: &FileRow, file: FileIdentity, new_sample:
 
 #[cfg(test)]
 mod tests {
+    use super::super::identify::tests::{ident, row};
     use super::*;
-
-    fn ident(name: &str, size: u64, inode: u64) -> FileIdentity {
-        FileIdentity {
-            root: PathBuf::from("/r"),
-            rel_path: PathBuf::from(name),
-            size,
-            mtime_ns: 5,
-            dev: 1,
-            inode,
-            ctime_ns: Some(1),
-        }
-    }
-
-    fn row(id: i64, identity: FileIdentity, state: FileState) -> FileRow {
-        FileRow {
-            id,
-            identity,
-            state,
-            chunk_size: None,
-            bytes_uploaded: 0,
-            video_id: None,
-            attempts: 0,
-            next_attempt_at: None,
-            last_error: None,
-            created_at: 0,
-            updated_at: 0,
-            started_at: None,
-            done_at: None,
-            sends_in_doubt: 0,
-            sample: (state != FileState::Settling).then_some(Sample([id as u8; 16])),
-        }
-    }
 
     fn no_reads(f: &FileIdentity) -> io::Result<Sample> {
         panic!("{} was sampled", f.rel_path.display())
