@@ -184,7 +184,11 @@ impl Session {
         let token = settings.require_token()?.clone();
         let path = settings.journal.path.clone();
         let in_doubt = settings.upload.in_doubt;
+        let shares = Arc::new(crate::roots::Shares::default());
+        let watches = settings.watches.clone();
+        let remembered = shares.clone();
         let (journal, lock, failed_in_doubt) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let shares = remembered;
             // Lock first: a second process must not migrate or touch a
             // journal another one is using.
             let mut lock = lock_journal(&path)?;
@@ -205,6 +209,14 @@ impl Session {
             let resumed = journal.requeue_interrupted()?;
             if resumed > 0 {
                 info!(resumed, "resuming uploads interrupted by a stop or a crash");
+            }
+            // What each watch root looked like when last seen available: a
+            // worker that meets an unmounted share before any scan knows it.
+            for w in &watches {
+                let root = watch::journal_root(&w.path);
+                if let Some(record) = journal.root_record(&root)? {
+                    shares.remember(&root, record);
+                }
             }
             Ok((journal, lock, failed))
         })
@@ -228,7 +240,7 @@ impl Session {
                 metrics: Arc::new(service::Metrics::default()),
                 outage: Arc::default(),
                 in_doubt,
-                shares: Arc::default(),
+                shares,
             },
             concurrency: settings.upload.concurrency.max(1),
             failed_in_doubt,

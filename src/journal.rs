@@ -566,6 +566,9 @@ impl Journal {
         &mut self,
         f: impl FnOnce(&mut Journal) -> Result<R, JournalError>,
     ) -> Result<R, JournalError> {
+        // Called inside another `atomically`, this is a nested savepoint: an
+        // error undoes only its own writes, and the caller decides.
+        let outermost = self.conn.is_autocommit();
         self.conn
             .execute_batch("SAVEPOINT atomically")
             .map_err(self.query_err("begin a transaction"))?;
@@ -577,7 +580,12 @@ impl Journal {
         });
         if r.is_err() && !self.conn.is_autocommit() {
             // Best effort: SQLite may already have rolled back on its own.
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = if outermost {
+                self.conn.execute_batch("ROLLBACK")
+            } else {
+                self.conn
+                    .execute_batch("ROLLBACK TO atomically; RELEASE atomically")
+            };
         }
         r
     }
@@ -604,10 +612,12 @@ impl Journal {
         self.atomically(|j| {
             let mut out = Vec::with_capacity(files.len());
             for f in files {
+                // A `gone` row is not found here: whether the file is back
+                // as it was is for its sample to say, once it settles.
                 let same = j
                     .rows_at(&f.root, &f.rel_path)?
                     .into_iter()
-                    .find(|r| r.identity.same_hints(f));
+                    .find(|r| r.state != FileState::Gone && r.identity.same_hints(f));
                 out.push(match same {
                     Some(row) => Added {
                         id: row.id,
@@ -1484,6 +1494,35 @@ mod tests {
         let c = j.add_file(&ident("a.mp4", 11), FileState::Queued).unwrap();
         assert!(c.inserted);
         assert_ne!(c.id, a.id);
+    }
+
+    #[test]
+    fn a_nested_failure_undoes_only_its_own_writes() {
+        let (_d, mut j) = open_temp();
+        let a = j
+            .add_file(&ident("a.mp4", 10), FileState::Queued)
+            .unwrap()
+            .id;
+        let b = j
+            .add_file(&ident("b.mp4", 10), FileState::Queued)
+            .unwrap()
+            .id;
+        j.atomically(|j| {
+            j.mark_gone(a, "vanished")?;
+            // A lost race inside: only its own writes go.
+            assert!(j.revive(b, FileState::Queued).is_err());
+            j.mark_failed(b, "broken")
+        })
+        .unwrap();
+        assert_eq!(j.get(a).unwrap().unwrap().state, FileState::Gone);
+        assert_eq!(j.get(b).unwrap().unwrap().state, FileState::Failed);
+        // An outer failure undoes everything.
+        let r: Result<(), _> = j.atomically(|j| {
+            j.retry_failed(Some(&[b]))?;
+            j.mark_ready(a)
+        });
+        assert!(r.is_err());
+        assert_eq!(j.get(b).unwrap().unwrap().state, FileState::Failed);
     }
 
     #[test]

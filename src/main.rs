@@ -269,7 +269,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                             }
                             Err(why) => {
                                 ok = false;
-                                println!("{id}: file {id} is gone and stays gone: {why}");
+                                println!("{id}: still gone: {why}");
                             }
                         }
                     }

@@ -130,6 +130,10 @@ pub fn probe(root: &Path, expected: Option<&RootRecord>, full: bool) -> Result<R
         });
     }
     let mounts = mountinfo::read().unwrap_or_default();
+    // The mount table names real paths: a root reached through a symlink is
+    // looked up where it leads.
+    let real = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let root = real.as_path();
     let mount_point = mountinfo::is_mount_point(&mounts, root);
     let record = RootRecord {
         dev: meta.dev(),
@@ -191,6 +195,12 @@ impl Shares {
             k.record = Some(record);
             k.away.take().is_some()
         })
+    }
+
+    /// Remembers what `root` looked like when last seen available (from
+    /// the journal, or a look just taken), without saying it is available.
+    pub fn remember(&self, root: &Path, record: RootRecord) {
+        self.with(|m| m.entry(root.to_path_buf()).or_default().record = Some(record));
     }
 
     /// Forgets roots no longer configured (after a reload).

@@ -684,6 +684,12 @@ impl Uploader {
                 // What the server holds is no longer this file.
                 Err(source::Stop::Gone(why)) => {
                     let why = format!("{why}; the upload to video {vid} was abandoned");
+                    // The videoId first, so the abandoned video is counted
+                    // as an orphan with its id.
+                    let (v, at) = (vid.clone(), range.offset);
+                    self.journal
+                        .call(move |j| j.record_progress(id, &v, at))
+                        .await?;
                     return self.gone(&row, &why).await;
                 }
                 // The server holds the whole file: finish it below.

@@ -269,7 +269,7 @@ pub fn file_is_back(row: &FileRow) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", show(&path)))?;
     if !meta.is_file() || !row.identity.matches(&meta) {
         return Err(format!(
-            "{} is not the file journaled (size {} and mtime differ from {} and the journaled mtime); \
+            "{} is not the file journaled (its size or mtime differs: {} bytes now, {} journaled); \
              a new file there is journaled by the next scan",
             show(&path),
             meta.len(),
@@ -347,13 +347,18 @@ pub async fn scan_and_settle(
         }
         if let Err(e) = folder.prepare().await {
             error!(folder = %show(&folder.root), "{e}");
+            folder.set_away(&e);
             report.unavailable.push(e);
             continue;
         }
         match folder.reconcile(&cancel).await {
-            Ok(r) => report.add(r),
+            Ok(r) => {
+                folder.mark_back();
+                report.add(r);
+            }
             Err(FolderError::Unavailable(e)) => {
                 error!(folder = %show(&folder.root), "{e}");
+                folder.set_away(&e);
                 folder.stop();
                 report.unavailable.push(e);
             }
@@ -381,6 +386,7 @@ pub async fn scan_and_settle(
                 Err(FolderError::Task(e)) => return Err(WatchError::Task(e)),
                 Err(FolderError::Cancelled) => return Ok(report),
                 Err(FolderError::Unavailable(e)) => {
+                    folder.set_away(&e);
                     folder.stop();
                     report.unavailable.push(e);
                 }
@@ -539,7 +545,10 @@ async fn run_folder(
             return Ok(());
         };
         if let WatchError::Remounted { .. } = e {
+            // Its uploads wait for the rescan that brings the rows' hints
+            // in line with the new root.
             info!(folder = %show(&folder.root), "{e}");
+            folder.set_away(&e);
             continue;
         }
         folder.set_away(&e);
@@ -577,6 +586,7 @@ async fn follow_folder(
             next_reconcile = Instant::now() + folder::jittered(timing.reconcile_every);
             match folder.reconcile(cancel).await {
                 Ok(report) => {
+                    folder.mark_back();
                     if let Some(tx) = first.take() {
                         let _ = tx.send(First::Scanned(report));
                     }

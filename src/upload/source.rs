@@ -141,8 +141,12 @@ pub(crate) async fn check_chunk(
             if let Some(stop) = share_stop(shares, row, &e).await {
                 return Err(stop);
             }
-            // ESTALE on a share that answers: the file was replaced.
-            return Err(Stop::Gone(format!("cannot stat the open file: {e}")));
+            // A stale handle on a share that answers (ESTALE after a
+            // remount): the next attempt opens the path again and its
+            // sample says whether it is still the same file.
+            return Err(Stop::Retry(format!(
+                "the open file cannot be read any more ({e}); it is opened again"
+            )));
         }
     };
     let mtime_ns = meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec();

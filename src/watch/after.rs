@@ -20,6 +20,25 @@ use super::{journal_root, show, WatchError};
 use crate::config::{AfterUpload, WatchSettings};
 use crate::journal::{FileIdentity, FileRow, FileState};
 
+/// Whether the file at `row`'s path, now `meta`, is still the one that was
+/// uploaded: its size and mtime, and its hints or, when they changed (a
+/// remount), its content sample. Nothing is deleted or moved on less.
+fn still_uploaded(row: &FileRow, meta: &fs::Metadata) -> bool {
+    if !row.identity.matches(meta) {
+        return false;
+    }
+    let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, meta);
+    if row.identity.same_hints(&now) {
+        return true;
+    }
+    let Some(stored) = row.sample else {
+        return false;
+    };
+    File::open(row.path())
+        .and_then(|f| crate::sample::Sample::of_file(&f, row.identity.size))
+        .is_ok_and(|s| s == stored)
+}
+
 /// The suffix of sidecar files (ignored by every watch folder).
 pub const SIDECAR_SUFFIX: &str = ".ingestd.json";
 
@@ -104,7 +123,7 @@ pub fn after_upload(
         }
         Err(e) => return Err(io_err("inspect", &path)(e)),
     };
-    if !row.identity.matches(&meta) {
+    if !still_uploaded(row, &meta) {
         warn!(id = row.id, path = %show(&path),
             "the file changed after it was uploaded; leaving it in place (it will be uploaded as a new file)");
         return Ok(AfterUploadOutcome::Changed { path });
@@ -127,7 +146,7 @@ pub fn after_upload(
         AfterUpload::Delete => {
             // Checked again as late as possible: a rewrite since is kept.
             let meta = fs::metadata(&path).map_err(io_err("inspect", &path))?;
-            if !row.identity.matches(&meta) {
+            if !still_uploaded(row, &meta) {
                 warn!(id = row.id, path = %show(&path), "the file changed after it was uploaded; not deleting it");
                 return Ok(AfterUploadOutcome::Changed { path });
             }
@@ -188,7 +207,7 @@ fn move_file(
             }
             Err(e) => return Err(io_err("inspect", &from)(e)),
         };
-        if !row.identity.matches(&meta) {
+        if !still_uploaded(row, &meta) {
             remove_ours(side_meta.is_some() && !side_exists, &side);
             warn!(id = row.id, path = %show(&from), "the file changed after it was uploaded; not moving it");
             return Ok(AfterUploadOutcome::Changed { path: from });
@@ -353,7 +372,7 @@ impl Sidecar {
             .and_then(|v| v.pointer("/assets/player")?.as_str().map(str::to_owned));
         let sha256 = hash_file(path).map_err(io_err("hash", path))?;
         let meta = fs::metadata(path).map_err(io_err("inspect", path))?;
-        if !row.identity.matches(&meta) {
+        if !still_uploaded(row, &meta) {
             warn!(id = row.id, path = %show(path), "the file changed after it was uploaded; leaving it alone");
             return Ok(None);
         }

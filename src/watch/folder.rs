@@ -19,6 +19,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+mod hints;
+mod settled;
+
 use super::after::{after_upload, move_target, sidecar_path};
 use super::filter::Filter;
 use super::identify::MtimeRule;
@@ -32,6 +35,9 @@ use crate::journal::{
 };
 use crate::roots::{self, Shares};
 use crate::sample::Sample;
+
+/// A scan names at most this many files it could not sample.
+const UNREADABLE_LOGGED: usize = 10;
 
 /// New files are journaled this many per transaction.
 const ADD_BATCH: usize = 1000;
@@ -274,12 +280,23 @@ impl Folder {
                 .await?;
         }
         self.record = Some(record);
+        // Available again only once a scan has brought the journal in line
+        // (after a remount, the rows' hints); see `mark_back`.
+        self.shares.remember(&self.root, record);
+        self.tree = Some(Arc::new(tree));
+        Ok(())
+    }
+
+    /// The root is available and its rows are in line with it: its uploads
+    /// may go (again).
+    pub(crate) fn mark_back(&self) {
+        let Some(record) = self.record else {
+            return;
+        };
         if self.shares.set_back(&self.root, record) {
             info!(folder = %show(&self.root), "watch folder is available again; its uploads resume");
             self.work.notify_waiters();
         }
-        self.tree = Some(Arc::new(tree));
-        Ok(())
     }
 
     /// The root is unavailable: its uploads wait (see [`Shares`]).
@@ -310,7 +327,13 @@ impl Folder {
                     path: self.root.clone(),
                 }))
             }
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // An upload worker may have found it away meanwhile.
+                if self.tree.is_some() && self.shares.is_away(&self.root) {
+                    self.mark_back();
+                }
+                Ok(())
+            }
         }
     }
 
@@ -472,16 +495,23 @@ impl Folder {
         let rows = self.journal.call(move |j| j.rows_under(&root)).await?;
         let rule = self.rule;
         let sample_tree = tree.clone();
+        let sample_cancel = cancel.clone();
         let plan = tokio::task::spawn_blocking(move || {
-            scan::plan(walked.files, rows, rule, &mut |f| sample_tree.sample(f))
+            // After a remount every file is read (2 MiB each): a stop must
+            // not wait for all of them.
+            scan::plan(walked.files, rows, rule, &mut |f| {
+                if sample_cancel.is_cancelled() {
+                    return Err(io::Error::from(io::ErrorKind::Interrupted));
+                }
+                sample_tree.sample(f)
+            })
         })
         .await
         .map_err(join_err)?;
-        report.already_done = plan.already_done;
-        for (path, kind) in &plan.unreadable {
-            warn!(path = %show(path), error = %io::Error::from(*kind),
-                "cannot read the file for its content sample; it is left as it is until the next scan");
+        if cancel.is_cancelled() {
+            return Err(FolderError::Cancelled);
         }
+        report.already_done = plan.already_done;
         for path in &plan.empty {
             info!(path = %show(path), "the file is empty: not journaled until it has bytes");
         }
@@ -511,6 +541,14 @@ impl Folder {
         // The share may have gone (or been swapped) while it was walked:
         // then nothing seen is trusted, nothing is marked gone.
         self.check_root().await?;
+        for (path, kind) in plan.unreadable.iter().take(UNREADABLE_LOGGED) {
+            warn!(path = %show(path), error = %io::Error::from(*kind),
+                "cannot read the file for its content sample; it is left as it is until the next scan");
+        }
+        if plan.unreadable.len() > UNREADABLE_LOGGED {
+            warn!(folder = %show(&self.root), more = plan.unreadable.len() - UNREADABLE_LOGGED,
+                "more files could not be read for their content sample; they are left as they are");
+        }
         let resettle = plan.resettle;
         let reidentify = plan.reidentify;
         let revive = plan.revive;
@@ -652,332 +690,6 @@ impl Folder {
         }
         Ok(applied)
     }
-
-    /// Looks at the paths watcher events named: new files are journaled,
-    /// settling ones get their clock restarted (and their row follows them
-    /// if they changed), vanished or changed unfinished ones become gone,
-    /// new directories are watched and walked.
-    /// Returns `Unavailable` when the root itself went away.
-    pub(crate) async fn absorb(
-        &mut self,
-        paths: HashSet<PathBuf>,
-        created: HashSet<PathBuf>,
-        cancel: &CancellationToken,
-    ) -> Result<(), FolderError> {
-        let tree = self.tree()?;
-        let mut backend = self.backend.take();
-        let hint_cancel = cancel.clone();
-        let (backend, classified) = tokio::task::spawn_blocking(move || {
-            let classified = classify(&tree, paths, &created, backend.as_mut(), &hint_cancel);
-            (backend, classified)
-        })
-        .await
-        .map_err(join_err)?;
-        self.backend = backend;
-        if classified.limit.is_some() {
-            self.limit_hit = classified.limit;
-        }
-        if classified.root_lost {
-            let root = self.root.clone();
-            let check = tokio::task::spawn_blocking(move || check_root(&root))
-                .await
-                .map_err(join_err)?;
-            if let Err(e) = check {
-                return Err(FolderError::Unavailable(e));
-            }
-        }
-
-        let now = Instant::now();
-        let mut gone_ids = Vec::new();
-        let mut resettles = Vec::new();
-        let mut lookups: Vec<(PathBuf, Option<FileIdentity>)> = Vec::new();
-        for seen in classified.seen {
-            match seen {
-                Seen::Missing(rel) => {
-                    if let Some(s) = self.settler.forget(&rel) {
-                        gone_ids.push((s.id, s.identity.path()));
-                    }
-                    // A directory moved away takes its files with it.
-                    gone_ids.extend(
-                        self.settler
-                            .forget_under(&rel)
-                            .into_iter()
-                            .map(|s| (s.id, s.identity.path())),
-                    );
-                    if let Some(b) = self.backend.as_mut() {
-                        b.forget_dir(&self.root.join(&rel));
-                    }
-                    lookups.push((rel, None));
-                }
-                Seen::File(identity) => match self.settler.get(&identity.rel_path) {
-                    Some(s) if s.identity == identity => {
-                        self.settler.touch(&identity.rel_path, now);
-                    }
-                    Some(_) => {
-                        if let Some(s) = self.settler.forget(&identity.rel_path) {
-                            resettles.push((s.id, identity));
-                        }
-                    }
-                    None => lookups.push((identity.rel_path.clone(), Some(identity))),
-                },
-            }
-        }
-        if gone_ids.is_empty() && resettles.is_empty() && lookups.is_empty() {
-            return Ok(());
-        }
-        // A path that vanished may be the whole share going away.
-        self.check_root().await?;
-        let root = self.root.clone();
-        let absorbed = self
-            .journal
-            .call(move |j| {
-                j.atomically(|j| {
-                    let mut out = Absorbed::default();
-                    gone_many(j, &gone_ids, VANISHED, &mut out)?;
-                    for (id, identity) in &resettles {
-                        follow(j, *id, identity, &mut out)?;
-                    }
-                    look_up(j, &root, &lookups, &mut out)?;
-                    Ok(out)
-                })
-            })
-            .await?;
-        self.log_gone(&absorbed.gone);
-        self.log_revived(&absorbed.revived);
-        for (id, path) in &absorbed.journaled {
-            info!(id, path = %show(path), "new file journaled; waiting for it to settle");
-        }
-        let now = Instant::now();
-        for file in absorbed.track {
-            self.settler.track(file, now);
-        }
-        Ok(())
-    }
-
-    /// Checks the files whose settle clock ran out: unchanged and not empty
-    /// → sampled and queued (and the workers are woken), unless the sample
-    /// shows a file already journaled (moved, or restored under a new
-    /// inode: that row takes the path, nothing is sent again); changed →
-    /// the clock restarts; vanished or empty → gone. Returns how many were
-    /// queued.
-    pub(crate) async fn settle_due(&mut self) -> Result<usize, FolderError> {
-        let due = self.settler.take_due(Instant::now());
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let tree = self.tree()?;
-        let checks = tokio::task::spawn_blocking(move || {
-            due.into_iter()
-                .map(|s| settle_check(&tree, s))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(join_err)?;
-        let mut ready = Vec::new();
-        let mut changed = Vec::new();
-        let mut vanished = Vec::new();
-        let mut empty = Vec::new();
-        let mut unreadable = Vec::new();
-        let mut share_errors = false;
-        let now = Instant::now();
-        for check in checks {
-            match check {
-                Check::Ready(s, sample) => ready.push((s, sample)),
-                Check::Changed(id, identity) => changed.push((id, identity)),
-                Check::Vanished(id, path) => vanished.push((id, path)),
-                Check::Empty(id, path) => empty.push((id, path)),
-                Check::Unreadable(s, e) if roots::may_be_share(&e) => {
-                    share_errors = true;
-                    self.settler.track(s, now);
-                }
-                Check::Unreadable(s, e) => unreadable.push((s, e.to_string())),
-                // An I/O error (a network hiccup): look again later.
-                Check::Unknown(s) => self.settler.track(s, now),
-            }
-        }
-        if share_errors || !vanished.is_empty() {
-            // Not the files: the share.
-            self.check_root().await?;
-        }
-        let twins = self.find_twins(&ready).await?;
-        let (ready_j, unreadable_j) = (ready.clone(), unreadable.clone());
-        let (queued, merged, absorbed) = self
-            .journal
-            .call(move |j| {
-                j.atomically(|j| {
-                    let mut out = Absorbed::default();
-                    let mut merged = Vec::new();
-                    let mut to_queue = Vec::new();
-                    for (s, sample) in &ready_j {
-                        match twins.iter().find(|(id, _)| *id == s.id) {
-                            Some((_, twin)) => {
-                                merge_into_twin(j, s, twin, *sample, &mut out)?;
-                                merged.push((s.identity.path(), twin.clone()));
-                            }
-                            None => to_queue.push((s.id, *sample)),
-                        }
-                    }
-                    let queued = j.mark_ready_sampled(&to_queue)?;
-                    gone_many(j, &vanished, VANISHED, &mut out)?;
-                    gone_many(j, &empty, EMPTY, &mut out)?;
-                    for (id, identity) in &changed {
-                        follow(j, *id, identity, &mut out)?;
-                    }
-                    for (s, e) in &unreadable_j {
-                        let why = format!(
-                            "cannot read the file for its content sample: {e}; fix it (permissions, the disk), then `ingestd retry {}`",
-                            s.id
-                        );
-                        match j.mark_failed(s.id, &why) {
-                            Ok(()) | Err(JournalError::WrongState { .. }) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok((queued, merged, out))
-                })
-            })
-            .await?;
-        self.log_gone(&absorbed.gone);
-        self.log_revived(&absorbed.revived);
-        self.failed.extend(unreadable.iter().map(|(s, _)| s.id));
-        for (s, e) in &unreadable {
-            error!(id = s.id, path = %show(&s.identity.path()), error = %e,
-                "cannot read the file for its content sample; marked failed");
-        }
-        for (path, twin) in &merged {
-            if twin.identity.rel_path.as_path() != path.strip_prefix(&self.root).unwrap_or(path) {
-                info!(id = twin.id, path = %show(path), from = %show(&twin.path()), state = %twin.state,
-                    "file moved within the watch folder: its journal row follows it, nothing is sent again");
-            } else {
-                info!(id = twin.id, path = %show(path), state = %twin.state,
-                    "file re-identified by its content (restored or remounted): nothing is sent again");
-            }
-        }
-        let now = Instant::now();
-        for file in absorbed.track {
-            self.settler.track(file, now);
-        }
-        let queued: HashSet<i64> = queued.into_iter().collect();
-        for (s, _) in ready.iter().filter(|(s, _)| queued.contains(&s.id)) {
-            info!(id = s.id, path = %show(&s.identity.path()), size = s.identity.size,
-                "file settled; queued for upload");
-        }
-        if !queued.is_empty() {
-            self.work.notify_waiters();
-        }
-        Ok(queued.len())
-    }
-
-    /// For each settled file, the row already journaled with its content
-    /// (size, mtime and sample) at its own path, or at a path that is empty
-    /// now (the file moved), if any: that row is the file's.
-    async fn find_twins(
-        &self,
-        ready: &[(Settling, Sample)],
-    ) -> Result<Vec<(i64, FileRow)>, FolderError> {
-        if ready.is_empty() {
-            return Ok(Vec::new());
-        }
-        let root = self.root.clone();
-        let wanted: Vec<(i64, FileIdentity, Sample)> = ready
-            .iter()
-            .map(|(s, sample)| (s.id, s.identity.clone(), *sample))
-            .collect();
-        let rule = self.rule;
-        let candidates = self
-            .journal
-            .call(move |j| {
-                let mut out = Vec::new();
-                for (id, identity, sample) in &wanted {
-                    for row in j.rows_with_sample(&root, *sample)? {
-                        if row.id != *id
-                            && row.state != FileState::Settling
-                            && row.identity.size == identity.size
-                            && rule.same(row.identity.mtime_ns, identity.mtime_ns)
-                        {
-                            out.push((*id, identity.rel_path.clone(), row));
-                        }
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tree = self.tree()?;
-        tokio::task::spawn_blocking(move || {
-            let mut twins: Vec<(i64, FileRow)> = Vec::new();
-            for (id, rel, row) in candidates {
-                if twins.iter().any(|(t, _)| *t == id) {
-                    continue;
-                }
-                // Elsewhere: only if nothing is there now (a copy is a file
-                // of its own).
-                let here = row.identity.rel_path == rel;
-                if here || tree.stat(&row.path()).is_err_and(|e| not_there(&e)) {
-                    twins.push((id, row));
-                }
-            }
-            twins
-        })
-        .await
-        .map_err(join_err)
-    }
-}
-
-/// What a settle check found.
-enum Check {
-    Ready(Settling, Sample),
-    Changed(i64, FileIdentity),
-    Vanished(i64, PathBuf),
-    Empty(i64, PathBuf),
-    /// The sample could not be read.
-    Unreadable(Settling, io::Error),
-    Unknown(Settling),
-}
-
-/// One settle check (blocking): the file as it is now, and its sample when
-/// it is as it was.
-fn settle_check(tree: &Tree, s: Settling) -> Check {
-    let path = s.identity.path();
-    match tree.stat(&path) {
-        Err(e) if not_there(&e) => Check::Vanished(s.id, path),
-        Err(_) => Check::Unknown(s),
-        Ok(m) if !m.is_file() => Check::Vanished(s.id, path),
-        Ok(m) => {
-            let now = FileIdentity::from_metadata(&s.identity.root, &s.identity.rel_path, &m);
-            if now != s.identity {
-                Check::Changed(s.id, now)
-            } else if now.size == 0 {
-                Check::Empty(s.id, path)
-            } else {
-                match tree.sample(&now) {
-                    Ok(sample) => Check::Ready(s, sample),
-                    Err(e) if not_there(&e) => Check::Vanished(s.id, path),
-                    Err(e) => Check::Unreadable(s, e),
-                }
-            }
-        }
-    }
-}
-
-/// A settled file is an already journaled one (on the journal thread): that
-/// row takes the file's path and hints (a `gone` one is revived), and the
-/// settling row, a second look at the same file, is dropped.
-fn merge_into_twin(
-    j: &mut Journal,
-    s: &Settling,
-    twin: &FileRow,
-    sample: Sample,
-    out: &mut Absorbed,
-) -> Result<(), JournalError> {
-    j.drop_settling(s.id)?;
-    j.reidentify(twin.id, &s.identity, Some(sample))?;
-    if twin.state == FileState::Gone {
-        revive_one(j, twin.id, FileState::Queued, &s.identity, out)?;
-    }
-    Ok(())
 }
 
 /// Adds a watch for `dir` unless a limit was already hit.
@@ -1001,84 +713,6 @@ fn watch_dir(
             debug!(dir = %show(dir), error = %notifier::describe(&e), "cannot watch a directory");
         }
     }
-}
-
-/// What is at each hinted path now (blocking). New directories are watched
-/// and walked: files may be inside before their watch exists.
-fn classify(
-    tree: &Tree,
-    paths: HashSet<PathBuf>,
-    created: &HashSet<PathBuf>,
-    mut backend: Option<&mut Backend>,
-    cancel: &CancellationToken,
-) -> Classified {
-    let mut out = Classified::default();
-    for path in paths {
-        let Ok(rel) = path.strip_prefix(&tree.root) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            out.root_lost |= !fs::metadata(&tree.root).is_ok_and(|m| m.is_dir());
-            continue;
-        }
-        let rel = rel.to_path_buf();
-        if !tree.recursive && rel.components().count() != 1 {
-            continue;
-        }
-        if !tree.filter.ancestors_wanted(&rel) {
-            continue;
-        }
-        // Through a symlinked directory: only if it stays inside the root.
-        if tree.follow_symlinks && rel.components().count() > 1 {
-            let inside = path.parent().is_some_and(|p| {
-                fs::canonicalize(p).is_ok_and(|p| p.starts_with(&tree.canonical_root))
-            });
-            if !inside {
-                continue;
-            }
-        }
-        match tree.stat(&path) {
-            Err(e) if not_there(&e) => out.seen.push(Seen::Missing(rel)),
-            Err(e) => {
-                debug!(path = %show(&path), error = %e, "cannot inspect a path; the next scan will")
-            }
-            Ok(m) if m.is_file() => {
-                if tree.filter.wants_file(&rel) {
-                    out.seen.push(Seen::File(FileIdentity::from_metadata(
-                        &tree.root, &rel, &m,
-                    )));
-                }
-            }
-            Ok(m) if m.is_dir() => {
-                if !tree.recursive || tree.filter.skips_dir(&rel) {
-                    continue;
-                }
-                // A directory already watched changed (a file came or went,
-                // its mode): its files speak for themselves.
-                let fresh = created.contains(&path);
-                if !fresh && backend.as_deref().is_some_and(|b| b.covers(&path)) {
-                    continue;
-                }
-                let mut limit = out.limit.take();
-                let walked = tree.walk(
-                    &rel,
-                    &mut |dir| watch_dir(backend.as_deref_mut(), dir, fresh, &mut limit),
-                    cancel,
-                );
-                out.limit = limit;
-                match walked {
-                    Ok(walked) => out.seen.extend(walked.files.into_iter().map(Seen::File)),
-                    Err(e) => {
-                        debug!(path = %show(&path), error = %e, "a new directory vanished or cannot be read")
-                    }
-                }
-            }
-            // Replaced by something that is not a file (fifo, socket,
-            // unfollowed symlink): nothing wanted is there any more.
-            Ok(_) => out.seen.push(Seen::Missing(rel)),
-        }
-    }
-    out
 }
 
 /// Marks `files` gone in one transaction (on the journal thread).
@@ -1157,78 +791,6 @@ fn follow(
         // No longer settling (someone else moved it on): not ours to follow.
         Err(JournalError::WrongState { .. }) => {}
         Err(e) => return Err(e),
-    }
-    Ok(())
-}
-
-/// For paths not being tracked: what the journal knows there decides (on
-/// the journal thread). The same file → nothing (or its clock, if it is
-/// settling); unfinished rows of another content → gone; a settling row of
-/// another content follows the file; otherwise a new row.
-fn look_up(
-    j: &mut Journal,
-    root: &Path,
-    lookups: &[(PathBuf, Option<FileIdentity>)],
-    out: &mut Absorbed,
-) -> Result<(), JournalError> {
-    let mut add = Vec::new();
-    let mut gone = Vec::new();
-    for (rel, identity) in lookups {
-        let identity = identity.clone();
-        let rows = j.rows_at(root, rel)?;
-        // Live rows first: a `gone` twin is only revived when no live row
-        // has the file.
-        let same = identity.as_ref().and_then(|f| {
-            rows.iter()
-                .filter(|r| r.identity.same_hints(f))
-                .min_by_key(|r| (r.state == FileState::Gone, std::cmp::Reverse(r.id)))
-        });
-        if let (Some(row), Some(identity)) = (same, &identity) {
-            match row.state {
-                FileState::Settling => out.track.push(Settling {
-                    id: row.id,
-                    identity: identity.clone(),
-                }),
-                FileState::Gone => {
-                    let to = if row.sample.is_some() {
-                        FileState::Queued
-                    } else {
-                        FileState::Settling
-                    };
-                    revive_one(j, row.id, to, identity, out)?;
-                }
-                _ => {}
-            }
-        }
-        let mut identity = if same.is_some() { None } else { identity };
-        for row in rows.iter().filter(|r| Some(r.id) != same.map(|s| s.id)) {
-            match row.state {
-                FileState::Queued | FileState::Retrying => gone.push((row.id, row.path())),
-                FileState::Settling => match identity.take() {
-                    Some(now) => follow(j, row.id, &now, out)?,
-                    None => gone.push((row.id, row.path())),
-                },
-                _ => {}
-            }
-        }
-        if let Some(identity) = identity.filter(|f| f.size > 0) {
-            add.push(identity);
-        }
-    }
-    gone_many(j, &gone, CHANGED, out)?;
-    for batch in add.chunks(ADD_BATCH) {
-        let added = j.add_files(batch, FileState::Settling)?;
-        for (identity, added) in batch.iter().zip(added) {
-            if added.inserted {
-                out.journaled.push((added.id, identity.path()));
-            }
-            if added.state == FileState::Settling {
-                out.track.push(Settling {
-                    id: added.id,
-                    identity: identity.clone(),
-                });
-            }
-        }
     }
     Ok(())
 }

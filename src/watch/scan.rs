@@ -70,7 +70,12 @@ impl Tree {
     pub(crate) fn sample(&self, f: &FileIdentity) -> io::Result<Sample> {
         let file = fs::File::open(f.path())?;
         if file.metadata()?.len() != f.size {
-            return Err(io::Error::other("the file changed while it was sampled"));
+            // Still being written: look again later (`UnexpectedEof`, like
+            // a file that shrank while it was read).
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file changed while it was sampled",
+            ));
         }
         Sample::of_file(&file, f.size)
     }
@@ -272,6 +277,18 @@ pub(crate) fn plan(
                     seen[*i] = true;
                 }
                 plan.unreadable.push((file.path(), kind));
+            }
+            // A gone row comes back only with its content: equal hints
+            // are not proof enough there (the upload saw other bytes).
+            Ok(Found::Same(i)) if rows[i].state == FileState::Gone && rows[i].sample.is_some() => {
+                seen[i] = true;
+                match sample(&file) {
+                    Ok(s) if Some(s) == rows[i].sample => {
+                        settled_match(&mut plan, &rows[i], file, None)
+                    }
+                    Ok(_) => plan.add.push(file),
+                    Err(e) => plan.unreadable.push((file.path(), e.kind())),
+                }
             }
             Ok(Found::Same(i)) => {
                 seen[i] = true;

@@ -1,0 +1,240 @@
+//! The settle checks of one folder: files whose clock ran out are sampled
+//! and queued, unless the sample shows a file already journaled (moved, or
+//! restored under a new inode).
+
+use super::*;
+
+impl Folder {
+    /// Checks the files whose settle clock ran out: unchanged and not empty
+    /// → sampled and queued (and the workers are woken), unless the sample
+    /// shows a file already journaled (moved, or restored under a new
+    /// inode: that row takes the path, nothing is sent again); changed →
+    /// the clock restarts; vanished or empty → gone. Returns how many were
+    /// queued.
+    pub(crate) async fn settle_due(&mut self) -> Result<usize, FolderError> {
+        let due = self.settler.take_due(Instant::now());
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let tree = self.tree()?;
+        let checks = tokio::task::spawn_blocking(move || {
+            due.into_iter()
+                .map(|s| settle_check(&tree, s))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(join_err)?;
+        let mut ready = Vec::new();
+        let mut changed = Vec::new();
+        let mut vanished = Vec::new();
+        let mut empty = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut share_errors = false;
+        let now = Instant::now();
+        for check in checks {
+            match check {
+                Check::Ready(s, sample) => ready.push((s, sample)),
+                Check::Changed(id, identity) => changed.push((id, identity)),
+                Check::Vanished(id, path) => vanished.push((id, path)),
+                Check::Empty(id, path) => empty.push((id, path)),
+                Check::Unreadable(s, e) if roots::may_be_share(&e) => {
+                    share_errors = true;
+                    self.settler.track(s, now);
+                }
+                Check::Unreadable(s, e) => unreadable.push((s, e.to_string())),
+                // An I/O error (a network hiccup): look again later.
+                Check::Unknown(s) => self.settler.track(s, now),
+            }
+        }
+        if share_errors || !vanished.is_empty() {
+            // Not the files: the share.
+            self.check_root().await?;
+        }
+        let twins = self.find_twins(&ready).await?;
+        let (ready_j, unreadable_j) = (ready.clone(), unreadable.clone());
+        let (queued, merged, absorbed) = self
+            .journal
+            .call(move |j| {
+                j.atomically(|j| {
+                    let mut out = Absorbed::default();
+                    let mut merged = Vec::new();
+                    let mut to_queue = Vec::new();
+                    for (s, sample) in &ready_j {
+                        match twins.iter().find(|(id, _)| *id == s.id) {
+                            Some((_, twin)) => {
+                                merge_into_twin(j, s, twin, *sample, &mut out)?;
+                                merged.push((s.identity.path(), twin.clone()));
+                            }
+                            None => to_queue.push((s.id, *sample)),
+                        }
+                    }
+                    let queued = j.mark_ready_sampled(&to_queue)?;
+                    gone_many(j, &vanished, VANISHED, &mut out)?;
+                    gone_many(j, &empty, EMPTY, &mut out)?;
+                    for (id, identity) in &changed {
+                        follow(j, *id, identity, &mut out)?;
+                    }
+                    for (s, e) in &unreadable_j {
+                        let why = format!(
+                            "cannot read the file for its content sample: {e}; fix it (permissions, the disk), then `ingestd retry {}`",
+                            s.id
+                        );
+                        match j.mark_failed(s.id, &why) {
+                            Ok(()) | Err(JournalError::WrongState { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok((queued, merged, out))
+                })
+            })
+            .await?;
+        self.log_gone(&absorbed.gone);
+        self.log_revived(&absorbed.revived);
+        self.failed.extend(unreadable.iter().map(|(s, _)| s.id));
+        for (s, e) in &unreadable {
+            error!(id = s.id, path = %show(&s.identity.path()), error = %e,
+                "cannot read the file for its content sample; marked failed");
+        }
+        for (path, twin) in &merged {
+            if twin.identity.rel_path.as_path() != path.strip_prefix(&self.root).unwrap_or(path) {
+                info!(id = twin.id, path = %show(path), from = %show(&twin.path()), state = %twin.state,
+                    "file moved within the watch folder: its journal row follows it, nothing is sent again");
+            } else {
+                info!(id = twin.id, path = %show(path), state = %twin.state,
+                    "file re-identified by its content (restored or remounted): nothing is sent again");
+            }
+        }
+        let now = Instant::now();
+        for file in absorbed.track {
+            self.settler.track(file, now);
+        }
+        let queued: HashSet<i64> = queued.into_iter().collect();
+        for (s, _) in ready.iter().filter(|(s, _)| queued.contains(&s.id)) {
+            info!(id = s.id, path = %show(&s.identity.path()), size = s.identity.size,
+                "file settled; queued for upload");
+        }
+        if !queued.is_empty() {
+            self.work.notify_waiters();
+        }
+        Ok(queued.len())
+    }
+
+    /// For each settled file, the row already journaled with its content
+    /// (size, mtime and sample) at its own path, or at a path that is empty
+    /// now (the file moved), if any: that row is the file's.
+    async fn find_twins(
+        &self,
+        ready: &[(Settling, Sample)],
+    ) -> Result<Vec<(i64, FileRow)>, FolderError> {
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let root = self.root.clone();
+        let wanted: Vec<(i64, FileIdentity, Sample)> = ready
+            .iter()
+            .map(|(s, sample)| (s.id, s.identity.clone(), *sample))
+            .collect();
+        let rule = self.rule;
+        let candidates = self
+            .journal
+            .call(move |j| {
+                let mut out = Vec::new();
+                for (id, identity, sample) in &wanted {
+                    for row in j.rows_with_sample(&root, *sample)? {
+                        if row.id != *id
+                            && row.state != FileState::Settling
+                            && row.identity.size == identity.size
+                            && rule.same(row.identity.mtime_ns, identity.mtime_ns)
+                        {
+                            out.push((*id, identity.rel_path.clone(), row));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tree = self.tree()?;
+        tokio::task::spawn_blocking(move || {
+            let mut twins: Vec<(i64, FileRow)> = Vec::new();
+            for (id, rel, row) in candidates {
+                // One twin per file, and one file per twin (a move and a
+                // copy settling together are two files).
+                if twins.iter().any(|(t, r)| *t == id || r.id == row.id) {
+                    continue;
+                }
+                // Elsewhere: only if nothing is there now (a copy is a file
+                // of its own).
+                let here = row.identity.rel_path == rel;
+                if here || tree.stat(&row.path()).is_err_and(|e| not_there(&e)) {
+                    twins.push((id, row));
+                }
+            }
+            twins
+        })
+        .await
+        .map_err(join_err)
+    }
+}
+
+/// What a settle check found.
+enum Check {
+    Ready(Settling, Sample),
+    Changed(i64, FileIdentity),
+    Vanished(i64, PathBuf),
+    Empty(i64, PathBuf),
+    /// The sample could not be read.
+    Unreadable(Settling, io::Error),
+    Unknown(Settling),
+}
+
+/// One settle check (blocking): the file as it is now, and its sample when
+/// it is as it was.
+fn settle_check(tree: &Tree, s: Settling) -> Check {
+    let path = s.identity.path();
+    match tree.stat(&path) {
+        Err(e) if not_there(&e) => Check::Vanished(s.id, path),
+        // On a network share the check opens the file: that is where a
+        // permission problem shows.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Check::Unreadable(s, e),
+        Err(_) => Check::Unknown(s),
+        Ok(m) if !m.is_file() => Check::Vanished(s.id, path),
+        Ok(m) => {
+            let now = FileIdentity::from_metadata(&s.identity.root, &s.identity.rel_path, &m);
+            if now != s.identity {
+                Check::Changed(s.id, now)
+            } else if now.size == 0 {
+                Check::Empty(s.id, path)
+            } else {
+                match tree.sample(&now) {
+                    Ok(sample) => Check::Ready(s, sample),
+                    Err(e) if not_there(&e) => Check::Vanished(s.id, path),
+                    // Still changing: its clock starts again.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Check::Unknown(s),
+                    Err(e) => Check::Unreadable(s, e),
+                }
+            }
+        }
+    }
+}
+
+/// A settled file is an already journaled one (on the journal thread): that
+/// row takes the file's path and hints (a `gone` one is revived), and the
+/// settling row, a second look at the same file, is dropped.
+fn merge_into_twin(
+    j: &mut Journal,
+    s: &Settling,
+    twin: &FileRow,
+    sample: Sample,
+    out: &mut Absorbed,
+) -> Result<(), JournalError> {
+    j.drop_settling(s.id)?;
+    j.reidentify(twin.id, &s.identity, Some(sample))?;
+    // Its state now, not when it was found.
+    if j.get(twin.id)?.is_some_and(|r| r.state == FileState::Gone) {
+        revive_one(j, twin.id, FileState::Queued, &s.identity, out)?;
+    }
+    Ok(())
+}
