@@ -453,3 +453,76 @@ fn a_root_removed_and_recreated_empty_marks_nothing_gone() {
     );
     stop_ok(d);
 }
+
+#[test]
+fn a_video_abandoned_mid_upload_is_listed_as_an_orphan_and_counted() {
+    let env = Env::new();
+    let port = free_port();
+    config(&env, &env.media, port);
+    let d = Daemon::ready(&env);
+    let f = env.media.join("abandoned.mp4");
+    write_random(&f, 40 * MIB, 3);
+    let video = wait_started(&env, &d, &f);
+    std::fs::remove_file(&f).unwrap();
+    assert!(
+        wait_until(WAIT, || row_of(&env.status(), &f)
+            .is_some_and(|r| r["state"] == "gone")),
+        "{}",
+        d.log()
+    );
+    let listed = orphans(&env);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["video_id"].as_str(), Some(video.as_str()));
+    assert_eq!(listed[0]["path"].as_str(), f.to_str());
+    assert!(
+        listed[0]["why"].as_str().unwrap().contains("unlinked"),
+        "{listed:#?}"
+    );
+    let table = text(&env.run(&["status", "--orphans"]));
+    assert!(
+        table.contains(&video) && table.contains("1 orphan video"),
+        "{table}"
+    );
+    let metrics = get(port, "/metrics").unwrap().1;
+    assert!(metrics.contains("ingestd_orphan_videos 1"), "{metrics}");
+    stop_ok(d);
+}
+
+#[test]
+fn retry_takes_a_gone_file_back_only_when_its_file_is_back_as_it_was() {
+    use ingestd::journal::{FileIdentity, FileState, Journal};
+    let env = Env::new();
+    let f = env.file("back.mp4", 3 * MIB, 8);
+    let id = {
+        let mut j = Journal::open(&env.journal).unwrap();
+        let meta = std::fs::metadata(&f).unwrap();
+        let ident = FileIdentity::from_metadata(&env.media, Path::new("back.mp4"), &meta);
+        let sample =
+            ingestd::sample::Sample::of_file(&std::fs::File::open(&f).unwrap(), ident.size)
+                .unwrap();
+        let id = j.add_sampled(&ident, sample, FileState::Queued).unwrap().id;
+        j.mark_gone(id, "the file vanished before it was uploaded")
+            .unwrap();
+        id
+    };
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    // Changed meanwhile (same size, mtime put back): it stays gone.
+    let keep = std::fs::read(&f).unwrap();
+    write_random(&f, 3 * MIB, 9);
+    set_mtime(&f, mtime);
+    let out = env.run(&["retry", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("still gone") && text(&out).contains("other content"),
+        "{}",
+        text(&out)
+    );
+    // Back as it was: queued again.
+    std::fs::write(&f, keep).unwrap();
+    set_mtime(&f, mtime);
+    let out = env.run(&["retry", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("queued again"), "{}", text(&out));
+    let row = rows(&env).into_iter().find(|r| r.id == id).unwrap();
+    assert_eq!(row.state, FileState::Queued);
+}
