@@ -526,3 +526,40 @@ fn retry_takes_a_gone_file_back_only_when_its_file_is_back_as_it_was() {
     let row = rows(&env).into_iter().find(|r| r.id == id).unwrap();
     assert_eq!(row.state, FileState::Queued);
 }
+
+#[test]
+fn a_row_whose_root_is_no_longer_configured_or_mounted_is_never_marked_gone() {
+    use ingestd::journal::{FileIdentity, FileState, Journal};
+    let env = Env::new();
+    let old_root = env.dir.path().join("old-share");
+    {
+        let mut j = Journal::open(&env.journal).unwrap();
+        let ident = FileIdentity {
+            root: old_root.clone(),
+            rel_path: PathBuf::from("left.mp4"),
+            size: 10,
+            mtime_ns: 1_700_000_000_000_000_000,
+            dev: 1,
+            inode: 2,
+            ctime_ns: None,
+        };
+        j.add_file(&ident, FileState::Queued).unwrap();
+    }
+    let d = plain(&env);
+    let mut rows = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            rows = env.status();
+            rows.first().is_some_and(|r| {
+                r["state"] == "retrying"
+                    && r["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("is unavailable"))
+            })
+        }),
+        "{rows:#?}\n{}",
+        d.log()
+    );
+    assert!(rows.iter().all(|r| r["state"] != "gone"), "{rows:#?}");
+    stop_ok(d);
+}
