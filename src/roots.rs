@@ -112,13 +112,8 @@ pub fn probe(root: &Path, expected: Option<&RootRecord>, full: bool) -> Result<R
             errno: None,
         });
     }
-    // Listing is what fails on a FUSE share whose daemon died (ENOTCONN).
+    // Opening it is what fails on a FUSE share whose daemon died (ENOTCONN).
     let mut listing = fs::read_dir(root).map_err(away)?;
-    let empty = match listing.next() {
-        Some(Err(e)) => return Err(away(e)),
-        Some(Ok(_)) => false,
-        None => true,
-    };
     if let Some(expected) =
         expected.filter(|e| !full && e.dev == meta.dev() && e.inode == meta.ino())
     {
@@ -129,6 +124,11 @@ pub fn probe(root: &Path, expected: Option<&RootRecord>, full: bool) -> Result<R
             mtime_granularity: None,
         });
     }
+    let empty = match listing.next() {
+        Some(Err(e)) => return Err(away(e)),
+        Some(Ok(_)) => false,
+        None => true,
+    };
     let mounts = mountinfo::read().unwrap_or_default();
     // The mount table names real paths: a root reached through a symlink is
     // looked up where it leads.

@@ -76,8 +76,11 @@ impl Folder {
         if gone_ids.is_empty() && resettles.is_empty() && lookups.is_empty() {
             return Ok(());
         }
-        // A path that vanished may be the whole share going away.
-        self.check_root().await?;
+        // A path that vanished may be the whole share going away (a path
+        // that is there proves its root is).
+        if lookups.iter().any(|(_, seen)| seen.is_none()) || !gone_ids.is_empty() {
+            self.check_root().await?;
+        }
         let root = self.root.clone();
         let absorbed = self
             .journal
