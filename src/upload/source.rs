@@ -1,8 +1,8 @@
 //! The file an attempt reads. One descriptor is kept for the whole attempt,
 //! so a file replaced at its path can never contribute bytes of two
 //! versions. Before the first byte the descriptor is checked against the
-//! journal's identity (size, mtime and content sample; an old row gets its
-//! sample here), and before every chunk again (size and mtime on the
+//! journal's identity (size, mtime, and the content sample unless every
+//! hint, ctime included, is as journaled; an old row gets its sample here), and before every chunk again (size and mtime on the
 //! descriptor, still linked). Device and inode are not compared: a
 //! remounted share changes them, not the file. An error that may be the
 //! share's (ENOENT, ENOTCONN, EIO, ESTALE…) asks the watch root first: a
@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use crate::journal::{FileRow, JournalHandle};
+use crate::journal::{FileIdentity, FileRow, JournalHandle};
 use crate::roots::{self, Shares};
 use crate::sample::Sample;
 
@@ -81,6 +81,16 @@ pub(crate) async fn verify_start(
     file: &tokio::fs::File,
 ) -> Result<(), Stop> {
     check_chunk(shares, row, file).await?;
+    // Every hint as journaled, the ctime included: no write can have
+    // happened since the sample was taken (a `touch -r` after an edit still
+    // moves the ctime), so it is not read again.
+    if let (Some(_), Some(_), Ok(meta)) = (row.sample, row.identity.ctime_ns, file.metadata().await)
+    {
+        let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, &meta);
+        if row.identity.same_hints(&now) {
+            return Ok(());
+        }
+    }
     let size = row.identity.size;
     let dup = match file.try_clone().await {
         Ok(f) => f.into_std().await,
