@@ -263,30 +263,8 @@ pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a 
 /// `ingestd retry`. Blocking. The error says what differs.
 pub fn file_is_back(row: &FileRow) -> Result<(), String> {
     let path = row.path();
-    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", show(&path)))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", show(&path)))?;
-    if !meta.is_file() || !row.identity.matches(&meta) {
-        return Err(format!(
-            "{} is not the file journaled (its size or mtime differs: {} bytes now, {} journaled); \
-             a new file there is journaled by the next scan",
-            show(&path),
-            meta.len(),
-            row.identity.size
-        ));
-    }
-    if let Some(stored) = row.sample {
-        let now = crate::sample::Sample::of_file(&file, row.identity.size)
-            .map_err(|e| format!("cannot read {}: {e}", show(&path)))?;
-        if now != stored {
-            return Err(format!(
-                "{} has the journaled size and mtime but other content",
-                show(&path)
-            ));
-        }
-    }
-    Ok(())
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", show(&path)))?;
+    after::same_file(row, &meta, true)
 }
 
 /// Checks that a folder can be watched: its patterns compile and its path

@@ -80,16 +80,13 @@ pub(crate) async fn verify_start(
     row: &FileRow,
     file: &tokio::fs::File,
 ) -> Result<(), Stop> {
-    check_chunk(shares, row, file).await?;
+    let meta = checked(shares, row, file).await?;
     // Every hint as journaled, the ctime included: no write can have
     // happened since the sample was taken (a `touch -r` after an edit still
     // moves the ctime), so it is not read again.
-    if let (Some(_), Some(_), Ok(meta)) = (row.sample, row.identity.ctime_ns, file.metadata().await)
-    {
-        let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, &meta);
-        if row.identity.same_hints(&now) {
-            return Ok(());
-        }
+    let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, &meta);
+    if row.sample.is_some() && row.identity.ctime_ns.is_some() && row.identity.same_hints(&now) {
+        return Ok(());
     }
     let size = row.identity.size;
     let dup = match file.try_clone().await {
@@ -139,6 +136,15 @@ pub(crate) async fn check_chunk(
     row: &FileRow,
     file: &tokio::fs::File,
 ) -> Result<(), Stop> {
+    checked(shares, row, file).await.map(|_| ())
+}
+
+/// [`check_chunk`], returning what the descriptor's stat said.
+async fn checked(
+    shares: &Arc<Shares>,
+    row: &FileRow,
+    file: &tokio::fs::File,
+) -> Result<std::fs::Metadata, Stop> {
     if shares.is_away(&row.identity.root) {
         return Err(Stop::Away(format!(
             "watch folder {} is unavailable",
@@ -177,5 +183,5 @@ pub(crate) async fn check_chunk(
             "the file was unlinked (deleted or renamed over) during the upload".to_owned()
         }));
     }
-    Ok(())
+    Ok(meta)
 }

@@ -20,23 +20,54 @@ use super::{journal_root, show, WatchError};
 use crate::config::{AfterUpload, WatchSettings};
 use crate::journal::{FileIdentity, FileRow, FileState};
 
-/// Whether the file at `row`'s path, now `meta`, is still the one that was
-/// uploaded: its size and mtime, and its hints or, when they changed (a
-/// remount), its content sample. Nothing is deleted or moved on less.
-fn still_uploaded(row: &FileRow, meta: &fs::Metadata) -> bool {
-    if !row.identity.matches(meta) {
-        return false;
+/// Whether the file at `row`'s path, now `meta`, is still the row's: its
+/// size and mtime, and its hints or, when they changed (a remount) or with
+/// `always_sample`, its content sample. The error says what differs.
+pub(super) fn same_file(
+    row: &FileRow,
+    meta: &fs::Metadata,
+    always_sample: bool,
+) -> Result<(), String> {
+    let path = row.path();
+    if !meta.is_file() || !row.identity.matches(meta) {
+        return Err(format!(
+            "{} is not the file journaled (its size or mtime differs: {} bytes now, {} journaled); \
+             a new file there is journaled by the next scan",
+            show(&path),
+            meta.len(),
+            row.identity.size
+        ));
     }
     let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, meta);
-    if row.identity.same_hints(&now) {
-        return true;
+    if !always_sample && row.identity.same_hints(&now) {
+        return Ok(());
     }
     let Some(stored) = row.sample else {
-        return false;
+        // Nothing to compare with: certain only with equal hints.
+        return if always_sample || row.identity.same_hints(&now) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} has new hints and no sample to compare",
+                show(&path)
+            ))
+        };
     };
-    File::open(row.path())
+    let sample = File::open(&path)
         .and_then(|f| crate::sample::Sample::of_file(&f, row.identity.size))
-        .is_ok_and(|s| s == stored)
+        .map_err(|e| format!("cannot read {}: {e}", show(&path)))?;
+    if sample != stored {
+        return Err(format!(
+            "{} has the journaled size and mtime but other content",
+            show(&path)
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing is deleted or moved unless it is the file that was uploaded.
+fn still_uploaded(row: &FileRow, meta: &fs::Metadata) -> bool {
+    same_file(row, meta, false).is_ok()
 }
 
 /// The suffix of sidecar files (ignored by every watch folder).
