@@ -32,8 +32,8 @@ use tokio::sync::watch;
 use crate::journal::JournalHandle;
 use crate::upload::{Folders, TokenGate};
 
+pub use crate::upload::{Metrics, MetricsSnapshot};
 pub use http::{serve_metrics, Health, MetricsServer, ServiceError};
-pub use metrics::{Metrics, MetricsSnapshot};
 pub use notify::Notifier;
 pub use supervise::{status_line, supervise, supervise_every, STATUS_EVERY};
 

@@ -1,114 +1,13 @@
-//! Counters the upload workers bump, and the Prometheus text exposition
-//! (format 0.0.4) of them plus the journal's gauges.
+//! The Prometheus text exposition (format 0.0.4) of the upload counters and
+//! the journal's gauges. It renders what it is given and reads nothing itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::apivideo::ErrorClass;
 use crate::config::WatchSettings;
 use crate::journal::FileState;
-use crate::upload::Outcome;
-
-/// Event counters since the process started. Relaxed atomics: each counter
-/// is independent and only ever grows.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Bytes of chunks the server acknowledged.
-    bytes_acked: AtomicU64,
-    chunks_acked: AtomicU64,
-    errors_retry: AtomicU64,
-    errors_token: AtomicU64,
-    errors_permanent: AtomicU64,
-    /// Attempts that ended `retrying` (a backoff was persisted).
-    retries_scheduled: AtomicU64,
-    files_done: AtomicU64,
-    files_failed: AtomicU64,
-    files_gone: AtomicU64,
-}
-
-/// The counters at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetricsSnapshot {
-    pub bytes_acked: u64,
-    pub chunks_acked: u64,
-    pub errors_retry: u64,
-    pub errors_token: u64,
-    pub errors_permanent: u64,
-    pub retries_scheduled: u64,
-    pub files_done: u64,
-    pub files_failed: u64,
-    pub files_gone: u64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
-}
-
-impl Metrics {
-    /// The server acknowledged a chunk of `bytes` bytes.
-    pub fn chunk_acked(&self, bytes: u64) {
-        bump(&self.chunks_acked, 1);
-        bump(&self.bytes_acked, bytes);
-    }
-
-    /// An upload request failed; `class` says what the worker does about it.
-    pub fn error(&self, class: ErrorClass) {
-        bump(
-            match class {
-                ErrorClass::Retry => &self.errors_retry,
-                ErrorClass::Token => &self.errors_token,
-                ErrorClass::Permanent => &self.errors_permanent,
-            },
-            1,
-        );
-    }
-
-    /// A retry was scheduled (the file went `retrying`).
-    pub fn retry_scheduled(&self) {
-        bump(&self.retries_scheduled, 1);
-    }
-
-    pub fn file_done(&self) {
-        bump(&self.files_done, 1);
-    }
-
-    pub fn file_failed(&self) {
-        bump(&self.files_failed, 1);
-    }
-
-    pub fn file_gone(&self) {
-        bump(&self.files_gone, 1);
-    }
-
-    /// Counts how one attempt at a file ended: done, failed, gone, or a
-    /// retry scheduled (paused and released files count nowhere).
-    pub fn outcome(&self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Done { .. } => self.file_done(),
-            Outcome::Failed => self.file_failed(),
-            Outcome::Gone => self.file_gone(),
-            Outcome::Retrying { .. } => self.retry_scheduled(),
-            Outcome::Paused | Outcome::Released | Outcome::Waiting => {}
-        }
-    }
-
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        MetricsSnapshot {
-            bytes_acked: get(&self.bytes_acked),
-            chunks_acked: get(&self.chunks_acked),
-            errors_retry: get(&self.errors_retry),
-            errors_token: get(&self.errors_token),
-            errors_permanent: get(&self.errors_permanent),
-            retries_scheduled: get(&self.retries_scheduled),
-            files_done: get(&self.files_done),
-            files_failed: get(&self.files_failed),
-            files_gone: get(&self.files_gone),
-        }
-    }
-}
+use crate::upload::MetricsSnapshot;
 
 /// What the journal says, read in one call for a scrape.
 #[derive(Debug, Clone, Default)]
@@ -299,24 +198,6 @@ impl Exposition<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcomes_move_the_right_counters() {
-        let m = Metrics::default();
-        m.outcome(&Outcome::Done {
-            video_id: "vi1".into(),
-        });
-        m.outcome(&Outcome::Retrying { attempts: 1 });
-        m.outcome(&Outcome::Paused);
-        m.outcome(&Outcome::Gone);
-        m.chunk_acked(10);
-        m.chunk_acked(5);
-        m.error(ErrorClass::Token);
-        let s = m.snapshot();
-        assert_eq!((s.files_done, s.retries_scheduled, s.files_gone), (1, 1, 1));
-        assert_eq!((s.files_failed, s.chunks_acked, s.bytes_acked), (0, 2, 15));
-        assert_eq!((s.errors_token, s.errors_retry), (1, 0));
-    }
 
     #[test]
     fn folder_labels_are_escaped() {

@@ -17,7 +17,7 @@ use crate::roots::{self, Shares};
 use crate::sample::Sample;
 
 /// Why an attempt cannot go on with this file.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
     /// The file is not the journaled one any more (vanished, changed).
     Gone(String),

@@ -1,0 +1,424 @@
+//! One attempt at a file: the send loop, which asks the decision table
+//! ([`decide::next`]) what each chunk's result means and carries it out in
+//! the journal, the logs and the counters. Every journal write of an
+//! attempt happens here, in the order crash safety needs: a chunk is
+//! recorded before the next one is sent.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::decide::{self, Attempt, Between, End, Step, Then};
+use super::plan::{chunk_at, is_chunked};
+use super::retry::backoff_delay;
+use super::send::{display_name, ChunkResult};
+use super::source::{self, Stop};
+use super::{Outcome, Uploader, WorkerError};
+use crate::apivideo::{ErrorClass, RateInfo, MAX_TOTAL_BYTES};
+use crate::journal::{now_ms, show_path, FileRow};
+
+/// What a done file's row says when earlier requests that would have
+/// created its video ended in doubt.
+fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
+    (in_doubt > 0).then(|| {
+        let what = if ranged {
+            "an unfinished video (it never plays, and api.video may clean it up)"
+        } else {
+            "a duplicate video"
+        };
+        format!(
+            "uploaded; {in_doubt} earlier request(s) ended without a reply (a lost connection or a \
+             crash), so api.video may also hold {what} with this file's name"
+        )
+    })
+}
+
+impl Uploader {
+    /// Uploads one claimed file as far as it goes.
+    pub async fn upload(
+        &self,
+        row: FileRow,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        let path = row.path();
+        let shown = show_path(&path);
+        let size = row.identity.size;
+
+        let mut file = match source::open(&self.shares, &row).await {
+            Ok(f) => f,
+            Err(stop) => return self.stop(&row, stop).await,
+        };
+        if let Err(stop) = source::verify_start(&self.shares, &self.journal, &row, &file).await {
+            return self.stop(&row, stop).await;
+        }
+        if size == 0 {
+            let why = "the file is empty: nothing to upload";
+            self.journal.call(move |j| j.mark_failed(id, why)).await?;
+            return Ok(Outcome::Failed);
+        }
+        if size > MAX_TOTAL_BYTES {
+            let why = format!(
+                "the file is {size} bytes, over api.video's limit of {MAX_TOTAL_BYTES} bytes"
+            );
+            error!(id, path = %shown, "{why}");
+            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+            return Ok(Outcome::Failed);
+        }
+
+        // The chunk plan, fixed in the journal just before the first request
+        // of this attempt (see below).
+        let mut plan: Option<(u64, bool)> = None;
+        let mut offset = row.bytes_uploaded;
+        let mut at = Attempt {
+            id,
+            name: display_name(&path),
+            base: self.client.base_url().to_string(),
+            video_id: row.video_id.clone(),
+            // A resumed upload may have had its chunk at `offset` stored just
+            // before the process died, so an overlap reply means "stored".
+            maybe_stored: row.video_id.is_some(),
+            ranged: false,
+            in_doubt: self.in_doubt,
+        };
+        let mut last_log = Instant::now();
+        if offset > 0 {
+            info!(id, path = %shown, video_id = at.video_id.as_deref().unwrap_or(""), offset, size, "resuming upload");
+        }
+
+        while offset < size {
+            if cancel.is_cancelled() {
+                self.journal.call(move |j| j.release(id, None)).await?;
+                return Ok(Outcome::Released);
+            }
+            if let Err(stop) = source::check_chunk(&self.shares, &row, &file).await {
+                return self.stop(&row, stop).await;
+            }
+            let turn = self.pacer.wait_turn(cancel).await;
+            if cancel.is_cancelled() {
+                self.journal.call(move |j| j.release(id, None)).await?;
+                return Ok(Outcome::Released);
+            }
+            let generation = self.gate.state().generation;
+            if self.gate.state().refused.is_some() {
+                self.journal
+                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
+                    .await?;
+                return Ok(Outcome::Paused);
+            }
+            // Fixing the plan also notes, when there is no videoId yet, that
+            // a request that may create one is about to go: as late as this,
+            // so a crash while waiting for a turn puts nothing in doubt.
+            let (chunk_size, ranged) = match plan {
+                Some(p) if at.video_id.is_some() => p,
+                _ => {
+                    let wanted = self.chunk_size;
+                    let chunk_size = self
+                        .journal
+                        .call(move |j| j.set_chunk_size(id, wanted))
+                        .await?;
+                    *plan.insert((chunk_size, is_chunked(size, chunk_size)))
+                }
+            };
+            at.ranged = ranged;
+            let range = chunk_at(offset, size, chunk_size);
+            let (result, body_out) = self
+                .send_chunk(
+                    &mut file,
+                    &at.name,
+                    range,
+                    ranged,
+                    at.video_id.as_deref(),
+                    cancel,
+                )
+                .await;
+            // A reply, read or not: once its chunk is recorded, the files
+            // waiting for the server may go (see `server_reached`).
+            let reached = matches!(result, ChunkResult::Stored(_));
+            if let ChunkResult::Stored(reply) = &result {
+                self.metrics.chunk_acked(range.len);
+                self.pacer.observe(turn, &reply.rate, false);
+            }
+            if matches!(result, ChunkResult::Abandoned) {
+                info!(id, path = %shown, "shutting down: chunk in flight abandoned; it will resume");
+            }
+            let (vid, reply) = match decide::next(&at, result, body_out) {
+                Step::Stored {
+                    video_id,
+                    reply,
+                    other_id,
+                } => {
+                    if let Some(got) = other_id {
+                        warn!(id, known = %video_id, got = %got, "the server answered with another videoId; keeping ours");
+                    }
+                    if reply.is_none() {
+                        info!(id, path = %shown, video_id = %video_id, range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
+                    }
+                    (video_id, reply)
+                }
+                Step::RateLimited {
+                    retry_after,
+                    not_creating,
+                } => {
+                    let rate = RateInfo {
+                        retry_after: Some(retry_after.as_secs()),
+                        ..RateInfo::default()
+                    };
+                    self.pacer.observe(turn, &rate, true);
+                    self.metrics.error(ErrorClass::Retry);
+                    if not_creating {
+                        // Refused, so not stored: nothing in flight while
+                        // this waits for its turn.
+                        self.journal.call(move |j| j.not_creating(id)).await?;
+                    }
+                    info!(
+                        id,
+                        path = %shown,
+                        video_id = at.video_id.as_deref().unwrap_or(""),
+                        retry_after_s = retry_after.as_secs(),
+                        "rate limited; waiting"
+                    );
+                    continue;
+                }
+                Step::End(end) => return self.end(&row, &shown, &at, generation, end).await,
+            };
+            at.maybe_stored = false;
+            let last = range.offset + range.len == size;
+            let check = source::check_chunk(&self.shares, &row, &file).await;
+            match decide::between(check, last) {
+                Between::Go => {}
+                Between::Abandon(why) => {
+                    let why = format!("{why}; the upload to video {vid} was abandoned");
+                    // The videoId first, so the abandoned video is counted
+                    // as an orphan with its id.
+                    let (v, at) = (vid.clone(), range.offset);
+                    self.journal
+                        .call(move |j| j.record_progress(id, &v, at))
+                        .await?;
+                    return self.gone(&row, &why).await;
+                }
+                Between::Stop(stop) => {
+                    // The chunk was stored: record it before waiting.
+                    let (v, done) = (vid.clone(), range.offset + range.len);
+                    self.journal
+                        .call(move |j| j.record_progress(id, &v, done))
+                        .await?;
+                    return self.stop(&row, stop).await;
+                }
+            }
+            offset = range.offset + range.len;
+            at.video_id = Some(vid.clone());
+            if offset == size {
+                let json = reply.and_then(|r| r.video).map(|v| v.to_string());
+                let v = vid.clone();
+                let note = doubt_note(row.sends_in_doubt, ranged);
+                if let Some(note) = &note {
+                    warn!(id, path = %shown, video_id = %vid, "{note}");
+                }
+                self.journal
+                    .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), note.as_deref()))
+                    .await?;
+                if reached {
+                    self.server_reached(id).await?;
+                }
+                info!(id, path = %shown, video_id = %vid, size, "upload done");
+                self.after_upload(id).await;
+                return Ok(Outcome::Done { video_id: vid });
+            }
+            let v = vid.clone();
+            self.journal
+                .call(move |j| j.record_progress(id, &v, offset))
+                .await?;
+            if reached {
+                self.server_reached(id).await?;
+            }
+            if last_log.elapsed() >= Duration::from_secs(5) || offset == range.len {
+                last_log = Instant::now();
+                info!(
+                    id,
+                    path = %shown,
+                    video_id = %vid,
+                    "uploaded {} of {} ({}%)",
+                    bytesize::ByteSize(offset),
+                    bytesize::ByteSize(size),
+                    offset * 100 / size
+                );
+            }
+        }
+        // Reached only if the journal already counts every byte as
+        // acknowledged (progress is never recorded at the full size, but a
+        // journal edited by hand could say so): finish the row.
+        let v = at.video_id.clone();
+        self.journal
+            .call(move |j| j.mark_done(id, v.as_deref(), None, None))
+            .await?;
+        Ok(Outcome::Done {
+            video_id: at.video_id.unwrap_or_default(),
+        })
+    }
+
+    /// Carries out how the attempt ends.
+    async fn end(
+        &self,
+        row: &FileRow,
+        shown: &str,
+        at: &Attempt,
+        generation: u64,
+        end: End,
+    ) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        let video_id = row.video_id.as_deref().unwrap_or("");
+        if let Some(class) = end.error {
+            self.metrics.error(class);
+        }
+        if let Some(why) = &end.doubt {
+            self.journal
+                .call(move |j| j.count_send_in_doubt(id))
+                .await?;
+            let ranged = at.ranged;
+            warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+        }
+        match end.then {
+            Then::Retry {
+                why,
+                unreachable: true,
+            } => self.schedule_retry(row, &why, true).await,
+            Then::Retry { why, .. } => self.retry_later(row, &why).await,
+            Then::TokenRefused { why } => {
+                if self.gate.refuse(generation, why.clone()) {
+                    error!(
+                        "UPLOADS PAUSED: {why}. Every file keeps its place. Fix it (a valid token in \
+                         api.token, api.token_file or $CREDENTIALS_DIRECTORY/upload-token; the right \
+                         api.base_url), then send SIGHUP or restart ingestd."
+                    );
+                }
+                self.journal
+                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
+                    .await?;
+                Ok(Outcome::Paused)
+            }
+            Then::RejectedRestart { why } => {
+                error!(id, path = %shown, video_id, "upload failed permanently: {why}");
+                self.journal
+                    .call(move |j| j.mark_failed_restart(id, &why))
+                    .await?;
+                Ok(Outcome::Failed)
+            }
+            Then::Rejected { why } => {
+                error!(id, path = %shown, video_id, "upload failed permanently: {why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                Ok(Outcome::Failed)
+            }
+            Then::Failed { why } => {
+                error!(id, path = %shown, "{why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                Ok(Outcome::Failed)
+            }
+            Then::FailedInDoubt { why } => {
+                error!(id, path = %shown, "{why}");
+                self.journal
+                    .call(move |j| j.fail_in_doubt(id, &why))
+                    .await?;
+                Ok(Outcome::Failed)
+            }
+            Then::Release => {
+                self.journal.call(move |j| j.release(id, None)).await?;
+                Ok(Outcome::Released)
+            }
+        }
+    }
+
+    /// Ends the attempt as `stop` says.
+    async fn stop(&self, row: &FileRow, stop: Stop) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        let shown = show_path(&row.path());
+        match stop {
+            Stop::Gone(why) => self.gone(row, &why).await,
+            Stop::Away(why) => {
+                warn!(id, path = %shown, offset = row.bytes_uploaded,
+                    video_id = row.video_id.as_deref().unwrap_or(""),
+                    "upload paused: {why}; it resumes where it stopped when the folder is back");
+                let note = format!("waiting: {why}");
+                self.journal
+                    .call(move |j| j.release(id, Some(&note)))
+                    .await?;
+                Ok(Outcome::Waiting)
+            }
+            Stop::Retry(why) => self.retry_later(row, &why).await,
+            Stop::Failed(why) => {
+                error!(id, path = %shown, "{why}");
+                self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    async fn gone(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        warn!(id, path = %show_path(&row.path()), video_id = row.video_id.as_deref().unwrap_or(""), "abandoning the upload: {why}");
+        let why = why.to_owned();
+        self.journal.call(move |j| j.mark_gone(id, &why)).await?;
+        Ok(Outcome::Gone)
+    }
+
+    async fn retry_later(&self, row: &FileRow, why: &str) -> Result<Outcome, WorkerError> {
+        self.outage.forget(row.id);
+        self.schedule_retry(row, why, false).await
+    }
+
+    /// Schedules the next attempt after a retryable failure; `unreachable`:
+    /// nothing got through to the server (see [`Outage`]).
+    async fn schedule_retry(
+        &self,
+        row: &FileRow,
+        why: &str,
+        unreachable: bool,
+    ) -> Result<Outcome, WorkerError> {
+        let id = row.id;
+        // `row` is as claimed; progress in this call resets the attempts and
+        // may have brought a videoId, so read it back.
+        let now_row = self.journal.call(move |j| j.get(id)).await?;
+        let attempts = now_row
+            .as_ref()
+            .map_or(row.attempts, |r| r.attempts)
+            .saturating_add(1);
+        let video_id = now_row
+            .and_then(|r| r.video_id)
+            .or_else(|| row.video_id.clone())
+            .unwrap_or_default();
+        let mut delay = backoff_delay(attempts);
+        if unreachable {
+            delay = self.outage.unreachable(id, delay);
+        }
+        let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        warn!(id, path = %show_path(&row.path()), video_id, attempts, retry_in_ms = delay.as_millis() as u64, "upload attempt failed, will retry: {why}");
+        let why = why.to_owned();
+        self.journal
+            .call(move |j| j.mark_retrying(id, attempts, at, &why))
+            .await?;
+        self.work.notify_waiters();
+        Ok(Outcome::Retrying { attempts })
+    }
+
+    /// A request of file `id` got through: files waiting only because the
+    /// server could not be reached are due now.
+    async fn server_reached(&self, id: i64) -> Result<(), WorkerError> {
+        let waiting = self.outage.reached(id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let moved = self
+            .journal
+            .call(move |j| j.make_due(&waiting, now_ms()))
+            .await?;
+        if moved > 0 {
+            info!(
+                files = moved,
+                "the server can be reached again: the files waiting for it are due now"
+            );
+            self.work.notify_waiters();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! A worker: claims the next due file from the journal, uploads it, counts
+//! the outcome, and naps when nothing is due. Decides nothing about a file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Batch, Outcome, Uploader, WorkerError, BACKOFF_CAP};
+use crate::journal::{now_ms, JournalError};
+
+impl Uploader {
+    /// A worker: claims files and uploads them until cancelled, or, in the
+    /// foreground (`batch`), until every file of the batch is finished or has
+    /// failed [`FOREGROUND_ATTEMPTS`] times in this run.
+    pub async fn worker(
+        &self,
+        batch: Option<Arc<Batch>>,
+        slot: usize,
+        cancel: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        loop {
+            // Retire when the concurrency was lowered below this slot.
+            if cancel.is_cancelled() || slot >= *self.slots.borrow() {
+                return Ok(());
+            }
+            if self.gate.state().refused.is_some() {
+                if batch.is_some() {
+                    // In the foreground there is nobody to replace the token.
+                    return Ok(());
+                }
+                if !self.gate.wait_open(&cancel).await {
+                    return Ok(());
+                }
+            }
+            // Register interest before looking, so a notify between the
+            // claim and the wait is not lost.
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ids = batch.as_ref().map(|b| b.ids());
+            let only = ids.clone();
+            // In the foreground, a file of an unavailable folder is claimed
+            // and leaves the batch; the daemon leaves it queued meanwhile.
+            let away = match batch {
+                Some(_) => Vec::new(),
+                None => self.shares.away_roots(),
+            };
+            let claimed = self
+                .journal
+                .call(move |j| j.claim_next_skipping(now_ms(), BACKOFF_CAP, only.as_deref(), &away))
+                .await?;
+            if let Some(row) = claimed {
+                let id = row.id;
+                let outcome = match self.upload(row, &cancel).await {
+                    Ok(o) => o,
+                    // Someone else moved this row (the watch stage saw the
+                    // file vanish, say): this file is no longer ours.
+                    Err(WorkerError::Journal(e @ JournalError::WrongState { .. })) => {
+                        warn!(id, "dropping this upload: {e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.metrics.outcome(&outcome);
+                if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
+                    b.failed_once(id, *attempts);
+                }
+                if let (Some(b), Outcome::Waiting) = (&batch, &outcome) {
+                    b.leave(id);
+                }
+                if matches!(
+                    outcome,
+                    Outcome::Done { .. } | Outcome::Failed | Outcome::Gone
+                ) {
+                    // A slot freed: another worker waiting on an idle journal may go.
+                    self.work.notify_waiters();
+                }
+                continue;
+            }
+            let only = ids.clone();
+            let (unfinished, next_retry) = self
+                .journal
+                .call(move |j| {
+                    Ok((
+                        j.unfinished(only.as_deref())?,
+                        j.next_retry_at(only.as_deref())?,
+                    ))
+                })
+                .await?;
+            if batch.is_some() && unfinished == 0 {
+                return Ok(());
+            }
+            // Nothing to claim now: sleep until a retry is due, new work is
+            // signalled, or a while passes (another process may add work).
+            let until_retry = next_retry
+                .map(|at| Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)))
+                .unwrap_or(Duration::from_secs(2));
+            let nap = until_retry
+                .min(Duration::from_secs(2))
+                .max(Duration::from_millis(20));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
