@@ -1,3 +1,4 @@
+use super::validate::{check_token, lexical};
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> EnvMap {
