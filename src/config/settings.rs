@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -279,6 +279,14 @@ impl WatchSettings {
             modify_window: ModifyWindow::Auto,
         }
     }
+
+    /// The root under which this folder's files are journaled: the path made
+    /// absolute, without `.`, `..` or a trailing slash, so that `/srv/in/`
+    /// and `/srv/in` are one folder across restarts. Symlinks are kept (the
+    /// configured name is what the user knows).
+    pub fn root(&self) -> PathBuf {
+        absolute_lexical(&self.path)
+    }
 }
 
 impl Settings {
@@ -289,4 +297,21 @@ impl Settings {
             .map(|(token, _)| token)
             .ok_or(ConfigError::MissingToken)
     }
+}
+
+/// `path` made absolute (against the current directory, without touching
+/// the filesystem), then `.` dropped and `..` resolved lexically.
+fn absolute_lexical(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }

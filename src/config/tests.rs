@@ -104,3 +104,12 @@ fn tokens_with_whitespace_or_control_characters_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_watch_root_is_absolute_without_dots() {
+    let watch = WatchSettings::new("/srv/./in/../capture/");
+    assert_eq!(watch.root(), PathBuf::from("/srv/capture"));
+    let relative = WatchSettings::new("capture/./today");
+    let cwd = std::env::current_dir().expect("current dir");
+    assert_eq!(relative.root(), cwd.join("capture/today"));
+}
