@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::settings::{AfterUpload, ModifyWindow, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
 use super::values::{format_duration, format_size};
-use super::{AfterUpload, ModifyWindow, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
 
 impl Settings {
     /// The effective configuration as TOML, sizes and durations in human

@@ -1,3 +1,4 @@
+use super::validate::{check_token, lexical};
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> EnvMap {
@@ -102,4 +103,13 @@ fn tokens_with_whitespace_or_control_characters_are_refused() {
             other => panic!("{bad:?}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_watch_root_is_absolute_without_dots() {
+    let watch = WatchSettings::new("/srv/./in/../capture/");
+    assert_eq!(watch.root(), PathBuf::from("/srv/capture"));
+    let relative = WatchSettings::new("capture/./today");
+    let cwd = std::env::current_dir().expect("current dir");
+    assert_eq!(relative.root(), cwd.join("capture/today"));
 }

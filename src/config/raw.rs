@@ -1,0 +1,130 @@
+//! The configuration as read: serde structs in which every key is optional,
+//! so that validation can tell a default from a value someone wrote (and say
+//! where they wrote it), and the error when the layers cannot be read into
+//! them.
+//!
+//! Nothing here checks a value beyond its type or applies a default; that is
+//! `validate`'s job.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, ValueOrigin};
+use super::settings::{InDoubt, LogFormat, WatchMode};
+use super::sources::{display_key, Sources};
+use super::values::{Count, Seconds, SecretText, Size, Window};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub api: RawApi,
+    pub journal: RawJournal,
+    pub upload: RawUpload,
+    pub log: RawLog,
+    pub watch: Vec<RawWatch>,
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawApi {
+    pub base_url: Option<String>,
+    pub token: Option<SecretText>,
+    pub token_file: Option<PathBuf>,
+    pub chunk_size: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawJournal {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawUpload {
+    pub concurrency: Option<Count>,
+    pub bandwidth_limit: Option<Size>,
+    pub in_doubt: Option<InDoubt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawWatch {
+    pub path: Option<PathBuf>,
+    pub recursive: Option<bool>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub settle: Option<Seconds>,
+    pub mode: Option<WatchMode>,
+    pub poll_interval: Option<Seconds>,
+    pub after_upload: Option<AfterUploadKind>,
+    pub move_to: Option<PathBuf>,
+    pub follow_symlinks: Option<bool>,
+    pub sidecar: Option<bool>,
+    pub modify_window: Option<Window>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AfterUploadKind {
+    Keep,
+    Delete,
+    Move,
+}
+
+/// Turns a deserialization error into one that names the key, its origin
+/// and, unless the key is the token, the value.
+pub(crate) fn figment_error(sources: &Sources, error: figment::Error) -> ConfigError {
+    // figment chains errors; the first is the one to fix first.
+    let Some(error) = error.into_iter().next() else {
+        return ConfigError::Invalid {
+            key: String::new(),
+            origin: ValueOrigin::Default,
+            message: "the configuration could not be read".into(),
+        };
+    };
+    let origin = sources.error_origin(&error);
+    let key = display_key(&error.path);
+    let is_token = error.path.len() >= 2 && error.path[0] == "api" && error.path[1] == "token";
+    use figment::error::Kind;
+    let message = match &error.kind {
+        Kind::UnknownField(_, expected) => {
+            return ConfigError::UnknownKey {
+                key,
+                origin,
+                expected: expected.iter().map(|k| k.to_string()).collect(),
+            }
+        }
+        // Whatever figment says could quote the token.
+        _ if is_token => "the token must be a single string (its value is not shown: it is secret)"
+            .to_string(),
+        Kind::UnknownVariant(found, expected) => {
+            format!("{found:?} is not one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(figment::error::Actual::Map, _) if error.path == ["watch"] => {
+            "found a single [watch] table; write each watch folder as a [[watch]] table (double brackets)"
+                .to_string()
+        }
+        Kind::InvalidType(actual, expected) => format!("found {actual}, expected {expected}"),
+        other => other.to_string(),
+    };
+    ConfigError::Invalid {
+        key,
+        origin,
+        message,
+    }
+}

@@ -1,0 +1,317 @@
+//! The validated configuration: [`Settings`] and the types of its sections,
+//! the limits and defaults they are checked against, and the few methods
+//! that answer questions about a checked value (the upload URL, the watch
+//! root, the token).
+//!
+//! Nothing here reads a file or the environment, and nothing re-checks a
+//! value: a value of these types has already passed `validate`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+/// The smallest chunk api.video accepts for any chunk but the last.
+pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+/// The largest chunk the official clients allow (the server allows 200 MiB).
+pub const MAX_CHUNK_SIZE: u64 = 128 * 1024 * 1024;
+pub const DEFAULT_CHUNK_SIZE: u64 = 50 * 1024 * 1024;
+
+/// Where the config file is looked for when neither `--config` nor
+/// `$INGESTD_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ingestd/config.toml";
+/// api.video production.
+pub(crate) const DEFAULT_BASE_URL: &str = "https://ws.api.video";
+/// api.video sandbox (its own tokens, lower rate limits).
+pub(crate) const SANDBOX_BASE_URL: &str = "https://sandbox.api.video";
+/// The systemd credential name: `LoadCredential=upload-token:/path`.
+pub(crate) const TOKEN_CREDENTIAL_NAME: &str = "upload-token";
+
+pub(crate) const DEFAULT_CONCURRENCY: usize = 2;
+pub const MAX_CONCURRENCY: usize = 32;
+pub(crate) const DEFAULT_INCLUDE: [&str; 4] = ["*.mp4", "*.mov", "*.mxf", "*.mkv"];
+pub(crate) const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A delegated upload token. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UploadToken(String);
+
+impl UploadToken {
+    pub(crate) fn new(token: impl Into<String>) -> Self {
+        UploadToken(token.into())
+    }
+    /// The token itself, for the one place that builds the request URL.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UploadToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UploadToken(<redacted>)")
+    }
+}
+
+impl fmt::Display for UploadToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the token came from, so errors and `check-config` can say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `api.token` (file or `INGESTD_API__TOKEN`)
+    Inline,
+    /// `api.token_file`
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/upload-token` (systemd `LoadCredential=`)
+    Credentials(PathBuf),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Inline => f.write_str("api.token"),
+            TokenSource::File(path) => write!(f, "api.token_file {}", path.display()),
+            TokenSource::Credentials(path) => {
+                write!(f, "systemd credential {}", path.display())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub source: Option<PathBuf>,
+    pub api: ApiSettings,
+    pub journal: JournalSettings,
+    pub upload: UploadSettings,
+    pub log: LogSettings,
+    pub watches: Vec<WatchSettings>,
+    pub metrics: MetricsSettings,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journald` when stderr is the systemd journal (`$JOURNAL_STREAM`), else `text`.
+    #[default]
+    Auto,
+    /// Human-readable lines with timestamps.
+    Text,
+    /// No timestamps, a syslog `<N>` priority prefix per line, so
+    /// `journalctl -p warning` works.
+    Journald,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Text => "text",
+            LogFormat::Journald => "journald",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// http(s), no credentials, query or fragment; no trailing slash except
+    /// the root path's.
+    pub base_url: reqwest::Url,
+    /// `None` when no token is configured; commands that upload call
+    /// [`Settings::require_token`].
+    pub token: Option<(UploadToken, TokenSource)>,
+    /// [`MIN_CHUNK_SIZE`] ..= [`MAX_CHUNK_SIZE`].
+    pub chunk_size: u64,
+}
+
+impl ApiSettings {
+    /// `{base_url}/upload`, without the token (the caller adds `?token=`).
+    pub fn upload_url(&self) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        let path = format!("{}/upload", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Files uploading at the same time, 1 ..= [`MAX_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Bytes per second shared by all uploads; 0 = unlimited.
+    pub bandwidth_limit: u64,
+    /// What to do with a file sent in one request whose outcome is unknown.
+    pub in_doubt: InDoubt,
+}
+
+/// `upload.in_doubt`: a file of 5 MiB or less goes in one request; when that
+/// request ends without a known outcome (its reply lost, or ingestd died
+/// while it was on its way), api.video may already hold the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InDoubt {
+    /// Send it again (as api.video's own clients do): never lost, perhaps a
+    /// duplicate; the file's row says so.
+    #[default]
+    Resend,
+    /// Mark it `failed`, saying why: never a duplicate; someone checks
+    /// api.video and runs `ingestd retry ID` if it is not there.
+    Fail,
+}
+
+impl InDoubt {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InDoubt::Resend => "resend",
+            InDoubt::Fail => "fail",
+        }
+    }
+}
+
+/// The optional HTTP endpoint for monitoring (`GET /metrics`, `GET /healthz`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where to listen; `None` (no `metrics.listen`, or `""`) = no endpoint.
+    /// Port 0 picks a free port (logged at start).
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// inotify & co., except on network filesystems, which are polled.
+    Auto,
+    Events,
+    Poll,
+}
+
+impl WatchMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WatchMode::Auto => "auto",
+            WatchMode::Events => "events",
+            WatchMode::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterUpload {
+    Keep,
+    Delete,
+    Move(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Not checked for existence here (that is a runtime check); never empty,
+    /// never equal to or nested in another watch's path.
+    pub path: PathBuf,
+    pub recursive: bool,
+    /// Valid globset patterns; `include` is never empty.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// > 0.
+    pub settle: Duration,
+    pub mode: WatchMode,
+    /// ≥ [`MIN_POLL_INTERVAL`].
+    pub poll_interval: Duration,
+    pub after_upload: AfterUpload,
+    pub follow_symlinks: bool,
+    /// Write `NAME.ingestd.json` (videoId, player URL, size, SHA-256, upload
+    /// time) beside each uploaded file, with `keep` and `move`.
+    pub sidecar: bool,
+    /// How far apart two mtimes may be and still be the same file's (a
+    /// restore through a filesystem that keeps coarser times).
+    pub modify_window: ModifyWindow,
+}
+
+/// `[[watch]] modify_window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModifyWindow {
+    /// 2 s on FAT and SMB, whose mtimes are that coarse; elsewhere mtimes
+    /// must be equal, or agree to the second when one of them has no
+    /// fraction of a second (it went through such a filesystem).
+    Auto,
+    /// Mtimes at most this far apart are the same (`0s`: exactly equal).
+    Exactly(Duration),
+}
+
+impl WatchSettings {
+    /// A watch of `path` with every other key at its default, as a bare
+    /// `[[watch]] path = "…"` in the config file gives.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        WatchSettings {
+            path: path.into(),
+            recursive: true,
+            include: DEFAULT_INCLUDE.iter().map(|p| p.to_string()).collect(),
+            exclude: Vec::new(),
+            settle: DEFAULT_SETTLE,
+            mode: WatchMode::Auto,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            after_upload: AfterUpload::Keep,
+            follow_symlinks: false,
+            sidecar: false,
+            modify_window: ModifyWindow::Auto,
+        }
+    }
+
+    /// The root under which this folder's files are journaled: the path made
+    /// absolute, without `.`, `..` or a trailing slash, so that `/srv/in/`
+    /// and `/srv/in` are one folder across restarts. Symlinks are kept (the
+    /// configured name is what the user knows).
+    pub fn root(&self) -> PathBuf {
+        absolute_lexical(&self.path)
+    }
+}
+
+impl Settings {
+    pub fn require_token(&self) -> Result<&UploadToken, ConfigError> {
+        self.api
+            .token
+            .as_ref()
+            .map(|(token, _)| token)
+            .ok_or(ConfigError::MissingToken)
+    }
+}
+
+/// `path` made absolute (against the current directory, without touching
+/// the filesystem), then `.` dropped and `..` resolved lexically.
+fn absolute_lexical(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
