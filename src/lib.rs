@@ -33,6 +33,7 @@ pub mod apivideo;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod display;
 pub mod doctor;
 pub mod emulator;
 pub mod journal;

@@ -374,7 +374,7 @@ fn finish_batch(
     let mut all_ok = true;
     for r in &results {
         all_ok &= r.ok();
-        let path = daemon::show_path(&r.path);
+        let path = ingestd::display::show_path(&r.path);
         match (&r.row, &r.note) {
             (Some(row), _) if row.state == FileState::Done => println!(
                 "done      {path}  videoId {}",

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::daemon::show_path;
+use crate::display::show_path;
 use crate::journal::{now_ms, FileRow, FileState, Orphan};
 
 /// One file as `status --json` prints it. The field names are a contract.

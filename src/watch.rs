@@ -23,6 +23,7 @@
 mod after;
 mod filter;
 mod folder;
+mod follow;
 mod identify;
 mod notifier;
 mod scan;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use after::{after_upload, sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
+pub use follow::follow;
 
 use crate::config::WatchSettings;
 use crate::journal::{FileRow, FileState, JournalError, JournalHandle};

@@ -106,7 +106,7 @@ impl Exposition<'_> {
                 "Files under a watch folder with work ahead (settling, queued, uploading, retrying).",
             );
             for watch in self.watches {
-                let root = crate::watch::journal_root(&watch.path);
+                let root = watch.root();
                 let n = j.unfinished_by_root.get(&root).copied().unwrap_or(0);
                 let _ = writeln!(
                     out,

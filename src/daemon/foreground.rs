@@ -1,0 +1,236 @@
+//! The foreground commands: `ingestd upload FILE…` and `ingestd run
+//! --once`. They share the daemon's session and workers, and end when
+//! their batch is finished.
+
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{DaemonError, Session};
+use crate::config::{Settings, WatchSettings};
+use crate::display::show_path;
+use crate::journal::{FileIdentity, FileRow, FileState};
+use crate::watch::{self, WatchOptions};
+
+/// What happened to one file given to `ingestd upload`.
+#[derive(Debug, Clone)]
+pub struct UploadResult {
+    pub path: PathBuf,
+    /// The journal row, when the file was journaled.
+    pub row: Option<FileRow>,
+    /// Why it was not journaled or not uploaded, when so.
+    pub note: Option<String>,
+}
+
+impl UploadResult {
+    pub fn ok(&self) -> bool {
+        self.row
+            .as_ref()
+            .is_some_and(|r| r.state == FileState::Done)
+    }
+}
+
+/// The identity of a file named on the command line, or why it cannot be
+/// uploaded.
+fn identify(path: &Path, watches: &[WatchSettings]) -> Result<FileIdentity, String> {
+    let abs = std::path::absolute(path).map_err(|e| format!("cannot resolve the path: {e}"))?;
+    let meta = std::fs::metadata(&abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        _ => format!("cannot read it: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    if meta.len() == 0 {
+        return Err("empty file: nothing to upload (skipped, not journaled)".to_owned());
+    }
+    // A file inside a watch folder has the identity the watch stage gives
+    // it, so the two never upload it twice.
+    // Compared as real paths: `..`, `.` and symlinks (of the folder or on
+    // the way to the file) must not make a second identity.
+    let real_file = std::fs::canonicalize(&abs).ok();
+    for w in watches {
+        let root = watch::journal_root(&w.path);
+        let real_root = std::fs::canonicalize(&root).ok();
+        if let (Some(f), Some(r)) = (&real_file, &real_root) {
+            if let Ok(rel) = f.strip_prefix(r) {
+                return Ok(FileIdentity::from_metadata(&root, rel, &meta));
+            }
+        }
+        if let Ok(rel) = abs.strip_prefix(&root) {
+            return Ok(FileIdentity::from_metadata(&root, rel, &meta));
+        }
+    }
+    let (Some(root), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err("not a file path".to_owned());
+    };
+    Ok(FileIdentity::from_metadata(root, Path::new(name), &meta))
+}
+
+/// `ingestd upload FILE…`: journals the files and uploads them in the
+/// foreground. Files already uploaded are not uploaded again.
+pub async fn upload_files(
+    settings: &Settings,
+    paths: &[PathBuf],
+    shutdown: CancellationToken,
+) -> Result<Vec<UploadResult>, DaemonError> {
+    let session = Session::open(settings).await?;
+    session.stop_waiting_on(&shutdown);
+    let mut results: Vec<UploadResult> = Vec::new();
+    let mut idents = Vec::new();
+    let given = paths.to_vec();
+    let watches = settings.watches.clone();
+    let identified = tokio::task::spawn_blocking(move || {
+        given
+            .iter()
+            .map(|p| identify(p, &watches))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))?;
+    for (p, identity) in paths.iter().zip(identified) {
+        match identity {
+            Ok(ident) => {
+                idents.push(ident);
+                results.push(UploadResult {
+                    path: p.clone(),
+                    row: None,
+                    note: None,
+                });
+            }
+            Err(note) => {
+                warn!(path = %show_path(p), "not uploading: {note}");
+                results.push(UploadResult {
+                    path: p.clone(),
+                    row: None,
+                    note: Some(note),
+                });
+            }
+        }
+    }
+    let journal = session.uploader.journal.clone();
+    let to_add = idents.clone();
+    let added = journal
+        .call(move |j| j.add_files(&to_add, FileState::Queued))
+        .await?;
+    let mut ids = Vec::new();
+    for a in &added {
+        match a.state {
+            FileState::Queued | FileState::Retrying | FileState::Uploading => ids.push(a.id),
+            FileState::Done => info!(id = a.id, "already uploaded; not uploading it again"),
+            other => warn!(
+                id = a.id,
+                "already journaled as {other}; see `ingestd status`, `ingestd retry {}`", a.id
+            ),
+        }
+    }
+    let run = session.run_workers(Some(ids.clone()), &shutdown).await;
+    let refused = session.uploader.gate.state().refused;
+    // Fill in the final rows, in the order given.
+    let ids_in_order: Vec<i64> = added.iter().map(|a| a.id).collect();
+    let rows = journal
+        .call(move |j| {
+            ids_in_order
+                .iter()
+                .map(|id| j.get(*id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    let mut rows = rows.into_iter();
+    for r in results.iter_mut().filter(|r| r.note.is_none()) {
+        r.row = rows.next().flatten();
+    }
+    run?;
+    if let Some(why) = refused {
+        return Err(DaemonError::TokenRefused(why));
+    }
+    Ok(results)
+}
+
+/// `ingestd run --once`: uploads everything the journal has ready, then
+/// returns. (Watch-folder scanning joins this with the watch stage.)
+pub async fn run_once(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<Vec<UploadResult>, DaemonError> {
+    let session = Session::open(settings).await?;
+    session.stop_waiting_on(&shutdown);
+    let journal = session.uploader.journal.clone();
+    // A folder that could not be scanned (an unmounted share) makes the run
+    // fail: a job that uploaded nothing from it must not look successful.
+    let mut unavailable: Vec<UploadResult> = Vec::new();
+    let mut failed_early: Vec<i64> = Vec::new();
+    if !settings.watches.is_empty() {
+        let report = watch::scan_and_settle(
+            &settings.watches,
+            journal.clone(),
+            session.uploader.work.clone(),
+            WatchOptions {
+                shares: session.uploader.shares.clone(),
+                ..WatchOptions::default()
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        info!(
+            folders = report.folders,
+            files = report.files,
+            new = report.journaled,
+            already_done = report.already_done,
+            "scan done"
+        );
+        for e in &report.unavailable {
+            error!("{e}");
+        }
+        failed_early = report.failed.clone();
+        unavailable = report
+            .unavailable
+            .iter()
+            .map(|e| UploadResult {
+                path: e.path().map_or_else(PathBuf::new, Path::to_path_buf),
+                row: None,
+                note: Some(format!("watch folder not scanned: {e}")),
+            })
+            .collect();
+    }
+    let pending: Vec<i64> = journal
+        .call(|j| {
+            Ok(j.list(Some(&[FileState::Queued, FileState::Retrying]))?
+                .into_iter()
+                .map(|r| r.id)
+                .collect())
+        })
+        .await?;
+    let run = session.run_workers(Some(pending.clone()), &shutdown).await;
+    let refused = session.uploader.gate.state().refused;
+    let reported: Vec<i64> = session
+        .failed_in_doubt
+        .iter()
+        .copied()
+        .chain(failed_early)
+        .chain(pending)
+        .collect();
+    let rows = journal
+        .call(move |j| {
+            reported
+                .iter()
+                .map(|id| j.get(*id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    run?;
+    if let Some(why) = refused {
+        return Err(DaemonError::TokenRefused(why));
+    }
+    Ok(rows
+        .into_iter()
+        .flatten()
+        .map(|row| UploadResult {
+            path: row.path(),
+            row: Some(row),
+            note: None,
+        })
+        .chain(unavailable)
+        .collect())
+}

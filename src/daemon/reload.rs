@@ -1,0 +1,115 @@
+//! SIGHUP: the configuration read again and applied to what runs. What a
+//! reload cannot change is named, and keeps its start-up value.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{DaemonError, Session};
+use crate::config::{self, Settings};
+use crate::service::Notifier;
+use crate::upload::Uploader;
+
+/// Applies a reloaded configuration to running workers: a new token reopens
+/// the gate; the bandwidth limit and the number of workers change at once;
+/// a new list of watch folders restarts the watch stage. The journal, the
+/// server and the chunk size stay as they were (a restart changes them).
+pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
+    let token = settings.require_token()?.clone();
+    uploader.client.set_token(token);
+    uploader.gate.replaced();
+    uploader.throttle.set_rate(settings.upload.bandwidth_limit);
+    uploader
+        .slots
+        .send_replace(settings.upload.concurrency.max(1));
+    let folders = Arc::new(settings.watches.clone());
+    uploader.watches.send_if_modified(|current| {
+        let changed = **current != *folders;
+        if changed {
+            *current = folders;
+        }
+        changed
+    });
+    uploader.work.notify_waiters();
+    Ok(())
+}
+
+/// The settings a reload cannot apply that differ from those ingestd
+/// started with.
+fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
+    [
+        ("api.base_url", started.api.base_url != new.api.base_url),
+        (
+            "api.chunk_size",
+            started.api.chunk_size != new.api.chunk_size,
+        ),
+        ("journal.path", started.journal.path != new.journal.path),
+        ("metrics.listen", started.metrics != new.metrics),
+        ("log.format", started.log.format != new.log.format),
+        (
+            "upload.in_doubt",
+            started.upload.in_doubt != new.upload.in_doubt,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+/// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
+pub(super) fn spawn_reloader(
+    session: &Session,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    config_path: Option<PathBuf>,
+    started: Settings,
+    notifier: Option<Notifier>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let uploader = session.uploader.clone();
+    tokio::spawn(async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot listen for SIGHUP, reloading is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            info!("SIGHUP: reloading the configuration");
+            if let Some(n) = &notifier {
+                n.reloading();
+            }
+            let path = config_path.clone();
+            let loaded = tokio::task::spawn_blocking(move || config::load(path.as_deref())).await;
+            let applied = match loaded {
+                Ok(Ok(settings)) => {
+                    let ignored = needs_restart(&started, &settings);
+                    if !ignored.is_empty() {
+                        warn!(
+                            "changed in the configuration but applied only by a restart: {}; \
+                             ingestd keeps using the values it started with",
+                            ignored.join(", ")
+                        );
+                    }
+                    apply_reload(&uploader, &settings).map_err(|e| e.to_string())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("reloading failed: {e}")),
+            };
+            match applied {
+                Ok(()) => info!("configuration reloaded; uploads resume"),
+                Err(e) => error!("the new configuration is refused, the old one stays: {e}"),
+            }
+            // Ends the reload for systemd, whatever its outcome.
+            if let Some(n) = &notifier {
+                n.ready();
+            }
+        }
+    })
+}

@@ -1,0 +1,111 @@
+//! A session: the journal opened and locked for this process, interrupted
+//! uploads put back in the queue, and the upload state every worker shares.
+//! It opens; it runs nothing (see `workers`).
+
+use std::fs::File;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::lock::{lock_journal, lock_path, mark_lock};
+use super::DaemonError;
+use crate::apivideo::Client;
+use crate::config::Settings;
+use crate::journal::{Journal, JournalHandle};
+use crate::upload::{Metrics, Pacer, Throttle, TokenGate, Uploader};
+
+/// The journal, opened and locked for this process, with the upload state
+/// every worker shares.
+pub struct Session {
+    pub uploader: Uploader,
+    pub concurrency: usize,
+    /// Files this start marked failed as in doubt (`upload.in_doubt = "fail"`).
+    pub failed_in_doubt: Vec<i64>,
+    /// Held for the life of the session: one writer process per journal.
+    _lock: File,
+}
+
+impl Session {
+    /// Once `shutdown` fires, journal writes stop waiting for space on a
+    /// full disk, so the stop is never held up by it.
+    pub fn stop_waiting_on(&self, shutdown: &CancellationToken) {
+        let journal = self.uploader.journal.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            journal.disk().give_up();
+        });
+    }
+
+    /// Opens and locks the journal, puts interrupted uploads back in the
+    /// queue, and builds the client.
+    pub async fn open(settings: &Settings) -> Result<Session, DaemonError> {
+        let token = settings.require_token()?.clone();
+        let path = settings.journal.path.clone();
+        let in_doubt = settings.upload.in_doubt;
+        let shares = Arc::new(crate::roots::Shares::default());
+        let watches = settings.watches.clone();
+        let remembered = shares.clone();
+        let (journal, lock, failed_in_doubt) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let shares = remembered;
+            // Lock first: a second process must not migrate or touch a
+            // journal another one is using.
+            let mut lock = lock_journal(&path)?;
+            let mut journal = Journal::open(&path)?;
+            mark_lock(&mut lock).map_err(|source| DaemonError::Lock {
+                lock: lock_path(&path),
+                source,
+            })?;
+            let failed = if in_doubt == crate::config::InDoubt::Fail {
+                journal.fail_interrupted_in_doubt()?
+            } else {
+                Vec::new()
+            };
+            for id in &failed {
+                error!(id, "in doubt: ingestd stopped while this file's one request was on its way; \
+                    marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`");
+            }
+            let resumed = journal.requeue_interrupted()?;
+            if resumed > 0 {
+                info!(resumed, "resuming uploads interrupted by a stop or a crash");
+            }
+            // What each watch root looked like when last seen available: a
+            // worker that meets an unmounted share before any scan knows it.
+            for w in &watches {
+                let root = w.root();
+                if let Some(record) = journal.root_record(&root)? {
+                    shares.remember(&root, record);
+                }
+            }
+            Ok((journal, lock, failed))
+        })
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+        let journal = JournalHandle::spawn(journal).map_err(DaemonError::Thread)?;
+        let client = Client::new(settings.api.base_url.clone(), token)?;
+        Ok(Session {
+            uploader: Uploader {
+                journal,
+                client,
+                chunk_size: settings.api.chunk_size,
+                pacer: Arc::new(Pacer::default()),
+                gate: TokenGate::default(),
+                throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
+                work: Arc::new(Notify::new()),
+                watches: Arc::new(
+                    tokio::sync::watch::channel(Arc::new(settings.watches.clone())).0,
+                ),
+                slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),
+                metrics: Arc::new(Metrics::default()),
+                outage: Arc::default(),
+                in_doubt,
+                shares,
+            },
+            concurrency: settings.upload.concurrency.max(1),
+            failed_in_doubt,
+            _lock: lock,
+        })
+    }
+}

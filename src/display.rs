@@ -1,0 +1,12 @@
+//! How the project shows a path to a person: the one place that decides.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A path for humans: lossy for names that are not UTF-8, control
+/// characters escaped so a name cannot forge a line.
+pub fn show_path(p: &Path) -> String {
+    String::from_utf8_lossy(p.as_os_str().as_bytes())
+        .escape_debug()
+        .to_string()
+}
