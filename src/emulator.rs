@@ -14,44 +14,48 @@
 //! API-key endpoints (module `tokens`): `POST /auth/api-key` and
 //! `GET|POST /upload-tokens`, `GET|DELETE /upload-tokens/{id}`.
 //!
-//! Each accepted TCP connection is served by hyper directly (not `axum::serve`)
-//! so that a fault can drop one connection without a reply.
-//!
 //! [`Emulator::set_down`] takes the whole server down (connections refused,
 //! open ones dropped) and brings it back on the same address.
+//!
+//! Layout: `serve` (router, connections, down/up), `upload` (`POST /upload`),
+//! `tokens` (API keys, upload tokens), `control` (`/_emulator/*`), `faults`,
+//! `rate`, `range` (`Content-Range`), `store` (videos and their files),
+//! `catalogue` (errors). This file holds the public surface and the state the
+//! handlers share.
+//!
+//! The emulator is an island: it imports nothing from the rest of the product
+//! (only `crate::emulator::…` and external crates), so that tests check the
+//! client against the service's rules and not against the client's own code;
+//! `tests/emulator_island.rs` checks this.
 
-pub mod catalogue;
+mod catalogue;
+mod control;
+mod faults;
 mod range;
 mod rate;
+mod serve;
 mod store;
 mod tokens;
 mod upload;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use hyper::service::Service as _;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use self::catalogue::{self as cat, Problem};
+pub use self::faults::{Fault, RandomFaults};
+
+use self::faults::FaultState;
 use self::rate::{RateInfo, RateLimiter};
+use self::serve::{router, serve, Phase};
 use self::store::{lock, Store};
 use self::tokens::TokenBook;
 
@@ -74,41 +78,6 @@ pub struct EmulatorOptions {
     /// Length of the rate-limit window.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub rate_window: Duration,
-}
-
-/// A fault to inject into one upload request.
-///
-/// JSON: `"status503"`, `"reset_mid_body"`, `"lost_reply"`,
-/// `{"latency": "250ms"}` (a humantime string, or a number of milliseconds),
-/// `{"reject": "<slug>"}`, `"garbage_reply"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    /// Read (and discard) the body, then answer 503.
-    Status503,
-    /// Read part of the body, then drop the connection.
-    ResetMidBody,
-    /// Store the chunk, then drop the connection without replying.
-    LostReply,
-    /// Wait this long before handling the request.
-    Latency(#[serde(with = "latency_serde")] Duration),
-    /// Read (and discard) the body, then answer with this catalogue error
-    /// (its slug, e.g. `"uploaded-file-invalid-file"`): a permanent refusal.
-    Reject(String),
-    /// Handle the request normally (store the chunk), then answer with its
-    /// status but a body that is not JSON (a misbehaving proxy).
-    GarbageReply,
-}
-
-/// Random faults applied to every upload request the script does not cover.
-/// The draws come from an RNG seeded with `seed` (reset by every
-/// `set_random_faults`), so a run is reproducible.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RandomFaults {
-    pub seed: u64,
-    pub p_503: f64,
-    pub p_reset: f64,
-    pub p_lost_reply: f64,
 }
 
 /// How a video is being uploaded (fixed by its first accepted request).
@@ -180,15 +149,6 @@ pub struct Emulator {
     want_down: watch::Sender<bool>,
     /// Whether it is, as the server task reports it.
     phase: watch::Receiver<Phase>,
-}
-
-/// Where the server task is, for [`Emulator::set_down`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Up,
-    Down,
-    /// The address could not be bound again after a down period.
-    Failed(String),
 }
 
 impl Emulator {
@@ -375,49 +335,6 @@ struct Counters {
     by_status: Mutex<BTreeMap<u16, u64>>,
 }
 
-struct FaultState {
-    script: VecDeque<Option<Fault>>,
-    random: RandomFaults,
-    rng: fastrand::Rng,
-}
-
-impl Default for FaultState {
-    fn default() -> FaultState {
-        FaultState {
-            script: VecDeque::new(),
-            random: RandomFaults::default(),
-            rng: fastrand::Rng::with_seed(0),
-        }
-    }
-}
-
-impl FaultState {
-    fn set_random(&mut self, random: RandomFaults) {
-        self.rng = fastrand::Rng::with_seed(random.seed);
-        self.random = random;
-    }
-
-    fn next(&mut self) -> Option<Fault> {
-        if let Some(entry) = self.script.pop_front() {
-            return entry;
-        }
-        let r = &self.random;
-        if r.p_503 <= 0.0 && r.p_reset <= 0.0 && r.p_lost_reply <= 0.0 {
-            return None;
-        }
-        let x = self.rng.f64();
-        if x < r.p_503 {
-            Some(Fault::Status503)
-        } else if x < r.p_503 + r.p_reset {
-            Some(Fault::ResetMidBody)
-        } else if x < r.p_503 + r.p_reset + r.p_lost_reply {
-            Some(Fault::LostReply)
-        } else {
-            None
-        }
-    }
-}
-
 impl App {
     fn next_fault(&self) -> Option<Fault> {
         lock(&self.faults).next()
@@ -456,450 +373,5 @@ impl App {
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
             responses_by_status: lock(&c.by_status).clone(),
         }
-    }
-}
-
-/// Put in every request's extensions: [`ConnKill::kill`] drops the
-/// connection; [`ConnKill::begin_store`] tells a server going down that a
-/// chunk is being stored, so its reply is not lost.
-#[derive(Clone)]
-pub(crate) struct ConnKill {
-    token: CancellationToken,
-    phase: Arc<Mutex<ConnPhase>>,
-}
-
-/// What a connection's current request is doing, as far as going down cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnPhase {
-    /// Reading a request (or idle): dropping it loses nothing stored.
-    Receiving,
-    /// Storing a chunk: its reply must go out.
-    Storing,
-    /// The server went down: nothing more is stored on this connection.
-    Down,
-}
-
-impl ConnKill {
-    fn new() -> ConnKill {
-        ConnKill {
-            token: CancellationToken::new(),
-            phase: Arc::new(Mutex::new(ConnPhase::Receiving)),
-        }
-    }
-
-    /// Drops the connection (with a reset).
-    pub(crate) fn kill(&self) {
-        self.token.cancel();
-    }
-
-    /// A new request started on this connection.
-    pub(crate) fn request_started(&self) {
-        let mut phase = lock(&self.phase);
-        if *phase != ConnPhase::Down {
-            *phase = ConnPhase::Receiving;
-        }
-    }
-
-    /// The request is about to store its chunk; false if the server went
-    /// down first (then nothing may be stored).
-    pub(crate) fn begin_store(&self) -> bool {
-        let mut phase = lock(&self.phase);
-        if *phase == ConnPhase::Down {
-            return false;
-        }
-        *phase = ConnPhase::Storing;
-        true
-    }
-
-    /// The server is going down: true if the connection may be dropped at
-    /// once (nothing more will be stored on it), false if a chunk is being
-    /// stored and its reply should go out first.
-    fn going_down(&self) -> bool {
-        let mut phase = lock(&self.phase);
-        if *phase == ConnPhase::Storing {
-            return false;
-        }
-        *phase = ConnPhase::Down;
-        true
-    }
-}
-
-fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/upload", post(upload::upload))
-        .route("/auth/api-key", post(tokens::authenticate))
-        .route("/upload-tokens", get(tokens::list).post(tokens::create))
-        .route(
-            "/upload-tokens/{token}",
-            get(tokens::show).delete(tokens::delete),
-        )
-        .route("/_emulator/videos", get(control_videos))
-        .route("/_emulator/stats", get(control_stats))
-        .route("/_emulator/faults", post(control_faults))
-        .route("/_emulator/tokens", put(control_tokens))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&app),
-            rate_headers,
-        ))
-        .with_state(app)
-}
-
-/// Adds the `X-RateLimit-*` headers to every response that has none yet.
-async fn rate_headers(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
-    if !response.headers().contains_key(rate::LIMIT_HEADER) {
-        app.rate_peek().apply(response.headers_mut());
-    }
-    response
-}
-
-async fn not_found(req: Request) -> Response {
-    upload::drain(&mut req.into_body().into_data_stream()).await;
-    Problem::new(cat::UNRECOGNIZED_REQUEST_URL).into_response()
-}
-
-async fn method_not_allowed(req: Request) -> Response {
-    upload::drain(&mut req.into_body().into_data_stream()).await;
-    Problem::new(cat::METHOD_NOT_ALLOWED).into_response()
-}
-
-async fn control_videos(State(app): State<Arc<App>>) -> Json<Vec<VideoReport>> {
-    Json(app.store.reports())
-}
-
-async fn control_stats(State(app): State<Arc<App>>) -> Json<Stats> {
-    Json(app.stats())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FaultsRequest {
-    #[serde(default)]
-    clear: bool,
-    #[serde(default)]
-    script: Vec<Option<Fault>>,
-    random: Option<RandomFaults>,
-}
-
-async fn control_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let request: FaultsRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Problem::new(cat::INVALID_PAYLOAD)
-                .detail(e.to_string())
-                .into_response()
-        }
-    };
-    let mut faults = lock(&app.faults);
-    if request.clear {
-        *faults = FaultState::default();
-    }
-    faults.script.extend(request.script);
-    if let Some(random) = request.random {
-        faults.set_random(random);
-    }
-    let queued = faults.script.len();
-    drop(faults);
-    Json(serde_json::json!({ "queued": queued })).into_response()
-}
-
-async fn control_tokens(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Vec<String>>(&body) {
-        Ok(tokens) => {
-            app.tokens.set_presets(tokens);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => Problem::new(cat::INVALID_PAYLOAD)
-            .detail(e.to_string())
-            .into_response(),
-    }
-}
-
-/// How long open connections get to finish when the emulator shuts down.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// How long a connection storing a chunk gets to send its reply when the
-/// server goes down (it may be assembling a large file).
-const DOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long to keep trying to bind the address again after a down period.
-const REBIND_FOR: Duration = Duration::from_secs(10);
-
-/// Accepts connections until `shutdown`; goes down and comes back up as
-/// `want_down` says, reporting each change on `phase`.
-async fn serve(
-    mut listener: TcpListener,
-    addr: SocketAddr,
-    router: Router,
-    shutdown: CancellationToken,
-    mut want_down: watch::Receiver<bool>,
-    phase: watch::Sender<Phase>,
-) {
-    loop {
-        // Up: the connections of this period end when it does.
-        let tracker = TaskTracker::new();
-        let period = CancellationToken::new();
-        let stop = loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break true,
-                r = want_down.wait_for(|d| *d) => break r.is_err(),
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, _peer)) => {
-                    tracker.spawn(serve_connection(
-                        stream,
-                        router.clone(),
-                        shutdown.clone(),
-                        period.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // E.g. EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "emulator: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        drop(listener);
-        if stop {
-            shutdown.cancel();
-        } else {
-            period.cancel();
-        }
-        tracker.close();
-        tracker.wait().await;
-        if stop {
-            break;
-        }
-        tracing::info!(%addr, "emulator down");
-        phase.send_replace(Phase::Down);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = want_down.wait_for(|d| !*d) => if r.is_err() { break },
-        }
-        listener = match rebind(addr, &shutdown).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "emulator: cannot bind the address again");
-                phase.send_replace(Phase::Failed(format!("cannot bind {addr} again: {e}")));
-                return;
-            }
-        };
-        tracing::info!(%addr, "emulator up again");
-        phase.send_replace(Phase::Up);
-    }
-    tracing::info!("emulator stopped");
-}
-
-/// Binds `addr` again, retrying for a while (a connection may hold the port
-/// for a moment).
-async fn rebind(addr: SocketAddr, shutdown: &CancellationToken) -> std::io::Result<TcpListener> {
-    let deadline = Instant::now() + REBIND_FOR;
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return Ok(l),
-            Err(e) if Instant::now() >= deadline || shutdown.is_cancelled() => return Err(e),
-            Err(e) => {
-                tracing::debug!(error = %e, "emulator: bind failed; trying again");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    router: Router,
-    shutdown: CancellationToken,
-    down: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let resetter = Resetter::new(&stream);
-    let conn_kill = ConnKill::new();
-    let kill = conn_kill.token.clone();
-    let request_kill = conn_kill.clone();
-    let tower = TowerToHyperService::new(router);
-    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(request_kill.clone());
-        tower.call(req)
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "emulator: connection ended with an error");
-            }
-        }
-        _ = kill.cancelled() => {
-            tracing::debug!("emulator: dropping a connection (fault)");
-            resetter.reset();
-        }
-        _ = down.cancelled() => {
-            if conn_kill.going_down() {
-                resetter.reset();
-            } else {
-                // A chunk is being stored: its reply goes out, then the
-                // connection closes.
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = kill.cancelled() => resetter.reset(),
-                    _ = tokio::time::sleep(DOWN_GRACE) => resetter.reset(),
-                }
-            }
-        }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = kill.cancelled() => resetter.reset(),
-                _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-            }
-        }
-    }
-    // `conn` (and with it the socket) is dropped here.
-}
-
-/// Sets `SO_LINGER 0` on a connection about to be dropped so the peer sees a
-/// reset. It keeps a duplicate of the socket's descriptor because hyper owns
-/// the stream itself.
-struct Resetter {
-    #[cfg(unix)]
-    fd: Option<std::os::fd::OwnedFd>,
-}
-
-impl Resetter {
-    fn new(stream: &TcpStream) -> Resetter {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsFd;
-            Resetter {
-                fd: stream.as_fd().try_clone_to_owned().ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = stream;
-            Resetter {}
-        }
-    }
-
-    fn reset(self) {
-        #[cfg(unix)]
-        if let Some(fd) = self.fd {
-            // The duplicate shares the socket (and its non-blocking mode);
-            // dropping it only closes the duplicate descriptor.
-            match TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                Ok(dup) => {
-                    if let Err(e) = dup.set_zero_linger() {
-                        tracing::debug!(error = %e, "emulator: cannot set SO_LINGER");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "emulator: cannot set SO_LINGER"),
-            }
-        }
-    }
-}
-
-/// `Fault::Latency` as a humantime string (`"250ms"`); also reads a number
-/// of milliseconds.
-mod latency_serde {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(LatencyVisitor)
-    }
-
-    struct LatencyVisitor;
-
-    impl Visitor<'_> for LatencyVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration such as \"250ms\" or a number of milliseconds")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v).map_err(E::custom)
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_millis)
-                .map_err(|_| E::custom("negative latency"))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fault_json() {
-        let script: Vec<Option<Fault>> = serde_json::from_str(
-            r#"[null, "status503", "reset_mid_body", "lost_reply", {"latency": "250ms"}, {"latency": 40}]"#,
-        )
-        .unwrap();
-        assert_eq!(
-            script,
-            vec![
-                None,
-                Some(Fault::Status503),
-                Some(Fault::ResetMidBody),
-                Some(Fault::LostReply),
-                Some(Fault::Latency(Duration::from_millis(250))),
-                Some(Fault::Latency(Duration::from_millis(40))),
-            ]
-        );
-        assert_eq!(
-            serde_json::to_string(&Fault::Latency(Duration::from_millis(250))).unwrap(),
-            r#"{"latency":"250ms"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Fault::Status503).unwrap(),
-            r#""status503""#
-        );
-    }
-
-    #[test]
-    fn script_then_seeded_random() {
-        let mut f = FaultState::default();
-        f.script.extend([Some(Fault::LostReply), None]);
-        assert_eq!(f.next(), Some(Fault::LostReply));
-        assert_eq!(f.next(), None);
-        assert_eq!(f.next(), None);
-        let random = RandomFaults {
-            seed: 7,
-            p_503: 0.3,
-            p_reset: 0.3,
-            p_lost_reply: 0.3,
-        };
-        f.set_random(random.clone());
-        let a: Vec<_> = (0..50).map(|_| f.next()).collect();
-        f.set_random(random);
-        let b: Vec<_> = (0..50).map(|_| f.next()).collect();
-        assert_eq!(a, b);
-        assert!(a.contains(&Some(Fault::Status503)));
-        assert!(a.contains(&Some(Fault::ResetMidBody)));
-        assert!(a.contains(&Some(Fault::LostReply)));
-        assert!(a.contains(&None));
     }
 }

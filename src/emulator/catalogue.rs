@@ -4,21 +4,24 @@
 //! Titles are copied verbatim from the api.video documentation's error pages
 //! (`reference/*.md` of `apivideo/api.video-documentation`); the `type` of a
 //! problem is `https://docs.api.video/reference/<slug>`.
+//!
+//! It holds data and the response shape only, no request handling. Imports
+//! nothing from the product.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// Prefix of the `type` URL of every problem.
-pub const TYPE_PREFIX: &str = "https://docs.api.video/reference/";
+pub(crate) const TYPE_PREFIX: &str = "https://docs.api.video/reference/";
 
 /// One entry of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// The documentation slug; `None` for the generic server error.
-    pub slug: Option<&'static str>,
-    pub status: u16,
-    pub title: &'static str,
+    pub(crate) slug: Option<&'static str>,
+    pub(crate) status: u16,
+    pub(crate) title: &'static str,
 }
 
 impl ApiError {
@@ -32,208 +35,208 @@ impl ApiError {
 }
 
 /// The generic 500 of the catalogue (it has no slug).
-pub const SERVER_ERROR: ApiError = ApiError {
+pub(crate) const SERVER_ERROR: ApiError = ApiError {
     slug: None,
     status: 500,
     title: "Server error",
 };
 /// What the emulator answers for an injected 503 fault (same title as the 500).
-pub const SERVICE_UNAVAILABLE: ApiError = ApiError {
+pub(crate) const SERVICE_UNAVAILABLE: ApiError = ApiError {
     slug: None,
     status: 503,
     title: "Server error",
 };
 
-pub const AUTHENTICATION_MISSING_UPLOAD_TOKEN: ApiError = ApiError::new(
+pub(crate) const AUTHENTICATION_MISSING_UPLOAD_TOKEN: ApiError = ApiError::new(
     "authentication-missing-upload-token",
     401,
     "The upload token is missing.",
 );
-pub const AUTHENTICATION_INVALID_UPLOAD_TOKEN: ApiError = ApiError::new(
+pub(crate) const AUTHENTICATION_INVALID_UPLOAD_TOKEN: ApiError = ApiError::new(
     "authentication-invalid-upload-token",
     401,
     "The upload token is invalid or expired.",
 );
-pub const AUTHORIZATION_SUSPENDED_ACCOUNT: ApiError =
+pub(crate) const AUTHORIZATION_SUSPENDED_ACCOUNT: ApiError =
     ApiError::new("authorization-suspended-account", 403, "Suspended account");
-pub const RESOURCE_NOT_FOUND: ApiError = ApiError::new(
+pub(crate) const RESOURCE_NOT_FOUND: ApiError = ApiError::new(
     "resource-not-found",
     404,
     "The requested resource could not be found.",
 );
-pub const UNRECOGNIZED_REQUEST_URL: ApiError =
+pub(crate) const UNRECOGNIZED_REQUEST_URL: ApiError =
     ApiError::new("unrecognized-request-url", 404, "Unrecognized request URL.");
-pub const METHOD_NOT_ALLOWED: ApiError = ApiError::new(
+pub(crate) const METHOD_NOT_ALLOWED: ApiError = ApiError::new(
     "method-not-allowed",
     405,
     "Method is not allowed for this route.",
 );
-pub const TOO_MANY_REQUESTS: ApiError =
+pub(crate) const TOO_MANY_REQUESTS: ApiError =
     ApiError::new("too-many-requests", 429, "Too many requests.");
-pub const INVALID_ATTRIBUTE: ApiError =
+pub(crate) const INVALID_ATTRIBUTE: ApiError =
     ApiError::new("invalid-attribute", 400, "Invalid attributes.");
-pub const INVALID_PAYLOAD: ApiError =
+pub(crate) const INVALID_PAYLOAD: ApiError =
     ApiError::new("invalid-payload", 400, "The payload is invalid.");
-pub const UPLOADED_FILE_EMPTY: ApiError =
+pub(crate) const UPLOADED_FILE_EMPTY: ApiError =
     ApiError::new("uploaded-file-empty", 400, "The uploaded file is empty.");
-pub const UPLOADED_FILE_INVALID_FILE: ApiError = ApiError::new(
+pub(crate) const UPLOADED_FILE_INVALID_FILE: ApiError = ApiError::new(
     "uploaded-file-invalid-file",
     400,
     "The uploaded file is invalid.",
 );
-pub const UPLOADED_FILE_MULTIPLE_FILES: ApiError = ApiError::new(
+pub(crate) const UPLOADED_FILE_MULTIPLE_FILES: ApiError = ApiError::new(
     "uploaded-file-multiple-files",
     400,
     "There are more than one uploaded file in the request.",
 );
-pub const UPLOADED_FILE_NO_FILE: ApiError = ApiError::new(
+pub(crate) const UPLOADED_FILE_NO_FILE: ApiError = ApiError::new(
     "uploaded-file-no-file",
     400,
     "There is no uploaded file in the request.",
 );
-pub const UPLOADED_FILE_TOO_LARGE: ApiError = ApiError::new(
+pub(crate) const UPLOADED_FILE_TOO_LARGE: ApiError = ApiError::new(
     "uploaded-file-too-large",
     400,
     "The uploaded file is too large.",
 );
-pub const VIDEO_SOURCE_ALREADY_COPIED: ApiError = ApiError::new(
+pub(crate) const VIDEO_SOURCE_ALREADY_COPIED: ApiError = ApiError::new(
     "video-source-already-copied",
     400,
     "This video source has already been copied from an existing video when the video was created.",
 );
-pub const VIDEO_SOURCE_ALREADY_DOWNLOADED: ApiError = ApiError::new(
+pub(crate) const VIDEO_SOURCE_ALREADY_DOWNLOADED: ApiError = ApiError::new(
     "video-source-already-downloaded",
     400,
     "This video source has already been downloaded when the video was created.",
 );
-pub const VIDEO_SOURCE_ALREADY_UPLOADED: ApiError = ApiError::new(
+pub(crate) const VIDEO_SOURCE_ALREADY_UPLOADED: ApiError = ApiError::new(
     "video-source-already-uploaded",
     400,
     "This video source has already been uploaded.",
 );
-pub const CR_MALFORMED: ApiError = ApiError::new(
+pub(crate) const CR_MALFORMED: ApiError = ApiError::new(
     "video-content-range-malformed",
     400,
     "The value of the \"Content-Range\" header is malformed, the expected format is \"bytes <from_byte>-<to_byte>/<total_bytes>\" or \"part <part>/<total_parts>\".",
 );
-pub const CR_STARTED_WITH_PART: ApiError = ApiError::new(
+pub(crate) const CR_STARTED_WITH_PART: ApiError = ApiError::new(
     "video-content-range-started-with-part",
     400,
     "This \"Content-Range\" upload has been started with \"part\", you cannot continue it with \"bytes\".",
 );
-pub const CR_STARTED_WITH_BYTES: ApiError = ApiError::new(
+pub(crate) const CR_STARTED_WITH_BYTES: ApiError = ApiError::new(
     "video-content-range-started-with-bytes",
     400,
     "This \"Content-Range\" upload has been started with \"bytes\", you cannot continue it with \"part\".",
 );
-pub const CR_ALREADY_INITIATED: ApiError = ApiError::new(
+pub(crate) const CR_ALREADY_INITIATED: ApiError = ApiError::new(
     "video-content-range-already-initiated",
     400,
     "This video source has already been initiated with a \"Content-Range\" upload.",
 );
-pub const CR_BY_BYTES_DIFFERENT_TOTAL_BYTES: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_DIFFERENT_TOTAL_BYTES: ApiError = ApiError::new(
     "video-content-range-by-bytes-different-total-bytes",
     400,
     "The \"total_bytes\" value in the \"Content-Range\" header must be the same than the one you already set for this video.",
 );
-pub const CR_BY_BYTES_FROM_BYTE_TOO_HIGH: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_FROM_BYTE_TOO_HIGH: ApiError = ApiError::new(
     "video-content-range-by-bytes-from-byte-too-high",
     400,
     "The \"from_byte\" value in the \"Content-Range\" header is higher than the \"to_byte\" value.",
 );
-pub const CR_BY_BYTES_RANGE_MISMATCH: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_RANGE_MISMATCH: ApiError = ApiError::new(
     "video-content-range-by-bytes-range-mismatch",
     400,
     "The size of the file you sent is different than the range length you set in the \"Content-Range\" header.",
 );
-pub const CR_BY_BYTES_RANGE_OVERLAP: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_RANGE_OVERLAP: ApiError = ApiError::new(
     "video-content-range-by-bytes-range-overlap",
     400,
     "The range in the \"Content-Range\" header overlaps with a previous one you already sent for this video.",
 );
-pub const CR_BY_BYTES_RANGE_TOO_SMALL: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_RANGE_TOO_SMALL: ApiError = ApiError::new(
     "video-content-range-by-bytes-range-too-small",
     400,
     "The range in the \"Content-Range\" header is too small.",
 );
-pub const CR_BY_BYTES_RANGE_TOO_LARGE: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_RANGE_TOO_LARGE: ApiError = ApiError::new(
     "video-content-range-by-bytes-range-too-large",
     400,
     "The range in the \"Content-Range\" header is too large.",
 );
-pub const CR_BY_BYTES_TO_BYTE_TOO_HIGH_ALLOWED: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_TO_BYTE_TOO_HIGH_ALLOWED: ApiError = ApiError::new(
     "video-content-range-by-bytes-to-byte-too-high-allowed",
     400,
     "The \"to_byte\" value in the \"Content-Range\" header is higher than the maximum upper bound allowed for a video.",
 );
-pub const CR_BY_BYTES_TO_BYTE_TOO_HIGH_TOTAL: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_TO_BYTE_TOO_HIGH_TOTAL: ApiError = ApiError::new(
     "video-content-range-by-bytes-to-byte-too-high-total",
     400,
     "The \"to_byte\" value in the \"Content-Range\" header is higher than the \"total_bytes\" value you set for this video.",
 );
-pub const CR_BY_BYTES_TOTAL_BYTES_TOO_HIGH: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_TOTAL_BYTES_TOO_HIGH: ApiError = ApiError::new(
     "video-content-range-by-bytes-total-bytes-too-high",
     400,
     "The \"total_bytes\" value in the \"Content-Range\" header is higher than the maximum allowed limit.",
 );
-pub const CR_BY_BYTES_TOTAL_BYTES_TOO_LOW: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_TOTAL_BYTES_TOO_LOW: ApiError = ApiError::new(
     "video-content-range-by-bytes-total-bytes-too-low",
     400,
     "The \"total_bytes\" value in the \"Content-Range\" header is lower than or equal to the upper bound of a range you already sent for this video.",
 );
-pub const CR_BY_BYTES_TOTAL_BYTES_ZERO: ApiError = ApiError::new(
+pub(crate) const CR_BY_BYTES_TOTAL_BYTES_ZERO: ApiError = ApiError::new(
     "video-content-range-by-bytes-total-bytes-zero",
     400,
     "The \"total_bytes\" value in the \"Content-Range\" header must be greater than 0.",
 );
-pub const CR_BY_PART_DIFFERENT_TOTAL_PARTS: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_DIFFERENT_TOTAL_PARTS: ApiError = ApiError::new(
     "video-content-range-by-part-different-total-parts",
     400,
     "The \"total_parts\" value in the \"Content-Range\" header must be the same than the one you already set for this video.",
 );
-pub const CR_BY_PART_PART_ALREADY_SENT: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_PART_ALREADY_SENT: ApiError = ApiError::new(
     "video-content-range-by-part-part-already-sent",
     400,
     "The \"part\" value in the \"Content-Range\" header collides with a previous one you already sent for this video.",
 );
-pub const CR_BY_PART_PART_TOO_HIGH_ALLOWED: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_PART_TOO_HIGH_ALLOWED: ApiError = ApiError::new(
     "video-content-range-by-part-part-too-high-allowed",
     400,
     "The \"part\" value in the \"Content-Range\" header is higher than the maximum number of parts allowed for a video.",
 );
-pub const CR_BY_PART_PART_TOO_HIGH_TOTAL: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_PART_TOO_HIGH_TOTAL: ApiError = ApiError::new(
     "video-content-range-by-part-part-too-high-total",
     400,
     "The \"part\" value in the \"Content-Range\" header is higher than the \"total_parts\" value you set for this video.",
 );
-pub const CR_BY_PART_PART_ZERO: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_PART_ZERO: ApiError = ApiError::new(
     "video-content-range-by-part-part-zero",
     400,
     "The \"part\" value in the \"Content-Range\" header must be greater than 0.",
 );
-pub const CR_BY_PART_TOTAL_PARTS_TOO_HIGH: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_TOTAL_PARTS_TOO_HIGH: ApiError = ApiError::new(
     "video-content-range-by-part-total-parts-too-high",
     400,
     "The \"total_parts\" value in the \"Content-Range\" header is higher than the maximum number of parts allowed for a video.",
 );
-pub const CR_BY_PART_TOTAL_PARTS_TOO_LOW: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_TOTAL_PARTS_TOO_LOW: ApiError = ApiError::new(
     "video-content-range-by-part-total-parts-too-low",
     400,
     "The \"total_parts\" value in the \"Content-Range\" header is lower than or equal to a part number you already sent for this video.",
 );
-pub const CR_BY_PART_TOTAL_PARTS_ZERO: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_TOTAL_PARTS_ZERO: ApiError = ApiError::new(
     "video-content-range-by-part-total-parts-zero",
     400,
     "The \"total_parts\" value in the \"Content-Range\" header must be greater than 0.",
 );
-pub const CR_BY_PART_UPLOADED_FILE_TOO_SMALL: ApiError = ApiError::new(
+pub(crate) const CR_BY_PART_UPLOADED_FILE_TOO_SMALL: ApiError = ApiError::new(
     "video-content-range-by-part-uploaded-file-too-small",
     400,
     "The uploaded file is too small.",
 );
 
 /// Every entry of the catalogue.
-pub const ALL: &[ApiError] = &[
+pub(crate) const ALL: &[ApiError] = &[
     SERVER_ERROR,
     AUTHENTICATION_MISSING_UPLOAD_TOKEN,
     AUTHENTICATION_INVALID_UPLOAD_TOKEN,
@@ -280,10 +283,10 @@ pub const ALL: &[ApiError] = &[
 
 /// A problem-JSON reply: `{type, title, status, name?, detail?}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub error: ApiError,
-    pub name: Option<String>,
-    pub detail: Option<String>,
+pub(crate) struct Problem {
+    pub(crate) error: ApiError,
+    pub(crate) name: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -299,7 +302,7 @@ struct ProblemBody<'a> {
 }
 
 impl Problem {
-    pub fn new(error: ApiError) -> Problem {
+    pub(crate) fn new(error: ApiError) -> Problem {
         Problem {
             error,
             name: None,
@@ -307,22 +310,22 @@ impl Problem {
         }
     }
 
-    pub fn name(mut self, name: &str) -> Problem {
+    pub(crate) fn name(mut self, name: &str) -> Problem {
         self.name = Some(name.to_owned());
         self
     }
 
-    pub fn detail(mut self, detail: impl Into<String>) -> Problem {
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Problem {
         self.detail = Some(detail.into());
         self
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let body = ProblemBody {
             kind: match self.error.slug {
                 Some(slug) => format!("{TYPE_PREFIX}{slug}"),

@@ -1,11 +1,14 @@
 //! `Content-Range` of an upload request: `bytes FROM-TO/TOTAL` (TO inclusive)
 //! or `part N/TOTAL`, TOTAL being a number or `*`. The accepted language is
 //! exactly the regex `^(?:bytes (\d+)-(\d+)|part (\d+))/(\d+|\*)$`.
+//!
+//! Parsing only: the limits and the per-video rules are the store's. Imports
+//! nothing from the product.
 
 /// A parsed `Content-Range`. Numbers too large for `u64` saturate to
 /// `u64::MAX` (the regex accepts them; the limit checks then reject them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentRange {
+pub(crate) enum ContentRange {
     Bytes {
         from: u64,
         to: u64,
@@ -18,7 +21,7 @@ pub enum ContentRange {
 }
 
 /// Parses a header value; `None` when it does not match the grammar.
-pub fn parse(value: &str) -> Option<ContentRange> {
+pub(crate) fn parse(value: &str) -> Option<ContentRange> {
     if let Some(rest) = value.strip_prefix("bytes ") {
         let (range, total) = rest.split_once('/')?;
         let (from, to) = range.split_once('-')?;

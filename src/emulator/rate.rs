@@ -1,26 +1,29 @@
 //! Fixed-window rate limit of upload requests and the `X-RateLimit-*` headers.
+//!
+//! It counts and formats; refusing a request is the upload handler's job.
+//! Imports nothing from the product.
 
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 
-pub const LIMIT_HEADER: &str = "x-ratelimit-limit";
-pub const REMAINING_HEADER: &str = "x-ratelimit-remaining";
-pub const RETRY_AFTER_HEADER: &str = "x-ratelimit-retry-after";
+pub(crate) const LIMIT_HEADER: &str = "x-ratelimit-limit";
+pub(crate) const REMAINING_HEADER: &str = "x-ratelimit-remaining";
+pub(crate) const RETRY_AFTER_HEADER: &str = "x-ratelimit-retry-after";
 
 /// The values of the three headers for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateInfo {
+pub(crate) struct RateInfo {
     /// Whether the request that asked was admitted.
-    pub allowed: bool,
-    pub limit: u64,
-    pub remaining: u64,
+    pub(crate) allowed: bool,
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
     /// Seconds until the current window ends (at least 1 when exhausted).
-    pub retry_after: u64,
+    pub(crate) retry_after: u64,
 }
 
 impl RateInfo {
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(LIMIT_HEADER, HeaderValue::from(self.limit));
         headers.insert(REMAINING_HEADER, HeaderValue::from(self.remaining));
         headers.insert(RETRY_AFTER_HEADER, HeaderValue::from(self.retry_after));
@@ -30,7 +33,7 @@ impl RateInfo {
 /// Fixed windows of `window` starting at the limiter's creation; `limit == 0`
 /// means unlimited (the headers then advertise `u32::MAX`).
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: u32,
     window: Duration,
     origin: Instant,
@@ -39,7 +42,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(limit: u32, window: Duration, now: Instant) -> RateLimiter {
+    pub(crate) fn new(limit: u32, window: Duration, now: Instant) -> RateLimiter {
         RateLimiter {
             limit,
             window: window.max(Duration::from_millis(1)),
@@ -50,12 +53,12 @@ impl RateLimiter {
     }
 
     /// Changes the limit and window, starting a fresh window.
-    pub fn reconfigure(&mut self, limit: u32, window: Duration, now: Instant) {
+    pub(crate) fn reconfigure(&mut self, limit: u32, window: Duration, now: Instant) {
         *self = RateLimiter::new(limit, window, now);
     }
 
     /// Counts one upload request.
-    pub fn acquire(&mut self, now: Instant) -> RateInfo {
+    pub(crate) fn acquire(&mut self, now: Instant) -> RateInfo {
         self.roll(now);
         let allowed = self.limit == 0 || self.used < self.limit;
         if allowed && self.limit != 0 {
@@ -65,7 +68,7 @@ impl RateLimiter {
     }
 
     /// The current values, without counting a request.
-    pub fn peek(&mut self, now: Instant) -> RateInfo {
+    pub(crate) fn peek(&mut self, now: Instant) -> RateInfo {
         self.roll(now);
         self.info(now, true)
     }

@@ -11,6 +11,8 @@
 //! created here, which expire `ttl` seconds after creation (`ttl` 0: never).
 //! A token is valid for `POST /upload` from its creation until it expires or
 //! is deleted.
+//!
+//! Imports nothing from the product.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,8 @@
 //! `POST /upload?token=…`: faults, rate limit, authentication, streaming
 //! multipart parsing into a temporary file, then the video rules.
+//!
+//! It applies faults but does not choose them (`faults`), and leaves the
+//! per-video rules to `store`. Imports nothing from the product.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,9 +17,11 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::catalogue::{self as cat, Problem};
+use super::faults::Fault;
 use super::range::{self, ContentRange};
+use super::serve::ConnKill;
 use super::store::{Accepted, Chunk, MAX_CHUNK};
-use super::{App, ConnKill, Fault};
+use super::App;
 
 /// Longest `videoId` value kept (anything longer cannot name a video).
 const MAX_VIDEO_ID_FIELD: usize = 256;
