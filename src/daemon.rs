@@ -32,8 +32,8 @@ use crate::watch::{self, WatchError};
 
 pub use foreground::{run_once, upload_files, UploadResult};
 pub use lock::{lock_journal, mark_lock};
-pub use reload::apply_reload;
 use reload::spawn_reloader;
+pub use reload::{apply_reload, Reloads};
 pub use session::Session;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +71,12 @@ pub enum DaemonError {
 }
 
 /// `ingestd run`: resumes and uploads whatever the journal holds, until
-/// `shutdown`. SIGHUP re-reads the configuration from `config_path`.
+/// `shutdown`. Each of `reloads` re-reads the configuration.
 pub async fn run(
     settings: Settings,
-    config_path: Option<PathBuf>,
+    reloads: Reloads,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    // Listen for SIGHUP before anything else: its default action kills.
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let session = Session::open(&settings).await?;
     session.stop_waiting_on(&shutdown);
     let notifier = Notifier::from_env();
@@ -102,8 +100,7 @@ pub async fn run(
     );
     let reloader = spawn_reloader(
         &session,
-        hup,
-        config_path,
+        reloads,
         settings.clone(),
         notifier.clone(),
         shutdown.clone(),

@@ -30,9 +30,9 @@
 //! `kill -9` at any instant loses at most the chunk in flight.
 
 pub mod apivideo;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod display;
 pub mod doctor;
 pub mod emulator;
@@ -41,7 +41,6 @@ pub mod logging;
 pub mod roots;
 pub mod sample;
 pub mod service;
-pub mod status;
 pub mod token;
 pub mod upload;
 pub mod watch;

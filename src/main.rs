@@ -1,4 +1,7 @@
-//! The `ingestd` command line: parse, load the configuration, call the library.
+//! The `ingestd` command line: parse, load the configuration, turn signals
+//! into the shutdown token (SIGTERM, SIGINT) and reload requests (SIGHUP),
+//! call the command, and map its outcome to an exit status. `anyhow` is
+//! used here only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,13 +12,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use ingestd::cli::{self, demo, retry, run, status, EXIT_CONFIG};
 use ingestd::config::{self, LogFormat, Settings};
-use ingestd::daemon::{self, DaemonError};
-use ingestd::journal::{FileState, Journal, JournalError};
-use ingestd::{demo, doctor, emulator, logging, status, token};
-
-/// EX_CONFIG from sysexits.h: the configuration is invalid.
-const EXIT_CONFIG: u8 = 78;
+use ingestd::daemon::{self, Reloads};
+use ingestd::journal::FileState;
+use ingestd::{doctor, emulator, logging, token};
 
 #[derive(Parser)]
 #[command(
@@ -140,6 +141,29 @@ fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
+/// Turns each SIGHUP into a reload request. Installed before anything
+/// else runs: SIGHUP's default action kills.
+fn reload_on_sighup(config_path: Option<PathBuf>) -> Reloads {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGHUP, reloading is off: {e}");
+            return Reloads::none();
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // One pending request stands for any number of signals.
+            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                return;
+            }
+        }
+    });
+    Reloads::new(rx, config_path)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -196,22 +220,28 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.command {
         Command::Run { once } => {
+            // Listen for SIGHUP first: its default action kills.
+            let reloads = (!once).then(|| reload_on_sighup(config_path.clone()));
             let settings = config_or_exit!(config_path);
             token_or_exit!(settings);
             let shutdown = shutdown_on_signals()?;
-            if once {
-                let results = daemon::run_once(&settings, shutdown).await;
-                return finish_batch(results);
+            match reloads {
+                None => {
+                    let results = daemon::run_once(&settings, shutdown).await;
+                    Ok(run::finish_batch(results)?)
+                }
+                Some(reloads) => {
+                    daemon::run(settings, reloads, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                }
             }
-            daemon::run(settings, config_path, shutdown).await?;
-            Ok(ExitCode::SUCCESS)
         }
         Command::Upload { files } => {
             let settings = config_or_exit!(config_path);
             token_or_exit!(settings);
             let shutdown = shutdown_on_signals()?;
             let results = daemon::upload_files(&settings, &files, shutdown).await;
-            finish_batch(results)
+            Ok(run::finish_batch(results)?)
         }
         Command::Status {
             json,
@@ -220,84 +250,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // No token needed to look: `status` works while it is broken.
             let settings = config_or_exit!(config_path, false);
-            let journal = Journal::open_read_only(&settings.journal.path)?;
-            if orphans {
-                let orphans = journal.orphans()?;
-                if json {
-                    println!("{}", status::orphans_to_json(&orphans));
-                } else {
-                    print!("{}", status::orphans_to_table(&orphans));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let filter = (!states.is_empty()).then_some(states.as_slice());
-            let rows = journal.list(filter)?;
-            if json {
-                println!("{}", status::to_json(&rows));
-            } else {
-                print!("{}", status::to_table(&rows));
-            }
+            status::status(&settings, json, &states, orphans)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { ids, failed } => {
             let settings = config_or_exit!(config_path, false);
-            // Never a new journal when the path is wrong. A running daemon
-            // holds the lock: then the rows are changed beside it (guarded
-            // transitions make the concurrent write safe) and it sees them at
-            // its next look, but the journal is never migrated under it.
-            let path = &settings.journal.path;
-            if !path.exists() {
-                return Err(JournalError::Missing { path: path.clone() }.into());
-            }
-            let lock = match daemon::lock_journal(path) {
-                Ok(lock) => Some(lock),
-                Err(DaemonError::Busy { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let mut journal = Journal::open_existing(path, lock.is_some())?;
-            let mut ok = true;
-            // A gone file whose file is back as it was is queued again (with
-            // its progress); one that is not back stays gone.
-            let mut others = Vec::new();
-            for id in &ids {
-                match journal.get(*id)? {
-                    Some(row) if row.state == FileState::Gone => {
-                        match ingestd::watch::file_is_back(&row) {
-                            Ok(()) => {
-                                journal.retry_gone(*id)?;
-                                println!("{id}: its file is back as it was; queued again");
-                            }
-                            Err(why) => {
-                                ok = false;
-                                println!("{id}: still gone: {why}");
-                            }
-                        }
-                    }
-                    _ => others.push(*id),
-                }
-            }
-            let outcome = if failed || !others.is_empty() {
-                journal.retry_failed((!failed).then_some(others.as_slice()))?
-            } else {
-                Vec::new()
-            };
-            for (id, r) in &outcome {
-                match r {
-                    Ok(()) => println!("{id}: queued again"),
-                    Err(e) => {
-                        ok = false;
-                        println!("{id}: {e}");
-                    }
-                }
-            }
-            if outcome.is_empty() && ids.is_empty() {
-                println!("no failed files");
-            }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(retry::retry(&settings, &ids, failed)?)
         }
         Command::CheckConfig { online } => {
             let settings = config_or_exit!(config_path);
@@ -350,50 +308,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(LogFormat::Auto, "warn");
             let shutdown = shutdown_on_signals()?;
             let ok = demo::run(shutdown).await?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(cli::exit_status(ok))
         }
     }
-}
-
-/// Prints the outcome of `upload` / `run --once`; exit 0 only if all are done.
-fn finish_batch(
-    results: Result<Vec<daemon::UploadResult>, DaemonError>,
-) -> anyhow::Result<ExitCode> {
-    let results = match results {
-        Ok(r) => r,
-        Err(DaemonError::Config(e)) => {
-            eprintln!("ingestd: invalid configuration: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut all_ok = true;
-    for r in &results {
-        all_ok &= r.ok();
-        let path = ingestd::display::show_path(&r.path);
-        match (&r.row, &r.note) {
-            (Some(row), _) if row.state == FileState::Done => println!(
-                "done      {path}  videoId {}",
-                row.video_id.as_deref().unwrap_or("?")
-            ),
-            (Some(row), _) => println!(
-                "{:<9} {path}  {}",
-                row.state.as_str(),
-                row.last_error.as_deref().unwrap_or("")
-            ),
-            (None, note) => println!(
-                "skipped   {path}  {}",
-                note.as_deref().unwrap_or("not journaled")
-            ),
-        }
-    }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -58,27 +59,46 @@ fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
     .collect()
 }
 
-/// Re-reads the configuration on SIGHUP; a bad one is logged and ignored.
+/// Where reload requests come from: `main` turns each SIGHUP into one.
+#[derive(Debug)]
+pub struct Reloads {
+    requests: mpsc::Receiver<()>,
+    /// The configuration file read again (`None`: the default one).
+    config_path: Option<PathBuf>,
+}
+
+impl Reloads {
+    /// Reloads asked for on `requests`, reading `config_path` again.
+    pub fn new(requests: mpsc::Receiver<()>, config_path: Option<PathBuf>) -> Reloads {
+        Reloads {
+            requests,
+            config_path,
+        }
+    }
+
+    /// Nothing ever asks for a reload (the demo, or no SIGHUP listener).
+    pub fn none() -> Reloads {
+        Reloads::new(mpsc::channel(1).1, None)
+    }
+}
+
+/// Re-reads the configuration on each request; a bad one is logged and ignored.
 pub(super) fn spawn_reloader(
     session: &Session,
-    hup: std::io::Result<tokio::signal::unix::Signal>,
-    config_path: Option<PathBuf>,
+    reloads: Reloads,
     started: Settings,
     notifier: Option<Notifier>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let uploader = session.uploader.clone();
+    let Reloads {
+        mut requests,
+        config_path,
+    } = reloads;
     tokio::spawn(async move {
-        let mut hup = match hup {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("cannot listen for SIGHUP, reloading is off: {e}");
-                return;
-            }
-        };
         loop {
             tokio::select! {
-                _ = hup.recv() => {}
+                asked = requests.recv() => if asked.is_none() { return },
                 _ = shutdown.cancelled() => return,
             }
             info!("SIGHUP: reloading the configuration");

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::display::show_path;
-use crate::journal::{now_ms, FileRow, FileState, Orphan};
+use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, Orphan};
 
 /// One file as `status --json` prints it. The field names are a contract.
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +72,34 @@ fn percent(done: u64, size: u64) -> f64 {
         return 100.0;
     }
     ((done as f64 / size as f64) * 1000.0).floor() / 10.0
+}
+
+/// `ingestd status [--json] [--state S…] [--orphans]`: no token needed, so
+/// it works while the token is broken; the journal is opened read-only.
+pub fn status(
+    settings: &Settings,
+    json: bool,
+    states: &[FileState],
+    orphans: bool,
+) -> Result<(), JournalError> {
+    let journal = Journal::open_read_only(&settings.journal.path)?;
+    if orphans {
+        let orphans = journal.orphans()?;
+        if json {
+            println!("{}", orphans_to_json(&orphans));
+        } else {
+            print!("{}", orphans_to_table(&orphans));
+        }
+        return Ok(());
+    }
+    let filter = (!states.is_empty()).then_some(states);
+    let rows = journal.list(filter)?;
+    if json {
+        println!("{}", to_json(&rows));
+    } else {
+        print!("{}", to_table(&rows));
+    }
+    Ok(())
 }
 
 pub fn to_json(rows: &[FileRow]) -> String {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::status;
 use crate::config::{
     AfterUpload, ApiSettings, JournalSettings, Settings, TokenSource, UploadSettings, UploadToken,
     WatchSettings,
@@ -19,7 +20,6 @@ use crate::config::{
 use crate::daemon::{self, DaemonError};
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::journal::{FileState, Journal};
-use crate::status;
 
 const MIB: u64 = 1024 * 1024;
 const DEMO_TOKEN: &str = "to1demoToken0000000000000";
@@ -173,7 +173,11 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
     println!("  chunks               8 MiB, 2 uploads at a time\n");
 
     let stop = shutdown.child_token();
-    let daemon = tokio::spawn(daemon::run(settings.clone(), None, stop.clone()));
+    let daemon = tokio::spawn(daemon::run(
+        settings.clone(),
+        daemon::Reloads::none(),
+        stop.clone(),
+    ));
 
     // The camera writes into the folder while the daemon watches.
     let start = Instant::now();

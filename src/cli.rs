@@ -1,0 +1,40 @@
+//! The commands, one file each: what a command does with its arguments and
+//! what it prints. Parsing, signals and exit statuses of a whole process
+//! are `main`'s; the work itself is the stages' (`daemon`, `journal`, …).
+//!
+//! - `run`: `ingestd run`, `run --once`, `upload FILE…` (their report).
+//! - `status`, `retry`, `check_config`, `token`, `demo`.
+
+pub mod demo;
+pub mod retry;
+pub mod run;
+pub mod status;
+
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::daemon::DaemonError;
+use crate::journal::JournalError;
+
+/// EX_CONFIG from sysexits.h: the configuration is invalid.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Why a command could not do its work (its message says what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// 0 when `ok`, else 1.
+pub fn exit_status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
