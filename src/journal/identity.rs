@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{
-    now_ms, path_from_blob, to_i64, to_u64, Added, FileIdentity, FileRow, FileState, Journal,
-    JournalError,
-};
+use super::row::{path_from_blob, to_i64, to_u64};
+use super::{now_ms, Added, FileIdentity, FileRow, FileState, Journal, JournalError};
 use crate::sample::Sample;
 
 /// A video ingestd started on api.video and then abandoned.
@@ -422,7 +420,7 @@ mod tests {
         {
             let mut conn = rusqlite::Connection::open(&path).unwrap();
             let old = rusqlite_migration::Migrations::new(
-                super::super::MIGRATIONS[..2]
+                super::super::open::MIGRATIONS[..2]
                     .iter()
                     .map(|sql| rusqlite_migration::M::up(sql))
                     .collect(),
