@@ -32,9 +32,10 @@ mod queries;
 mod row;
 mod transitions;
 
-pub use handle::{DiskState, JournalHandle};
+pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
-pub use row::{Added, FileIdentity, FileRow, FileState, Resettled};
+pub(crate) use row::Resettled;
+pub use row::{Added, FileIdentity, FileRow, FileState};
 pub use transitions::RetryOutcome;
 
 /// A path for humans and logs: lossy for names that are not UTF-8, control
@@ -117,7 +118,7 @@ impl JournalError {
     /// SQLite could not write for lack of space (`SQLITE_FULL`, which is
     /// also what `ENOSPC` becomes). The statement was rolled back, so the
     /// same call can be made again once there is room.
-    pub fn is_disk_full(&self) -> bool {
+    pub(crate) fn is_disk_full(&self) -> bool {
         matches!(self, JournalError::Query { source, .. }
             if source.sqlite_error_code() == Some(ErrorCode::DiskFull))
     }
@@ -160,7 +161,7 @@ impl Journal {
 
     /// Runs `f` as one transaction: its writes are all committed or none is
     /// (so a caller may run it again after an error, e.g. a full disk).
-    pub fn atomically<R>(
+    pub(crate) fn atomically<R>(
         &mut self,
         f: impl FnOnce(&mut Journal) -> Result<R, JournalError>,
     ) -> Result<R, JournalError> {

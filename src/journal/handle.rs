@@ -20,7 +20,7 @@ const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Whether the journal's disk is full, shared by the journal thread (which
 /// waits for space) and whoever reports health.
 #[derive(Debug, Default)]
-pub struct DiskState {
+pub(crate) struct DiskState {
     /// When the current episode began (ms since the epoch), 0 when none.
     full_since: AtomicI64,
     /// Shutting down: a write waiting for space gives up (its rows resume
@@ -30,12 +30,12 @@ pub struct DiskState {
 
 impl DiskState {
     /// From now on, writes stop waiting for space.
-    pub fn give_up(&self) {
+    pub(crate) fn give_up(&self) {
         self.give_up.store(true, Ordering::Relaxed);
     }
 
     /// Since when writes have been waiting for space, if they are.
-    pub fn full_since(&self) -> Option<i64> {
+    pub(crate) fn full_since(&self) -> Option<i64> {
         Some(self.full_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
@@ -93,7 +93,7 @@ impl JournalHandle {
     }
 
     /// Whether writes are waiting for space on the journal's disk.
-    pub fn disk(&self) -> &DiskState {
+    pub(crate) fn disk(&self) -> &DiskState {
         &self.disk
     }
 

@@ -42,7 +42,7 @@ impl Journal {
 
     /// [`Journal::claim_next`], passing over files under `skip_roots` (watch
     /// folders that are unavailable: their files wait with their progress).
-    pub fn claim_next_skipping(
+    pub(crate) fn claim_next_skipping(
         &mut self,
         now: i64,
         max_backoff: Duration,
@@ -136,7 +136,7 @@ impl Journal {
     }
 
     /// The earliest `next_attempt_at` of a retrying file (to sleep until).
-    pub fn next_retry_at(&self, only: Option<&[i64]>) -> Result<Option<i64>, JournalError> {
+    pub(crate) fn next_retry_at(&self, only: Option<&[i64]>) -> Result<Option<i64>, JournalError> {
         let filter = id_filter(only);
         self.conn
             .query_row(
@@ -150,7 +150,7 @@ impl Journal {
     }
 
     /// How many of the files (all, or `only`) still have work ahead of them.
-    pub fn unfinished(&self, only: Option<&[i64]>) -> Result<u64, JournalError> {
+    pub(crate) fn unfinished(&self, only: Option<&[i64]>) -> Result<u64, JournalError> {
         let filter = id_filter(only);
         self.conn
             .query_row(
@@ -168,7 +168,7 @@ impl Journal {
     /// How many files under each root still have work ahead of them
     /// (settling, queued, uploading, retrying), for monitoring. Roots with
     /// none are absent.
-    pub fn unfinished_by_root(&self) -> Result<BTreeMap<PathBuf, u64>, JournalError> {
+    pub(crate) fn unfinished_by_root(&self) -> Result<BTreeMap<PathBuf, u64>, JournalError> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -188,7 +188,7 @@ impl Journal {
 
     /// When the file waiting longest for an upload (queued or retrying) was
     /// journaled, in Unix milliseconds; `None` when nothing waits.
-    pub fn oldest_waiting_since(&self) -> Result<Option<i64>, JournalError> {
+    pub(crate) fn oldest_waiting_since(&self) -> Result<Option<i64>, JournalError> {
         self.conn
             .query_row(
                 "SELECT min(created_at) FROM files WHERE state IN ('queued', 'retrying')",
@@ -200,7 +200,7 @@ impl Journal {
 
     /// Every row of one watch root (the reconcile scan loads a folder once
     /// instead of asking about each file).
-    pub fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
+    pub(crate) fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
         self.select_rows(
             "list a watch folder",
             "WHERE root = ?1 ORDER BY id",
@@ -209,7 +209,11 @@ impl Journal {
     }
 
     /// Every row (any identity, any state) journaled for `root/rel_path`.
-    pub fn rows_at(&self, root: &Path, rel_path: &Path) -> Result<Vec<FileRow>, JournalError> {
+    pub(crate) fn rows_at(
+        &self,
+        root: &Path,
+        rel_path: &Path,
+    ) -> Result<Vec<FileRow>, JournalError> {
         self.select_rows(
             "look up a path",
             "WHERE root = ?1 AND rel_path = ?2 ORDER BY id",
@@ -218,7 +222,7 @@ impl Journal {
     }
 
     /// The Video object (JSON) of the reply that completed a file's upload.
-    pub fn video_json(&self, id: i64) -> Result<Option<String>, JournalError> {
+    pub(crate) fn video_json(&self, id: i64) -> Result<Option<String>, JournalError> {
         self.conn
             .prepare_cached("SELECT video_json FROM files WHERE id = ?1")
             .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())

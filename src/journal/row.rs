@@ -33,7 +33,7 @@ pub enum FileState {
 }
 
 impl FileState {
-    pub const ALL: [FileState; 7] = [
+    pub(crate) const ALL: [FileState; 7] = [
         FileState::Settling,
         FileState::Queued,
         FileState::Uploading,
@@ -125,7 +125,7 @@ impl FileIdentity {
     /// Whether `other` is certainly the same file: same size and mtime, and
     /// the same device, inode and ctime (a row without a ctime, from an
     /// older ingestd, is judged on device and inode).
-    pub fn same_hints(&self, other: &FileIdentity) -> bool {
+    pub(crate) fn same_hints(&self, other: &FileIdentity) -> bool {
         self.size == other.size
             && self.mtime_ns == other.mtime_ns
             && self.dev == other.dev
@@ -184,7 +184,7 @@ pub struct Added {
 
 /// What [`Journal::resettle`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resettled {
+pub(crate) enum Resettled {
     /// The settling row now has the file's new identity.
     Updated,
     /// Another row already had that identity: the settling row is now `gone`

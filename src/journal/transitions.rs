@@ -146,7 +146,7 @@ impl Journal {
     /// in the queue with their offset and videoId, so they resume. A request
     /// that would have created a video may have been on its way when it died:
     /// that one counts as sent in doubt.
-    pub fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
+    pub(crate) fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
         self.atomically(|j| {
             j.orphans_in_doubt_where("state = 'uploading' AND creating = 1", [])?;
             j.conn
@@ -164,7 +164,7 @@ impl Journal {
     /// [`Journal::requeue_interrupted`]): files sent in one request (5 MiB or
     /// less) whose request may have been on its way when the process died
     /// become `failed`, for a person to check. Returns their ids.
-    pub fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
+    pub(crate) fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
         let limit = to_i64(crate::config::MIN_CHUNK_SIZE);
         self.atomically(|j| {
             j.orphans_in_doubt_where(
@@ -211,7 +211,7 @@ impl Journal {
 
     /// A chunk was acknowledged: commit the videoId and the new offset, and
     /// reset the backoff (progress was made). Must commit before the next chunk.
-    pub fn record_progress(
+    pub(crate) fn record_progress(
         &mut self,
         id: i64,
         video_id: &str,
@@ -266,7 +266,7 @@ impl Journal {
     /// Makes these retrying files due at `now` (what they were waiting out
     /// is over: the server answers again). Their attempts are kept, so the
     /// next failure backs off further. Returns how many were moved.
-    pub fn make_due(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
+    pub(crate) fn make_due(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
         let mut moved = 0;
         // In slices, so that a large backlog never makes an over-long statement.
         for slice in ids.chunks(500) {
@@ -303,7 +303,7 @@ impl Journal {
 
     /// A permanent error that also voids the upload's progress (the server
     /// no longer has the partial video): `ingestd retry` starts it over.
-    pub fn mark_failed_restart(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+    pub(crate) fn mark_failed_restart(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
         self.transition(
             "mark failed",
             id,
@@ -336,7 +336,7 @@ impl Journal {
 
     /// The request that would have created this file's video failed in a way
     /// that leaves its outcome unknown (the reply was lost): count it.
-    pub fn count_send_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
+    pub(crate) fn count_send_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
         self.atomically(|j| {
             j.transition(
                 "count a request in doubt",
@@ -351,7 +351,7 @@ impl Journal {
 
     /// The request that would have created this file's video got a reply
     /// that proves nothing was stored (a 429): it is no longer in flight.
-    pub fn not_creating(&mut self, id: i64) -> Result<(), JournalError> {
+    pub(crate) fn not_creating(&mut self, id: i64) -> Result<(), JournalError> {
         self.transition(
             "note a refused request",
             id,
@@ -363,7 +363,7 @@ impl Journal {
 
     /// [`Journal::count_send_in_doubt`] and [`Journal::mark_failed`] in one
     /// transition (`upload.in_doubt = "fail"`).
-    pub fn fail_in_doubt(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+    pub(crate) fn fail_in_doubt(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
         self.atomically(|j| {
             j.transition(
                 "mark failed in doubt",
@@ -379,7 +379,7 @@ impl Journal {
 
     /// Gives a claimed file back to the queue untouched (shutdown, token
     /// trouble): its offset, videoId and attempts are kept.
-    pub fn release(&mut self, id: i64, note: Option<&str>) -> Result<(), JournalError> {
+    pub(crate) fn release(&mut self, id: i64, note: Option<&str>) -> Result<(), JournalError> {
         self.transition(
             "release",
             id,
@@ -421,7 +421,7 @@ impl Journal {
     /// stay. If another row at the path already has those (the file went
     /// back to a state already journaled), this row becomes `gone` and the
     /// other one is returned.
-    pub fn resettle(
+    pub(crate) fn resettle(
         &mut self,
         id: i64,
         identity: &FileIdentity,
@@ -513,7 +513,11 @@ impl Journal {
     /// Files not yet claimed by a worker (settling, queued, retrying) whose
     /// source vanished or changed: `gone`, in one transaction. Rows a worker
     /// holds (`uploading`) are the worker's to judge. Returns the ids changed.
-    pub fn mark_gone_many(&mut self, ids: &[i64], reason: &str) -> Result<Vec<i64>, JournalError> {
+    pub(crate) fn mark_gone_many(
+        &mut self,
+        ids: &[i64],
+        reason: &str,
+    ) -> Result<Vec<i64>, JournalError> {
         self.atomically(|j| {
             let changed = j.transition_many(
                 "mark gone",
