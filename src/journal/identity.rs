@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{
-    now_ms, path_from_blob, to_i64, to_u64, Added, FileIdentity, FileRow, FileState, Journal,
-    JournalError,
-};
+use super::row::{path_from_blob, to_i64, to_u64};
+use super::{now_ms, Added, FileIdentity, FileRow, FileState, Journal, JournalError};
 use crate::sample::Sample;
 
 /// A video ingestd started on api.video and then abandoned.
@@ -82,7 +80,7 @@ impl Journal {
     /// remount, a restore or a rename): its path, mtime and hints follow,
     /// and its sample is filled in if it had none. Any state; nothing else
     /// of the row changes.
-    pub fn reidentify(
+    pub(crate) fn reidentify(
         &mut self,
         id: i64,
         now: &FileIdentity,
@@ -112,7 +110,7 @@ impl Journal {
 
     /// Stores the content sample of a row that had none (one written by an
     /// older ingestd, sampled the first time it is needed).
-    pub fn set_sample(&mut self, id: i64, sample: Sample) -> Result<(), JournalError> {
+    pub(crate) fn set_sample(&mut self, id: i64, sample: Sample) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "UPDATE files SET sample = ?2 WHERE id = ?1 AND sample IS NULL",
@@ -124,7 +122,7 @@ impl Journal {
 
     /// settling → queued for files that settled, each with its sample, in
     /// one transaction. Returns the ids queued.
-    pub fn mark_ready_sampled(
+    pub(crate) fn mark_ready_sampled(
         &mut self,
         ready: &[(i64, Sample)],
     ) -> Result<Vec<i64>, JournalError> {
@@ -151,7 +149,7 @@ impl Journal {
     /// its offset and videoId, so a half-sent upload resumes), or, when it
     /// went away while still settling, settles again. Its orphan, if it
     /// left one, is no longer one.
-    pub fn revive(&mut self, id: i64, to: FileState) -> Result<(), JournalError> {
+    pub(crate) fn revive(&mut self, id: i64, to: FileState) -> Result<(), JournalError> {
         let to = if to == FileState::Settling {
             FileState::Settling
         } else {
@@ -176,7 +174,7 @@ impl Journal {
 
     /// The rows of `root` with this content sample (a settled file that may
     /// be one already journaled, moved or restored).
-    pub fn rows_with_sample(
+    pub(crate) fn rows_with_sample(
         &self,
         root: &Path,
         sample: Sample,
@@ -190,7 +188,7 @@ impl Journal {
 
     /// Deletes a settling row that turned out to be a second look at a file
     /// already journaled (its twin keeps the file's history).
-    pub fn drop_settling(&mut self, id: i64) -> Result<(), JournalError> {
+    pub(crate) fn drop_settling(&mut self, id: i64) -> Result<(), JournalError> {
         let n = self
             .conn
             .execute(
@@ -270,7 +268,7 @@ impl Journal {
     }
 
     /// How many orphans there are (for `/metrics`).
-    pub fn orphan_count(&self) -> Result<u64, JournalError> {
+    pub(crate) fn orphan_count(&self) -> Result<u64, JournalError> {
         self.conn
             .query_row("SELECT count(*) FROM orphans", [], |r| r.get::<_, i64>(0))
             .map(to_u64)
@@ -278,7 +276,7 @@ impl Journal {
     }
 
     /// The identity `root` had when it was last seen available.
-    pub fn root_record(&self, root: &Path) -> Result<Option<RootRecord>, JournalError> {
+    pub(crate) fn root_record(&self, root: &Path) -> Result<Option<RootRecord>, JournalError> {
         self.conn
             .prepare_cached("SELECT dev, inode, mount_point FROM roots WHERE root = ?1")
             .and_then(|mut st| {
@@ -295,7 +293,7 @@ impl Journal {
     }
 
     /// Records the identity of `root`, seen available now.
-    pub fn save_root(&mut self, root: &Path, rec: RootRecord) -> Result<(), JournalError> {
+    pub(crate) fn save_root(&mut self, root: &Path, rec: RootRecord) -> Result<(), JournalError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO roots (root, dev, inode, mount_point, seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -422,7 +420,7 @@ mod tests {
         {
             let mut conn = rusqlite::Connection::open(&path).unwrap();
             let old = rusqlite_migration::Migrations::new(
-                super::super::MIGRATIONS[..2]
+                super::super::open::MIGRATIONS[..2]
                     .iter()
                     .map(|sql| rusqlite_migration::M::up(sql))
                     .collect(),

@@ -1,0 +1,191 @@
+//! Opening the journal: the connection, its pragmas, the soundness check and
+//! the numbered migrations. A file that is not an ingestd journal, a damaged
+//! one or one from a newer ingestd is refused here, before anything reads or
+//! writes a row. It must not touch rows: nothing here reads or changes `files`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::{Migrations, M};
+
+use super::{Journal, JournalError};
+
+/// The schema, one numbered migration per file; applied on open.
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_files.sql"),
+    include_str!("migrations/0002_sends_in_doubt.sql"),
+    include_str!("migrations/0003_content_identity.sql"),
+];
+
+/// How long a writer waits for another connection's lock (a `status` reader,
+/// a second `ingestd` process) before the statement fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and applies the
+    /// migrations. A file that is not an ingestd journal, or one written by a
+    /// newer ingestd, is an error: never a silent new journal.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut journal = Journal::connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        journal.migrate()?;
+        Ok(journal)
+    }
+
+    /// Opens an existing journal to write to it (`retry`). With `migrate`
+    /// (the caller holds the lock) an older schema is brought up to date;
+    /// without (another process, the daemon, holds it) it is refused unless
+    /// it has the schema this ingestd writes.
+    pub fn open_existing(path: &Path, migrate: bool) -> Result<Journal, JournalError> {
+        let mut journal = Journal::connect_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let version = journal.existing_version()?;
+        if version < MIGRATIONS.len() as i64 {
+            if !migrate {
+                return Err(JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "it has schema version {version} and another process holds it; this ingestd \
+                         writes version {}: stop that process, or use the ingestd it runs",
+                        MIGRATIONS.len()
+                    ),
+                });
+            }
+            journal.migrate()?;
+        }
+        Ok(journal)
+    }
+
+    /// Opens an existing journal for reading only (`status` while the daemon runs).
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        let journal = Journal::connect_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        journal.existing_version()?;
+        Ok(journal)
+    }
+
+    /// [`Journal::connect`] to a journal that must already be there.
+    fn connect_existing(path: &Path, flags: OpenFlags) -> Result<Journal, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Journal::connect(path, flags)
+    }
+
+    /// Opens the connection, configures it and checks the file is sound
+    /// (`PRAGMA quick_check`): a damaged journal (a torn disk, a truncated
+    /// copy) is refused before anything trusts or rewrites it.
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Journal, JournalError> {
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|source| JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let journal = Journal {
+            conn,
+            path: path.to_path_buf(),
+        };
+        journal.configure(flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY))?;
+        let problems: Vec<String> = journal
+            .conn
+            .prepare("PRAGMA quick_check(3)")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(journal.query_err("check"))?;
+        match problems.as_slice() {
+            [ok] if ok == "ok" => Ok(journal),
+            _ => Err(JournalError::Damaged {
+                path: path.to_path_buf(),
+                detail: problems.join("; "),
+            }),
+        }
+    }
+
+    /// The schema version of a journal that must already hold one this
+    /// ingestd can read.
+    fn existing_version(&self) -> Result<i64, JournalError> {
+        let version = self.known_version()?;
+        if version == 0 {
+            return Err(JournalError::NotAJournal {
+                path: self.path.clone(),
+                reason: "it has no ingestd schema".into(),
+            });
+        }
+        Ok(version)
+    }
+
+    fn configure(&self, read_only: bool) -> Result<(), JournalError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(self.query_err("configure"))?;
+        if !read_only {
+            // WAL lets `status` read while the daemon writes. FULL syncs the WAL
+            // on every commit: an acknowledged chunk survives a power cut too.
+            self.conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+                .map_err(self.query_err("configure"))?;
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(self.query_err("configure"))?;
+        }
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64, JournalError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.query_err("read schema version"))
+    }
+
+    /// The schema version, refused when a newer ingestd wrote it.
+    fn known_version(&self) -> Result<i64, JournalError> {
+        let version = self.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(JournalError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        Ok(version)
+    }
+
+    fn migrate(&mut self) -> Result<(), JournalError> {
+        let version = self.known_version()?;
+        if version == 0 {
+            // A database someone else made: never write our schema into it.
+            let foreign: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(self.query_err("inspect schema"))?;
+            if foreign > 0 {
+                return Err(JournalError::NotAJournal {
+                    path: self.path.clone(),
+                    reason: format!("a SQLite database with {foreign} objects of another program"),
+                });
+            }
+        }
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations
+            .to_latest(&mut self.conn)
+            .map_err(|source| JournalError::Migrate {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,232 @@
+//! Reading the journal: claiming the next file due, single rows, listings,
+//! counts and the monitoring figures. Apart from the claim (queued or
+//! retrying → uploading, guarded in its `WHERE`), nothing here changes a row.
+//! No I/O besides SQL.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::row::{path_from_blob, row_to_file, to_u64, COLUMNS};
+use super::{FileRow, FileState, Journal, JournalError};
+
+/// `AND id IN (…)` restricting a query to `only`, or nothing. Ids are
+/// integers, so inlining them is safe.
+pub(super) fn id_filter(only: Option<&[i64]>) -> String {
+    match only {
+        Some(ids) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!("AND id IN ({})", ids.join(","))
+        }
+        None => String::new(),
+    }
+}
+
+impl Journal {
+    /// Claims the next file due for upload (queued, or retrying whose backoff
+    /// expired), oldest first, and marks it `uploading`. With `only`, claims
+    /// only among those ids. A `next_attempt_at` further in the future than
+    /// `max_backoff` (the clock jumped back) counts as due.
+    pub fn claim_next(
+        &mut self,
+        now: i64,
+        max_backoff: Duration,
+        only: Option<&[i64]>,
+    ) -> Result<Option<FileRow>, JournalError> {
+        self.claim_next_skipping(now, max_backoff, only, &[])
+    }
+
+    /// [`Journal::claim_next`], passing over files under `skip_roots` (watch
+    /// folders that are unavailable: their files wait with their progress).
+    pub(crate) fn claim_next_skipping(
+        &mut self,
+        now: i64,
+        max_backoff: Duration,
+        only: Option<&[i64]>,
+        skip_roots: &[PathBuf],
+    ) -> Result<Option<FileRow>, JournalError> {
+        let horizon = now.saturating_add(i64::try_from(max_backoff.as_millis()).unwrap_or(0));
+        if only.is_some_and(|ids| ids.is_empty()) {
+            return Ok(None);
+        }
+        let mut filter = id_filter(only);
+        if !skip_roots.is_empty() {
+            // Roots are bytes: inlined as hex BLOB literals, which cannot
+            // break out of the statement.
+            let roots: Vec<String> = skip_roots
+                .iter()
+                .map(|r| {
+                    let hex: String = r
+                        .as_os_str()
+                        .as_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    format!("X'{hex}'")
+                })
+                .collect();
+            filter.push_str(&format!(" AND root NOT IN ({})", roots.join(", ")));
+        }
+        let sql = format!(
+            "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
+             WHERE id = (SELECT id FROM files WHERE state IN ('queued', 'retrying') \
+               AND (next_attempt_at IS NULL OR next_attempt_at <= ?1 OR next_attempt_at > ?2) \
+               {filter} ORDER BY id LIMIT 1) \
+             RETURNING {COLUMNS}"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(params![now, horizon], row_to_file).optional())
+            .map_err(self.query_err("claim a file"))
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<FileRow>, JournalError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], row_to_file).optional())
+            .map_err(self.query_err("read a file"))
+    }
+
+    /// All rows (in id order), or those in `states`.
+    pub fn list(&self, states: Option<&[FileState]>) -> Result<Vec<FileRow>, JournalError> {
+        let filter = match states {
+            Some(states) => {
+                let s: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+                format!("WHERE state IN ({})", s.join(", "))
+            }
+            None => String::new(),
+        };
+        self.select_rows("list files", &format!("{filter} ORDER BY id"), [])
+    }
+
+    /// The rows `SELECT {COLUMNS} FROM files <tail>` finds, `args` bound.
+    pub(super) fn select_rows(
+        &self,
+        op: &'static str,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM files {tail}"))
+            .and_then(|mut st| {
+                st.query_map(args, row_to_file)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(self.query_err(op))
+    }
+
+    /// How many files are in each state.
+    pub fn counts(&self) -> Result<BTreeMap<FileState, u64>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM files GROUP BY state")
+            .map_err(self.query_err("count files"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("count files"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((FileState::from_str(&s).ok()?, to_u64(n))))
+            .collect())
+    }
+
+    /// The earliest `next_attempt_at` of a retrying file (to sleep until).
+    pub(crate) fn next_retry_at(&self, only: Option<&[i64]>) -> Result<Option<i64>, JournalError> {
+        let filter = id_filter(only);
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT min(next_attempt_at) FROM files WHERE state = 'retrying' {filter}"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.query_err("find the next retry"))
+    }
+
+    /// How many of the files (all, or `only`) still have work ahead of them.
+    pub(crate) fn unfinished(&self, only: Option<&[i64]>) -> Result<u64, JournalError> {
+        let filter = id_filter(only);
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM files WHERE state IN \
+                     ('settling', 'queued', 'uploading', 'retrying') {filter}"
+                ),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(to_u64)
+            .map_err(self.query_err("count unfinished files"))
+    }
+
+    /// How many files under each root still have work ahead of them
+    /// (settling, queued, uploading, retrying), for monitoring. Roots with
+    /// none are absent.
+    pub(crate) fn unfinished_by_root(&self) -> Result<BTreeMap<PathBuf, u64>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT root, count(*) FROM files WHERE state IN \
+                 ('settling', 'queued', 'uploading', 'retrying') GROUP BY root",
+            )
+            .map_err(self.query_err("count unfinished files by folder"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.query_err("count unfinished files by folder"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(root, n)| (path_from_blob(root), to_u64(n)))
+            .collect())
+    }
+
+    /// When the file waiting longest for an upload (queued or retrying) was
+    /// journaled, in Unix milliseconds; `None` when nothing waits.
+    pub(crate) fn oldest_waiting_since(&self) -> Result<Option<i64>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT min(created_at) FROM files WHERE state IN ('queued', 'retrying')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.query_err("find the oldest waiting file"))
+    }
+
+    /// Every row of one watch root (the reconcile scan loads a folder once
+    /// instead of asking about each file).
+    pub(crate) fn rows_under(&self, root: &Path) -> Result<Vec<FileRow>, JournalError> {
+        self.select_rows(
+            "list a watch folder",
+            "WHERE root = ?1 ORDER BY id",
+            [root.as_os_str().as_bytes()],
+        )
+    }
+
+    /// Every row (any identity, any state) journaled for `root/rel_path`.
+    pub(crate) fn rows_at(
+        &self,
+        root: &Path,
+        rel_path: &Path,
+    ) -> Result<Vec<FileRow>, JournalError> {
+        self.select_rows(
+            "look up a path",
+            "WHERE root = ?1 AND rel_path = ?2 ORDER BY id",
+            params![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
+        )
+    }
+
+    /// The Video object (JSON) of the reply that completed a file's upload.
+    pub(crate) fn video_json(&self, id: i64) -> Result<Option<String>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT video_json FROM files WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(self.query_err("read a file's video"))
+    }
+}

@@ -1,0 +1,535 @@
+//! Every write of a row: journaling new files and each state change. A change
+//! of one known row goes through the guarded `Journal::transition` (many
+//! rows: `transition_many`), so a transition that lost a race is an error,
+//! never a silent overwrite; the start-up sweeps and `make_due` are single
+//! `UPDATE`s guarded by the state in their `WHERE`. No I/O besides SQL.
+
+use std::os::unix::ffi::OsStrExt;
+
+use rusqlite::params;
+
+use super::queries::id_filter;
+use super::row::to_i64;
+use super::{now_ms, Added, FileIdentity, FileState, Journal, JournalError, Resettled};
+use crate::sample::Sample;
+
+/// What `retry` did to each id.
+pub type RetryOutcome = Vec<(i64, Result<(), JournalError>)>;
+
+impl Journal {
+    /// Journals a file (or finds it already journaled) in `state`.
+    pub fn add_file(
+        &mut self,
+        file: &FileIdentity,
+        state: FileState,
+    ) -> Result<Added, JournalError> {
+        Ok(self.add_files(std::slice::from_ref(file), state)?[0])
+    }
+
+    /// Journals many files in one transaction (a burst of new files costs one
+    /// fsync, not one each). A file already journaled with the same hints
+    /// (path, size, mtime, device, inode, ctime) is found, not added again;
+    /// telling a remounted file from a new one is the caller's (it needs the
+    /// content sample: see [`Journal::add_sampled`]).
+    pub fn add_files(
+        &mut self,
+        files: &[FileIdentity],
+        state: FileState,
+    ) -> Result<Vec<Added>, JournalError> {
+        self.atomically(|j| {
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                // A `gone` row is not found here: whether the file is back
+                // as it was is for its sample to say, once it settles.
+                let same = j
+                    .rows_at(&f.root, &f.rel_path)?
+                    .into_iter()
+                    .find(|r| r.state != FileState::Gone && r.identity.same_hints(f));
+                out.push(match same {
+                    Some(row) => Added {
+                        id: row.id,
+                        inserted: false,
+                        state: row.state,
+                    },
+                    None => Added {
+                        id: j.insert(f, None, state)?,
+                        inserted: true,
+                        state,
+                    },
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Inserts a row for `f` in `state`; its id.
+    pub(super) fn insert(
+        &mut self,
+        f: &FileIdentity,
+        sample: Option<Sample>,
+        state: FileState,
+    ) -> Result<i64, JournalError> {
+        let now = now_ms();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, ctime_ns, sample, \
+                 state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                 RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
+                        f.root.as_os_str().as_bytes(),
+                        f.rel_path.as_os_str().as_bytes(),
+                        to_i64(f.size),
+                        f.mtime_ns,
+                        to_i64(f.dev),
+                        to_i64(f.inode),
+                        f.ctime_ns,
+                        sample.as_ref().map(|s| s.0.to_vec()),
+                        state.as_str(),
+                        now
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(self.query_err("add files"))
+    }
+
+    /// One guarded transition: `sql` must update the row `id` only when it is
+    /// in one of the `from` states (bound as ?1 = id; the states are inlined).
+    pub(super) fn transition(
+        &mut self,
+        op: &'static str,
+        id: i64,
+        from: &[FileState],
+        set: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<(), JournalError> {
+        let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE files SET {set}, updated_at = ?2 WHERE id = ?1 AND state IN ({})",
+            states.join(", ")
+        );
+        let now = now_ms();
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&id, &now];
+        args.extend_from_slice(extra);
+        let changed = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.execute(args.as_slice()))
+            .map_err(self.query_err(op))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let actual = self.get(id)?.map(|r| r.state);
+        Err(JournalError::WrongState {
+            op,
+            id,
+            expected: from.first().map_or("", |s| s.as_str()),
+            actual,
+        })
+    }
+
+    /// settling → queued: the file stopped changing.
+    pub fn mark_ready(&mut self, id: i64) -> Result<(), JournalError> {
+        self.transition(
+            "mark ready",
+            id,
+            &[FileState::Settling],
+            "state = 'queued'",
+            &[],
+        )
+    }
+
+    /// At start-up: rows left `uploading` by a process that died are put back
+    /// in the queue with their offset and videoId, so they resume. A request
+    /// that would have created a video may have been on its way when it died:
+    /// that one counts as sent in doubt.
+    pub(crate) fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
+        self.atomically(|j| {
+            j.orphans_in_doubt_where("state = 'uploading' AND creating = 1", [])?;
+            j.conn
+                .execute(
+                    "UPDATE files SET state = 'queued', updated_at = ?1, \
+                     sends_in_doubt = sends_in_doubt + creating, creating = 0 \
+                     WHERE state = 'uploading'",
+                    [now_ms()],
+                )
+                .map_err(j.query_err("requeue interrupted uploads"))
+        })
+    }
+
+    /// At start-up, with `upload.in_doubt = "fail"` (before
+    /// [`Journal::requeue_interrupted`]): files sent in one request (5 MiB or
+    /// less) whose request may have been on its way when the process died
+    /// become `failed`, for a person to check. Returns their ids.
+    pub(crate) fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
+        let limit = to_i64(crate::config::MIN_CHUNK_SIZE);
+        self.atomically(|j| {
+            j.orphans_in_doubt_where(
+                "state = 'uploading' AND creating = 1 AND size <= ?1",
+                [limit],
+            )?;
+            j.fail_interrupted_in_doubt_now()
+        })
+    }
+
+    fn fail_interrupted_in_doubt_now(&mut self) -> Result<Vec<i64>, JournalError> {
+        self.conn
+            .prepare(
+                "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
+                 sends_in_doubt = sends_in_doubt + 1, creating = 0, \
+                 last_error = 'in doubt: ingestd stopped while the request that uploads this file in one piece \
+                 was on its way, so api.video may already hold it (upload.in_doubt = \"fail\"). Check api.video \
+                 for a video with this file''s name; if it is not there, `ingestd retry ' || id || '`' \
+                 WHERE state = 'uploading' AND creating = 1 AND size <= ?2 RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_map(
+                    params![now_ms(), to_i64(crate::config::MIN_CHUNK_SIZE)],
+                    |r| r.get(0),
+                )?
+                .collect()
+            })
+            .map_err(self.query_err("fail uploads in doubt"))
+    }
+
+    /// Fixes the chunk plan of an upload before its first chunk (kept if set),
+    /// and notes whether this attempt may create a video (no videoId yet).
+    pub fn set_chunk_size(&mut self, id: i64, chunk_size: u64) -> Result<u64, JournalError> {
+        self.transition(
+            "fix the chunk plan",
+            id,
+            &[FileState::Uploading],
+            "chunk_size = coalesce(chunk_size, ?3), creating = (video_id IS NULL)",
+            &[&to_i64(chunk_size)],
+        )?;
+        let row = self.get(id)?;
+        Ok(row.and_then(|r| r.chunk_size).unwrap_or(chunk_size))
+    }
+
+    /// A chunk was acknowledged: commit the videoId and the new offset, and
+    /// reset the backoff (progress was made). Must commit before the next chunk.
+    pub(crate) fn record_progress(
+        &mut self,
+        id: i64,
+        video_id: &str,
+        bytes_uploaded: u64,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "record progress",
+            id,
+            &[FileState::Uploading],
+            "video_id = ?3, bytes_uploaded = ?4, attempts = 0, next_attempt_at = NULL, last_error = NULL, \
+             creating = 0",
+            &[&video_id, &to_i64(bytes_uploaded)],
+        )
+    }
+
+    /// The last chunk was acknowledged: the file is done.
+    /// `note` stays in `last_error` (e.g. why the videoId is unknown).
+    pub fn mark_done(
+        &mut self,
+        id: i64,
+        video_id: Option<&str>,
+        video_json: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "mark done",
+            id,
+            &[FileState::Uploading],
+            "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
+             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
+            &[&video_id, &video_json, &note],
+        )
+    }
+
+    /// A retryable error: wait until `next_attempt_at`.
+    pub fn mark_retrying(
+        &mut self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "schedule a retry",
+            id,
+            &[FileState::Uploading],
+            "state = 'retrying', attempts = ?3, next_attempt_at = ?4, last_error = ?5, creating = 0",
+            &[&attempts, &next_attempt_at, &error],
+        )
+    }
+
+    /// Makes these retrying files due at `now` (what they were waiting out
+    /// is over: the server answers again). Their attempts are kept, so the
+    /// next failure backs off further. Returns how many were moved.
+    pub(crate) fn make_due(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
+        let mut moved = 0;
+        // In slices, so that a large backlog never makes an over-long statement.
+        for slice in ids.chunks(500) {
+            let filter = id_filter(Some(slice));
+            moved += self
+                .conn
+                .execute(
+                    &format!(
+                        "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
+                         WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
+                    ),
+                    [now],
+                )
+                .map_err(self.query_err("make retries due"))?;
+        }
+        Ok(moved)
+    }
+
+    /// A permanent error: the file waits for `ingestd retry`.
+    pub fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark failed",
+            id,
+            &[
+                FileState::Uploading,
+                FileState::Queued,
+                FileState::Retrying,
+                FileState::Settling,
+            ],
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
+            &[&error],
+        )
+    }
+
+    /// A permanent error that also voids the upload's progress (the server
+    /// no longer has the partial video): `ingestd retry` starts it over.
+    pub(crate) fn mark_failed_restart(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.transition(
+            "mark failed",
+            id,
+            &[FileState::Uploading],
+            "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
+             bytes_uploaded = 0, chunk_size = NULL, creating = 0",
+            &[&error],
+        )
+    }
+
+    /// The source vanished or changed before it was finished. A video its
+    /// upload had started becomes an orphan.
+    pub fn mark_gone(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
+        self.atomically(|j| {
+            j.transition(
+                "mark gone",
+                id,
+                &[
+                    FileState::Uploading,
+                    FileState::Queued,
+                    FileState::Retrying,
+                    FileState::Settling,
+                ],
+                "state = 'gone', last_error = ?3, next_attempt_at = NULL, creating = 0",
+                &[&reason],
+            )?;
+            j.orphan_if_started(id, reason)
+        })
+    }
+
+    /// The request that would have created this file's video failed in a way
+    /// that leaves its outcome unknown (the reply was lost): count it.
+    pub(crate) fn count_send_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
+        self.atomically(|j| {
+            j.transition(
+                "count a request in doubt",
+                id,
+                &[FileState::Uploading],
+                "sends_in_doubt = sends_in_doubt + 1, creating = 0",
+                &[],
+            )?;
+            j.orphan_in_doubt(id)
+        })
+    }
+
+    /// The request that would have created this file's video got a reply
+    /// that proves nothing was stored (a 429): it is no longer in flight.
+    pub(crate) fn not_creating(&mut self, id: i64) -> Result<(), JournalError> {
+        self.transition(
+            "note a refused request",
+            id,
+            &[FileState::Uploading],
+            "creating = 0",
+            &[],
+        )
+    }
+
+    /// [`Journal::count_send_in_doubt`] and [`Journal::mark_failed`] in one
+    /// transition (`upload.in_doubt = "fail"`).
+    pub(crate) fn fail_in_doubt(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
+        self.atomically(|j| {
+            j.transition(
+                "mark failed in doubt",
+                id,
+                &[FileState::Uploading],
+                "state = 'failed', last_error = ?3, next_attempt_at = NULL, \
+                 sends_in_doubt = sends_in_doubt + 1, creating = 0",
+                &[&error],
+            )?;
+            j.orphan_in_doubt(id)
+        })
+    }
+
+    /// Gives a claimed file back to the queue untouched (shutdown, token
+    /// trouble): its offset, videoId and attempts are kept.
+    pub(crate) fn release(&mut self, id: i64, note: Option<&str>) -> Result<(), JournalError> {
+        self.transition(
+            "release",
+            id,
+            &[FileState::Uploading],
+            "state = 'queued', last_error = coalesce(?3, last_error), creating = 0",
+            &[&note],
+        )
+    }
+
+    /// Puts failed files back in the queue (`ingestd retry`). With `ids`, only
+    /// those; each id gets its own outcome.
+    pub fn retry_failed(&mut self, ids: Option<&[i64]>) -> Result<RetryOutcome, JournalError> {
+        let ids: Vec<i64> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => self
+                .list(Some(&[FileState::Failed]))?
+                .into_iter()
+                .map(|r| r.id)
+                .collect(),
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let r = self.transition(
+                    "retry",
+                    id,
+                    &[FileState::Failed],
+                    "state = 'queued', attempts = 0, next_attempt_at = NULL",
+                    &[],
+                );
+                (id, r)
+            })
+            .collect())
+    }
+
+    /// A settling file changed (it is still being written): its row follows
+    /// the new size, mtime and hints instead of a new row per growth step.
+    /// Only the size, mtime and hints of `identity` are used; root and path
+    /// stay. If another row at the path already has those (the file went
+    /// back to a state already journaled), this row becomes `gone` and the
+    /// other one is returned.
+    pub(crate) fn resettle(
+        &mut self,
+        id: i64,
+        identity: &FileIdentity,
+    ) -> Result<Resettled, JournalError> {
+        self.atomically(|j| {
+            let row = j.get(id)?.filter(|r| r.state == FileState::Settling);
+            if let Some(row) = row {
+                let now = FileIdentity {
+                    root: row.identity.root.clone(),
+                    rel_path: row.identity.rel_path.clone(),
+                    ..identity.clone()
+                };
+                let twin = j
+                    .rows_at(&now.root, &now.rel_path)?
+                    .into_iter()
+                    .find(|r| r.id != id && r.identity.same_hints(&now));
+                if let Some(twin) = twin {
+                    j.mark_gone(id, &format!("the same file as {}", twin.id))?;
+                    return Ok(Resettled::Merged {
+                        into: twin.id,
+                        state: twin.state,
+                    });
+                }
+            }
+            j.transition(
+                "resettle",
+                id,
+                &[FileState::Settling],
+                "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6, ctime_ns = ?7, sample = NULL",
+                &[
+                    &to_i64(identity.size),
+                    &identity.mtime_ns,
+                    &to_i64(identity.dev),
+                    &to_i64(identity.inode),
+                    &identity.ctime_ns,
+                ],
+            )?;
+            Ok(Resettled::Updated)
+        })
+    }
+
+    /// `UPDATE … WHERE id = ? AND state IN (from)` for many ids in one
+    /// transaction; returns the ids that changed (the others were not in a
+    /// `from` state any more: a lost race, not an error).
+    fn transition_many(
+        &mut self,
+        op: &'static str,
+        ids: &[i64],
+        from: &[FileState],
+        set: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<i64>, JournalError> {
+        let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE files SET {set}, updated_at = ?2 WHERE id = ?1 AND state IN ({})",
+            states.join(", ")
+        );
+        let now = now_ms();
+        let path = self.path.clone();
+        let err = move |source| JournalError::Query { op, path, source };
+        let tx = self.conn.savepoint().map_err(err.clone())?;
+        let mut changed = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx.prepare_cached(&sql).map_err(err.clone())?;
+            for id in ids {
+                let mut args: Vec<&dyn rusqlite::ToSql> = vec![id, &now];
+                args.extend_from_slice(extra);
+                if st.execute(args.as_slice()).map_err(err.clone())? == 1 {
+                    changed.push(*id);
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(changed)
+    }
+
+    /// settling → queued for many files in one transaction (a restart with
+    /// thousands of settled files costs one fsync). Returns the ids queued.
+    pub fn mark_ready_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, JournalError> {
+        self.transition_many(
+            "mark ready",
+            ids,
+            &[FileState::Settling],
+            "state = 'queued'",
+            &[],
+        )
+    }
+
+    /// Files not yet claimed by a worker (settling, queued, retrying) whose
+    /// source vanished or changed: `gone`, in one transaction. Rows a worker
+    /// holds (`uploading`) are the worker's to judge. Returns the ids changed.
+    pub(crate) fn mark_gone_many(
+        &mut self,
+        ids: &[i64],
+        reason: &str,
+    ) -> Result<Vec<i64>, JournalError> {
+        self.atomically(|j| {
+            let changed = j.transition_many(
+                "mark gone",
+                ids,
+                &[FileState::Settling, FileState::Queued, FileState::Retrying],
+                "state = 'gone', last_error = ?3, next_attempt_at = NULL",
+                &[&reason],
+            )?;
+            for id in &changed {
+                j.orphan_if_started(*id, reason)?;
+            }
+            Ok(changed)
+        })
+    }
+}
