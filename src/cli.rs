@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use crate::config::ConfigError;
 use crate::daemon::DaemonError;
-use crate::journal::JournalError;
+use crate::journal::{JournalError, LockError};
 
 /// EX_CONFIG from sysexits.h: the configuration is invalid.
 pub const EXIT_CONFIG: u8 = 78;
@@ -28,6 +28,8 @@ pub enum CommandError {
     Daemon(#[from] DaemonError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// 0 when `ok`, else 1.

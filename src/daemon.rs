@@ -5,7 +5,6 @@
 //!
 //! # Layout
 //! - `session`: the journal opened and locked, the shared upload state.
-//! - `lock`: the journal's lock-file protocol.
 //! - `workers`: the worker-slot pool.
 //! - `reload`: SIGHUP, the configuration applied again.
 //! - `foreground`: `ingestd upload FILE…` and `ingestd run --once`.
@@ -13,25 +12,21 @@
 //! What each stage does is its own module's business; this one only wires.
 
 mod foreground;
-mod lock;
 mod reload;
 mod session;
 mod workers;
-
-use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::apivideo::ApiError;
 use crate::config::{ConfigError, Settings};
-use crate::journal::JournalError;
+use crate::journal::{JournalError, LockError};
 use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
 use crate::upload::WorkerError;
 use crate::watch::{self, WatchError};
 
 pub use foreground::{run_once, upload_files, UploadResult};
-pub use lock::{lock_journal, mark_lock};
 use reload::spawn_reloader;
 pub use reload::{apply_reload, Reloads};
 pub use session::Session;
@@ -50,20 +45,8 @@ pub enum DaemonError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Service(#[from] ServiceError),
-    #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
-    Busy { journal: PathBuf, lock: PathBuf },
-    #[error("the journal {} is gone or empty, but it was in use before (its lock file {} says so): it was deleted, moved or truncated. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
-    JournalVanished { journal: PathBuf, lock: PathBuf },
-    #[error("cannot inspect the journal {}: {source}; check the permissions of its directory", journal.display())]
-    Inspect {
-        journal: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot lock the journal ({}): {source}", lock.display())]
-    Lock {
-        lock: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("the upload token was refused by the server: {0}. Files keep their state; give a valid token and run again")]
     TokenRefused(String),
     #[error("cannot start a thread: {0}")]

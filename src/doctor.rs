@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::{AfterUpload, Settings, TokenSource, WatchMode, WatchSettings};
-use crate::journal::show_path;
+use crate::display::show_path;
 use crate::roots::mountinfo::{self, AttrCache, Mount};
 
 /// How serious a finding is.

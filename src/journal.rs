@@ -19,7 +19,6 @@
 //! wrapper every multi-statement method uses.
 
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,7 @@ use rusqlite::{Connection, ErrorCode};
 
 mod handle;
 mod identity;
+mod lock;
 mod open;
 mod queries;
 mod row;
@@ -34,17 +34,10 @@ mod transitions;
 
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
+pub use lock::{lock_journal, lock_path, mark_lock, LockError};
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
 pub use transitions::RetryOutcome;
-
-/// A path for humans and logs: lossy for names that are not UTF-8, control
-/// characters escaped so a name cannot forge a log line.
-pub fn show_path(p: &Path) -> String {
-    String::from_utf8_lossy(p.as_os_str().as_bytes())
-        .escape_debug()
-        .to_string()
-}
 
 /// Milliseconds since the Unix epoch: the journal's clock.
 pub fn now_ms() -> i64 {

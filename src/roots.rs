@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::journal::{show_path, RootRecord};
+use crate::display::show_path;
+use crate::journal::RootRecord;
 
 /// What a look at an available root found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,13 +44,15 @@ use tracing::{info, warn};
 
 use crate::apivideo::Client;
 use crate::config::{InDoubt, WatchSettings};
-use crate::journal::{show_path, JournalError, JournalHandle};
+use crate::display::show_path;
+use crate::journal::{JournalError, JournalHandle};
 
 pub use batch::Batch;
 pub use counters::{Metrics, MetricsSnapshot};
+pub(crate) use decide::interrupted_in_doubt;
 pub use gate::{GateState, TokenGate};
 pub use pacer::{Pacer, Turn};
-pub use plan::{chunk_at, chunk_plan, is_chunked};
+pub use plan::{chunk_at, chunk_plan, is_chunked, ONE_REQUEST_MAX};
 pub use retry::{backoff_delay, Outage, BACKOFF_BASE, BACKOFF_CAP, OUTAGE_PROBE};
 pub use throttle::Throttle;
 

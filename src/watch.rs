@@ -232,7 +232,7 @@ impl ScanReport {
     }
 }
 
-pub(crate) use crate::journal::show_path as show;
+pub(crate) use crate::display::show_path as show;
 
 /// The root under which a folder's files are journaled: absolute, without
 /// `.`, `..` or a trailing slash, so that `/srv/in/` and `/srv/in` are one

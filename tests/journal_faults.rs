@@ -420,7 +420,7 @@ fn retry_never_migrates_a_journal_another_process_holds() {
             .unwrap()
     };
     // Another process (an older daemon) holds it.
-    let lock = ingestd::daemon::lock_journal(&env.journal).unwrap();
+    let lock = ingestd::journal::lock_journal(&env.journal).unwrap();
     let out = env.run(&["retry", "--failed"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("schema version 1"), "{}", text(&out));

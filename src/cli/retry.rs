@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use super::{exit_status, CommandError};
 use crate::config::Settings;
-use crate::daemon::{lock_journal, DaemonError};
-use crate::journal::{FileState, Journal, JournalError};
+use crate::journal::{lock_journal, FileState, Journal, JournalError, LockError};
 
 /// Queues `ids` (or, with `failed`, every failed file) again; prints one
 /// line per file.
@@ -22,7 +21,7 @@ pub fn retry(settings: &Settings, ids: &[i64], failed: bool) -> Result<ExitCode,
     }
     let lock = match lock_journal(path) {
         Ok(lock) => Some(lock),
-        Err(DaemonError::Busy { .. }) => None,
+        Err(LockError::Busy { .. }) => None,
         Err(e) => return Err(e.into()),
     };
     let mut journal = Journal::open_existing(path, lock.is_some())?;

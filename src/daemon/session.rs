@@ -9,12 +9,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::lock::{lock_journal, lock_path, mark_lock};
 use super::DaemonError;
 use crate::apivideo::Client;
 use crate::config::Settings;
-use crate::journal::{Journal, JournalHandle};
-use crate::upload::{Metrics, Pacer, Throttle, TokenGate, Uploader};
+use crate::journal::{lock_journal, lock_path, mark_lock, Journal, JournalHandle, LockError};
+use crate::upload::{
+    interrupted_in_doubt, Metrics, Pacer, Throttle, TokenGate, Uploader, ONE_REQUEST_MAX,
+};
 
 /// The journal, opened and locked for this process, with the upload state
 /// every worker shares.
@@ -54,12 +55,12 @@ impl Session {
             // journal another one is using.
             let mut lock = lock_journal(&path)?;
             let mut journal = Journal::open(&path)?;
-            mark_lock(&mut lock).map_err(|source| DaemonError::Lock {
+            mark_lock(&mut lock).map_err(|source| LockError::Lock {
                 lock: lock_path(&path),
                 source,
             })?;
             let failed = if in_doubt == crate::config::InDoubt::Fail {
-                journal.fail_interrupted_in_doubt()?
+                journal.fail_interrupted_in_doubt(ONE_REQUEST_MAX, &interrupted_in_doubt)?
             } else {
                 Vec::new()
             };

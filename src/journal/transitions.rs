@@ -161,38 +161,50 @@ impl Journal {
     }
 
     /// At start-up, with `upload.in_doubt = "fail"` (before
-    /// [`Journal::requeue_interrupted`]): files sent in one request (5 MiB or
-    /// less) whose request may have been on its way when the process died
-    /// become `failed`, for a person to check. Returns their ids.
-    pub(crate) fn fail_interrupted_in_doubt(&mut self) -> Result<Vec<i64>, JournalError> {
-        let limit = to_i64(crate::config::MIN_CHUNK_SIZE);
+    /// [`Journal::requeue_interrupted`]): files sent in one request (of at
+    /// most `one_request_max` bytes) whose request may have been on its way
+    /// when the process died become `failed` with the reason `why(id)`, for a
+    /// person to check. Returns their ids.
+    pub(crate) fn fail_interrupted_in_doubt(
+        &mut self,
+        one_request_max: u64,
+        why: &dyn Fn(i64) -> String,
+    ) -> Result<Vec<i64>, JournalError> {
+        let limit = to_i64(one_request_max);
         self.atomically(|j| {
             j.orphans_in_doubt_where(
                 "state = 'uploading' AND creating = 1 AND size <= ?1",
                 [limit],
             )?;
-            j.fail_interrupted_in_doubt_now()
+            j.fail_interrupted_in_doubt_now(limit, why)
         })
     }
 
-    fn fail_interrupted_in_doubt_now(&mut self) -> Result<Vec<i64>, JournalError> {
-        self.conn
+    fn fail_interrupted_in_doubt_now(
+        &mut self,
+        limit: i64,
+        why: &dyn Fn(i64) -> String,
+    ) -> Result<Vec<i64>, JournalError> {
+        let ids: Vec<i64> = self
+            .conn
             .prepare(
-                "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
-                 sends_in_doubt = sends_in_doubt + 1, creating = 0, \
-                 last_error = 'in doubt: ingestd stopped while the request that uploads this file in one piece \
-                 was on its way, so api.video may already hold it (upload.in_doubt = \"fail\"). Check api.video \
-                 for a video with this file''s name; if it is not there, `ingestd retry ' || id || '`' \
-                 WHERE state = 'uploading' AND creating = 1 AND size <= ?2 RETURNING id",
+                "SELECT id FROM files WHERE state = 'uploading' AND creating = 1 AND size <= ?1 \
+                 ORDER BY id",
             )
-            .and_then(|mut st| {
-                st.query_map(
-                    params![now_ms(), to_i64(crate::config::MIN_CHUNK_SIZE)],
-                    |r| r.get(0),
-                )?
-                .collect()
-            })
-            .map_err(self.query_err("fail uploads in doubt"))
+            .and_then(|mut st| st.query_map([limit], |r| r.get(0))?.collect())
+            .map_err(self.query_err("find uploads in doubt"))?;
+        let now = now_ms();
+        for id in &ids {
+            self.conn
+                .execute(
+                    "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
+                     sends_in_doubt = sends_in_doubt + 1, creating = 0, last_error = ?2 \
+                     WHERE id = ?3 AND state = 'uploading' AND creating = 1",
+                    params![now, why(*id), id],
+                )
+                .map_err(self.query_err("fail uploads in doubt"))?;
+        }
+        Ok(ids)
     }
 
     /// Fixes the chunk plan of an upload before its first chunk (kept if set),

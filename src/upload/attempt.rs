@@ -16,7 +16,8 @@ use super::send::{display_name, ChunkResult};
 use super::source::{self, Stop};
 use super::{Outcome, Uploader, WorkerError};
 use crate::apivideo::{ErrorClass, RateInfo, MAX_TOTAL_BYTES};
-use crate::journal::{now_ms, show_path, FileRow};
+use crate::display::show_path;
+use crate::journal::{now_ms, FileRow};
 
 /// What a done file's row says when earlier requests that would have
 /// created its video ended in doubt.

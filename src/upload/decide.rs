@@ -239,13 +239,31 @@ fn classify(a: &Attempt, e: ApiError) -> End {
 /// `None`: it is sent again (counted as in doubt).
 fn fail_in_doubt(a: &Attempt, why: &str) -> Option<Then> {
     (!a.ranged && a.in_doubt == InDoubt::Fail).then(|| Then::FailedInDoubt {
-        why: format!(
-            "in doubt: the request that uploads this file in one piece ended without a reply \
-             ({why}), so api.video may already hold it (upload.in_doubt = \"fail\"). Check \
-             api.video for a video with this file's name; if it is not there, `ingestd retry {}`",
-            a.id
+        why: failed_in_doubt(
+            &format!(
+                "the request that uploads this file in one piece ended without a reply ({why})"
+            ),
+            a.id,
         ),
     })
+}
+
+/// The reason a file of one request is failed as in doubt, whatever the
+/// `cause`: the one sentence for a reply lost now and for a process that
+/// died while the request was on its way.
+pub(crate) fn failed_in_doubt(cause: &str, id: i64) -> String {
+    format!(
+        "in doubt: {cause}, so api.video may already hold it (upload.in_doubt = \"fail\"). Check \
+         api.video for a video with this file's name; if it is not there, `ingestd retry {id}`"
+    )
+}
+
+/// Why a file of one request, on its way when ingestd stopped, is failed.
+pub(crate) fn interrupted_in_doubt(id: i64) -> String {
+    failed_in_doubt(
+        "ingestd stopped while the request that uploads this file in one piece was on its way",
+        id,
+    )
 }
 
 /// After a stored chunk the file is checked again; `last`: that chunk

@@ -4,6 +4,11 @@
 use crate::apivideo::ByteRange;
 use crate::config::MIN_CHUNK_SIZE;
 
+/// The largest file sent in one request, whatever `api.chunk_size`: its
+/// request creates and completes the video at once, so a lost reply to it
+/// can mean a duplicate (see `upload.in_doubt`).
+pub const ONE_REQUEST_MAX: u64 = MIN_CHUNK_SIZE;
+
 /// The chunks of a file of `size` bytes: every chunk `chunk_size` long but
 /// the last, which holds the rest (never empty). A file larger than
 /// [`MIN_CHUNK_SIZE`] but no larger than one chunk goes in two requests, the

@@ -148,7 +148,7 @@ async fn checked(
     if shares.is_away(&row.identity.root) {
         return Err(Stop::Away(format!(
             "watch folder {} is unavailable",
-            crate::journal::show_path(&row.identity.root)
+            crate::display::show_path(&row.identity.root)
         )));
     }
     let meta = match file.metadata().await {

@@ -5,11 +5,31 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::DaemonError;
-use crate::journal::JournalError;
+use super::JournalError;
+
+/// Why the journal's lock cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the journal {} is in use by another ingestd process (lock {}); stop it first, or let it upload these files", journal.display(), lock.display())]
+    Busy { journal: PathBuf, lock: PathBuf },
+    #[error("the journal {} is gone or empty, but it was in use before (its lock file {} says so): it was deleted, moved or truncated. Starting a new journal would upload every file again. Put it back; or, to start afresh on purpose, delete {}", journal.display(), lock.display(), lock.display())]
+    JournalVanished { journal: PathBuf, lock: PathBuf },
+    #[error("cannot inspect the journal {}: {source}; check the permissions of its directory", journal.display())]
+    Inspect {
+        journal: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock the journal ({}): {source}", lock.display())]
+    Lock {
+        lock: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The lock file beside the journal; `status` does not need it.
-pub(super) fn lock_path(journal: &Path) -> PathBuf {
+pub fn lock_path(journal: &Path) -> PathBuf {
     let mut s = journal.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
@@ -36,10 +56,10 @@ pub fn mark_lock(lock: &mut File) -> std::io::Result<()> {
 
 /// Takes the journal's lock (held while the returned file is open), creating
 /// the journal's directory if needed.
-pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
+pub fn lock_journal(journal: &Path) -> Result<File, LockError> {
     if let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| {
-            DaemonError::Journal(JournalError::CreateDir {
+            LockError::Journal(JournalError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })
@@ -56,7 +76,7 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => {
-            return Err(DaemonError::Lock {
+            return Err(LockError::Lock {
                 lock: lock_file,
                 source,
             })
@@ -66,7 +86,7 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(source) => {
-            return Err(DaemonError::Inspect {
+            return Err(LockError::Inspect {
                 journal: journal.to_path_buf(),
                 source,
             })
@@ -77,7 +97,7 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         None => false,
     };
     if knew_a_journal && journal_len == 0 {
-        return Err(DaemonError::JournalVanished {
+        return Err(LockError::JournalVanished {
             journal: journal.to_path_buf(),
             lock: lock_file,
         });
@@ -88,7 +108,7 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
         .read(true)
         .write(true)
         .open(&lock_file)
-        .map_err(|source| DaemonError::Lock {
+        .map_err(|source| LockError::Lock {
             lock: lock_file.clone(),
             source,
         })?;
@@ -99,11 +119,11 @@ pub fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
     }
     match lock.try_lock() {
         Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Busy {
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy {
             journal: journal.to_path_buf(),
             lock: lock_file,
         }),
-        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Lock {
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Lock {
             lock: lock_file,
             source,
         }),
