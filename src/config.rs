@@ -27,6 +27,7 @@
 //! its own.
 
 mod error;
+mod live;
 mod raw;
 mod render;
 mod settings;
@@ -37,6 +38,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ValueOrigin};
+pub use live::Live;
 pub use settings::{
     AfterUpload, ApiSettings, InDoubt, JournalSettings, LogFormat, LogSettings, MetricsSettings,
     ModifyWindow, Settings, TokenSource, UploadSettings, UploadToken, WatchMode, WatchSettings,

@@ -123,14 +123,14 @@ impl Vitals {
         journal: JournalHandle,
         gate: TokenGate,
         metrics: Arc<Metrics>,
-        watches: Folders,
+        watches: impl Into<Folders>,
     ) -> Self {
         Vitals {
             journal,
             gate,
             metrics,
             watchers: Watchers::default(),
-            watches,
+            watches: watches.into(),
             shares: Arc::default(),
         }
     }

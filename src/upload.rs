@@ -43,7 +43,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use crate::apivideo::Client;
-use crate::config::{InDoubt, WatchSettings};
+use crate::config::{InDoubt, Live, WatchSettings};
 use crate::display::show_path;
 use crate::journal::{JournalError, JournalHandle};
 
@@ -66,7 +66,7 @@ pub const FOREGROUND_ATTEMPTS: u32 = 5;
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
 
 /// The current watch folders; a reload sends a new list.
-pub type Folders = Arc<watch::Sender<Arc<Vec<WatchSettings>>>>;
+pub type Folders = Live<Vec<WatchSettings>>;
 
 /// Everything a worker needs, shared by all of them.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ impl Uploader {
                 return;
             }
         };
-        let folders = self.watches.borrow().clone();
+        let folders = self.watches.get();
         let Some(watch) = crate::watch::folder_of(&folders, &row).cloned() else {
             return;
         };

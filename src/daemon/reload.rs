@@ -2,7 +2,6 @@
 //! reload cannot change is named, and keeps its start-up value.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +24,7 @@ pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), Daem
     uploader
         .slots
         .send_replace(settings.upload.concurrency.max(1));
-    let folders = Arc::new(settings.watches.clone());
-    uploader.watches.send_if_modified(|current| {
-        let changed = **current != *folders;
-        if changed {
-            *current = folders;
-        }
-        changed
-    });
+    uploader.watches.set(settings.watches.clone());
     uploader.work.notify_waiters();
     Ok(())
 }

@@ -11,7 +11,7 @@ use tracing::{error, info};
 
 use super::DaemonError;
 use crate::apivideo::Client;
-use crate::config::Settings;
+use crate::config::{Live, Settings};
 use crate::journal::{lock_journal, lock_path, mark_lock, Journal, JournalHandle, LockError};
 use crate::upload::{
     interrupted_in_doubt, Metrics, Pacer, Throttle, TokenGate, Uploader, ONE_REQUEST_MAX,
@@ -95,9 +95,7 @@ impl Session {
                 gate: TokenGate::default(),
                 throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
                 work: Arc::new(Notify::new()),
-                watches: Arc::new(
-                    tokio::sync::watch::channel(Arc::new(settings.watches.clone())).0,
-                ),
+                watches: Live::new(settings.watches.clone()),
                 slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),
                 metrics: Arc::new(Metrics::default()),
                 outage: Arc::default(),

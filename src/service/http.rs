@@ -199,7 +199,7 @@ async fn journal_view(vitals: &Vitals) -> Option<JournalView> {
 
 async fn metrics(State(vitals): State<Vitals>) -> Response {
     let journal = journal_view(&vitals).await;
-    let watches = vitals.watches.borrow().clone();
+    let watches = vitals.watches.get();
     let body = Exposition {
         counters: vitals.metrics.snapshot(),
         journal,
