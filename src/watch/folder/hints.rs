@@ -1,7 +1,41 @@
 //! The event hints of one folder: what is at each path a watcher named,
 //! and what the journal knows there.
+//!
+//! Events are only hints: nothing is marked gone for a vanished path
+//! before the root is known to be there, and nothing here reads a sample.
 
-use super::*;
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::availability::check_root;
+use super::transitions::{follow, gone_many, revive_one, Absorbed, ADD_BATCH, CHANGED, VANISHED};
+use super::watcher::watch_dir;
+use super::{join_err, not_there, Folder, FolderError};
+use crate::journal::{FileIdentity, FileState, Journal, JournalError};
+use crate::watch::notifier::Backend;
+use crate::watch::scan::Tree;
+use crate::watch::settle::Settling;
+use crate::watch::show;
+
+/// What a file path looked like when a hint was checked.
+#[derive(Debug)]
+enum Seen {
+    File(FileIdentity),
+    /// Nothing wanted is at this path now.
+    Missing(PathBuf),
+}
+
+#[derive(Debug, Default)]
+struct Classified {
+    seen: Vec<Seen>,
+    root_lost: bool,
+    limit: Option<notify::Error>,
+}
 
 impl Folder {
     /// Looks at the paths watcher events named: new files are journaled,

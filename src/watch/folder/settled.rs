@@ -1,8 +1,25 @@
 //! The settle checks of one folder: files whose clock ran out are sampled
 //! and queued, unless the sample shows a file already journaled (moved, or
 //! restored under a new inode).
+//!
+//! Vanished files, or errors that may be the share's, are not judged
+//! before the root is checked: a share going away marks nothing gone.
 
-use super::*;
+use std::collections::HashSet;
+use std::io;
+use std::path::PathBuf;
+
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use super::transitions::{follow, gone_many, revive_one, Absorbed, EMPTY, VANISHED};
+use super::{join_err, not_there, Folder, FolderError};
+use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError};
+use crate::roots;
+use crate::sample::Sample;
+use crate::watch::scan::Tree;
+use crate::watch::settle::Settling;
+use crate::watch::show;
 
 impl Folder {
     /// Checks the files whose settle clock ran out: unchanged and not empty
