@@ -29,6 +29,7 @@
 //! offset and the videoId are committed before the next chunk is sent, so a
 //! `kill -9` at any instant loses at most the chunk in flight.
 
+pub mod after_upload;
 pub mod apivideo;
 pub mod cli;
 pub mod config;

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
+use crate::after_upload;
 use crate::apivideo::Client;
 use crate::config::{InDoubt, Live, WatchSettings};
 use crate::display::show_path;
@@ -136,7 +137,7 @@ impl Uploader {
             }
         };
         let folders = self.watches.get();
-        let Some(watch) = crate::watch::folder_of(&folders, &row).cloned() else {
+        let Some(watch) = after_upload::folder_of(&folders, &row).cloned() else {
             return;
         };
         let json = match self.journal.call(move |j| j.video_json(id)).await {
@@ -148,7 +149,7 @@ impl Uploader {
         };
         let path = show_path(&row.path());
         let done = tokio::task::spawn_blocking(move || {
-            crate::watch::after_upload(&watch, &row, json.as_deref(), watch.sidecar)
+            after_upload::apply(&watch, &row, json.as_deref(), watch.sidecar)
         })
         .await;
         match done {

@@ -11,7 +11,8 @@
 //! Events are hints: the directory plus the journal are the truth. Each
 //! folder runs in its own task (a missing folder does not stop the others)
 //! which scans the tree against the journal at start, after lost events and
-//! on a jittered timer. See [`run`], [`scan_and_settle`] and [`after_upload`].
+//! on a jittered timer. See [`run`] and [`scan_and_settle`]; what is done
+//! with an uploaded file is `after_upload`'s (the catch-up scan calls it).
 //!
 //! - `filter`: the name rules (built-in ignore list, include, exclude).
 //! - `scan`: the tree walk and its diff against the journal.
@@ -19,7 +20,6 @@
 //! - `notifier`: inotify or polling, and their limits.
 //! - `folder`: one folder's task and steps (reconcile, hints, settle checks,
 //!   root checks).
-//! - `after`: keep, delete or move after upload, and the sidecar.
 //! - `stage`: the entry points [`run`] and [`scan_and_settle`], and their
 //!   [`WatchOptions`]; `follow`: [`run`] again whenever a reload changes the
 //!   folder list.
@@ -28,7 +28,6 @@
 //! This file keeps only the helpers other stages call about a folder or a
 //! row; it must not grow stage logic of its own.
 
-mod after;
 mod error;
 mod filter;
 mod folder;
@@ -40,9 +39,8 @@ mod scan;
 mod settle;
 mod stage;
 
-use std::path::{Component, Path, PathBuf};
-
-pub use after::{after_upload, sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
+pub use crate::after_upload::{sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
+pub use crate::config::journal_root;
 pub use error::WatchError;
 pub use follow::follow;
 pub use report::ScanReport;
@@ -53,30 +51,15 @@ use crate::journal::FileRow;
 
 pub(crate) use crate::display::show_path as show;
 
-/// The root under which a folder's files are journaled: absolute, without
-/// `.`, `..` or a trailing slash, so that `/srv/in/` and `/srv/in` are one
-/// folder across restarts. Symlinks are kept (the configured name is what
-/// the user knows).
-pub fn journal_root(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The watch folder a journal row belongs to (to call [`after_upload`]).
-pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a WatchSettings> {
-    watches
-        .iter()
-        .find(|w| journal_root(&w.path) == row.identity.root)
+/// Applies the folder's `after_upload` to a file whose upload is `done`
+/// (see [`crate::after_upload::apply`]), with the watch stage's error.
+pub fn after_upload(
+    watch: &WatchSettings,
+    row: &FileRow,
+    video_json: Option<&str>,
+    sidecar: bool,
+) -> Result<AfterUploadOutcome, WatchError> {
+    crate::after_upload::apply(watch, row, video_json, sidecar).map_err(WatchError::from)
 }
 
 /// Whether the file of a `gone` row is back as it was journaled (same size
@@ -85,7 +68,7 @@ pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a 
 pub fn file_is_back(row: &FileRow) -> Result<(), String> {
     let path = row.path();
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", show(&path)))?;
-    after::same_file(row, &meta, true)
+    crate::after_upload::same_file(row, &meta, true)
 }
 
 /// Checks that a folder can be watched: its patterns compile and its path
@@ -97,6 +80,8 @@ pub(crate) fn check_folder(watch: &WatchSettings) -> Result<(), WatchError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
 
     #[test]

@@ -285,7 +285,7 @@ impl WatchSettings {
     /// and `/srv/in` are one folder across restarts. Symlinks are kept (the
     /// configured name is what the user knows).
     pub fn root(&self) -> PathBuf {
-        absolute_lexical(&self.path)
+        journal_root(&self.path)
     }
 }
 
@@ -299,9 +299,12 @@ impl Settings {
     }
 }
 
-/// `path` made absolute (against the current directory, without touching
-/// the filesystem), then `.` dropped and `..` resolved lexically.
-fn absolute_lexical(path: &Path) -> PathBuf {
+/// The root under which a folder's files are journaled: `path` made
+/// absolute (against the current directory, without touching the
+/// filesystem), then `.` dropped and `..` resolved lexically, so that
+/// `/srv/in/` and `/srv/in` are one folder across restarts. Symlinks are
+/// kept (the configured name is what the user knows).
+pub fn journal_root(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut out = PathBuf::new();
     for c in abs.components() {

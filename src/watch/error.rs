@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::show;
-use crate::journal::{FileState, JournalError};
+use crate::after_upload::AfterUploadError;
+use crate::journal::JournalError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -53,29 +54,16 @@ pub enum WatchError {
     },
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("file {id} is {state}, not done: the after-upload action is refused")]
-    NotDone { id: i64, state: FileState },
-    #[error(
-        "file {id} ({}) does not belong to watch folder {}",
-        show(path),
-        show(folder)
-    )]
-    NotInFolder {
-        id: i64,
-        path: PathBuf,
-        folder: PathBuf,
-    },
-    #[error("after upload: cannot {op} {}: {source}", show(path))]
-    AfterUpload {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "after upload: cannot move to {}: that name and its numbered variants are all taken",
-        show(path)
-    )]
-    NoFreeName { path: PathBuf },
+    // The after-upload errors, one variant each (the catch-up scan reports
+    // them as the watch stage's).
+    #[error(transparent)]
+    NotDone { source: AfterUploadError },
+    #[error(transparent)]
+    NotInFolder { source: AfterUploadError },
+    #[error(transparent)]
+    AfterUpload { source: AfterUploadError },
+    #[error(transparent)]
+    NoFreeName { source: AfterUploadError },
     #[error("a watch task failed: {0}")]
     Task(String),
 }
@@ -91,10 +79,27 @@ impl WatchError {
             | WatchError::Remounted { path }
             | WatchError::Duplicate { path }
             | WatchError::InotifyLimit { path, .. }
-            | WatchError::NotInFolder { path, .. }
-            | WatchError::AfterUpload { path, .. }
-            | WatchError::NoFreeName { path } => Some(path),
+            | WatchError::NotInFolder {
+                source: AfterUploadError::NotInFolder { path, .. },
+            }
+            | WatchError::AfterUpload {
+                source: AfterUploadError::Io { path, .. },
+            }
+            | WatchError::NoFreeName {
+                source: AfterUploadError::NoFreeName { path },
+            } => Some(path),
             _ => None,
+        }
+    }
+}
+
+impl From<AfterUploadError> for WatchError {
+    fn from(source: AfterUploadError) -> Self {
+        match source {
+            AfterUploadError::NotDone { .. } => WatchError::NotDone { source },
+            AfterUploadError::NotInFolder { .. } => WatchError::NotInFolder { source },
+            AfterUploadError::Io { .. } => WatchError::AfterUpload { source },
+            AfterUploadError::NoFreeName { .. } => WatchError::NoFreeName { source },
         }
     }
 }

@@ -239,4 +239,14 @@ mod tests {
         let err = Filter::new(&["a[".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("a["), "{err}");
     }
+
+    #[test]
+    fn sidecar_and_temp_names_are_ignored_by_watchers() {
+        let f = Filter::new(&[], &[]).unwrap();
+        let side = crate::after_upload::sidecar_path(Path::new("a/clip.mp4"));
+        assert_eq!(side, PathBuf::from("a/clip.mp4.ingestd.json"));
+        assert!(!f.wants_path(&side));
+        let tmp = crate::after_upload::temp_beside(Path::new("a/clip.mp4"), "move");
+        assert!(!f.wants_path(&tmp));
+    }
 }

@@ -31,13 +31,13 @@ mod watcher;
 pub(crate) use availability::check_root;
 pub(crate) use task::{run_folder, First, Timing};
 
-use super::after::move_target;
 use super::filter::Filter;
 use super::identify::MtimeRule;
 use super::notifier::{Backend, Sink};
 use super::scan::Tree;
 use super::settle::Settler;
 use super::{journal_root, WatchError};
+use crate::after_upload::move_target;
 use crate::config::{AfterUpload, WatchSettings};
 use crate::journal::{JournalError, JournalHandle, RootRecord};
 use crate::roots::Shares;

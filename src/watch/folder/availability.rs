@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tracing::{debug, info};
 
 use super::{join_err, relative_inside, Folder, FolderError};
+use crate::after_upload::move_target;
 use crate::config::AfterUpload;
 use crate::roots;
-use crate::watch::after::move_target;
 use crate::watch::identify::MtimeRule;
 use crate::watch::scan::Tree;
 use crate::watch::{show, WatchError};

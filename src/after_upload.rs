@@ -1,29 +1,69 @@
-//! What happens to a file once it is uploaded (`after_upload`): keep it,
-//! delete it, or move it under `move_to`; with keep and move, optionally a
-//! sidecar `NAME.ingestd.json` saying where the video went.
+//! What happens to a file once it is uploaded: keep it, delete it, or move
+//! it under `move_to`; with keep and move, optionally a sidecar
+//! `NAME.ingestd.json` saying where the video went (`sidecar`).
 //!
-//! Synchronous (renames, hashing): run it on a blocking thread. It acts only
-//! on a `done` row whose file is still exactly the file that was uploaded.
+//! Used by the upload workers right after a file is done, and by the watch
+//! stage's catch-up scan for files done while it could not act. Synchronous
+//! (renames, hashing): run it on a blocking thread. It acts only on a `done`
+//! row whose file is still exactly the file that was uploaded, and it never
+//! touches the journal.
+
+mod sidecar;
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{RenameFlags, CWD};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::{journal_root, show, WatchError};
-use crate::config::{AfterUpload, WatchSettings};
+use crate::config::{journal_root, AfterUpload, WatchSettings};
+use crate::display::show_path;
 use crate::journal::{FileIdentity, FileRow, FileState};
+use sidecar::{sidecar_names, Sidecar};
+
+pub use sidecar::{sidecar_path, SIDECAR_SUFFIX};
+
+/// Why an after-upload action was refused or failed. Nothing is lost
+/// either way: the file stays where it is, done.
+#[derive(Debug, thiserror::Error)]
+pub enum AfterUploadError {
+    #[error("file {id} is {state}, not done: the after-upload action is refused")]
+    NotDone { id: i64, state: FileState },
+    #[error(
+        "file {id} ({}) does not belong to watch folder {}",
+        show_path(path),
+        show_path(folder)
+    )]
+    NotInFolder {
+        id: i64,
+        path: PathBuf,
+        folder: PathBuf,
+    },
+    #[error("after upload: cannot {op} {}: {source}", show_path(path))]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "after upload: cannot move to {}: that name and its numbered variants are all taken",
+        show_path(path)
+    )]
+    NoFreeName { path: PathBuf },
+}
+
+/// The watch folder a journal row belongs to, whose action applies to it.
+pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a WatchSettings> {
+    watches.iter().find(|w| w.root() == row.identity.root)
+}
 
 /// Whether the file at `row`'s path, now `meta`, is still the row's: its
 /// size and mtime, and its hints or, when they changed (a remount) or with
 /// `always_sample`, its content sample. The error says what differs.
-pub(super) fn same_file(
+pub(crate) fn same_file(
     row: &FileRow,
     meta: &fs::Metadata,
     always_sample: bool,
@@ -33,7 +73,7 @@ pub(super) fn same_file(
         return Err(format!(
             "{} is not the file journaled (its size or mtime differs: {} bytes now, {} journaled); \
              a new file there is journaled by the next scan",
-            show(&path),
+            show_path(&path),
             meta.len(),
             row.identity.size
         ));
@@ -49,29 +89,26 @@ pub(super) fn same_file(
         } else {
             Err(format!(
                 "{} has new hints and no sample to compare",
-                show(&path)
+                show_path(&path)
             ))
         };
     };
     let sample = File::open(&path)
         .and_then(|f| crate::sample::Sample::of_file(&f, row.identity.size))
-        .map_err(|e| format!("cannot read {}: {e}", show(&path)))?;
+        .map_err(|e| format!("cannot read {}: {e}", show_path(&path)))?;
     if sample != stored {
         return Err(format!(
             "{} has the journaled size and mtime but other content",
-            show(&path)
+            show_path(&path)
         ));
     }
     Ok(())
 }
 
 /// Nothing is deleted or moved unless it is the file that was uploaded.
-fn still_uploaded(row: &FileRow, meta: &fs::Metadata) -> bool {
+pub(crate) fn still_uploaded(row: &FileRow, meta: &fs::Metadata) -> bool {
     same_file(row, meta, false).is_ok()
 }
-
-/// The suffix of sidecar files (ignored by every watch folder).
-pub const SIDECAR_SUFFIX: &str = ".ingestd.json";
 
 /// How many `name (N).ext` candidates are tried before giving up.
 const MAX_SUFFIX: u32 = 10_000;
@@ -103,15 +140,11 @@ pub enum AfterUploadOutcome {
     },
 }
 
-/// `NAME.ingestd.json` beside `file`.
-pub fn sidecar_path(file: &Path) -> PathBuf {
-    let mut s = file.as_os_str().to_owned();
-    s.push(SIDECAR_SUFFIX);
-    PathBuf::from(s)
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WatchError + 'a {
-    move |source| WatchError::AfterUpload {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> AfterUploadError + 'a {
+    move |source| AfterUploadError::Io {
         op,
         path: path.to_path_buf(),
         source,
@@ -125,21 +158,21 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wat
 /// is left alone. `sidecar` writes `NAME.ingestd.json` (keep and move).
 /// `video_json` is the Video object of the completing reply (for the player
 /// URL); `None` is fine.
-pub fn after_upload(
+pub fn apply(
     watch: &WatchSettings,
     row: &FileRow,
     video_json: Option<&str>,
     sidecar: bool,
-) -> Result<AfterUploadOutcome, WatchError> {
+) -> Result<AfterUploadOutcome, AfterUploadError> {
     if row.state != FileState::Done {
-        return Err(WatchError::NotDone {
+        return Err(AfterUploadError::NotDone {
             id: row.id,
             state: row.state,
         });
     }
-    let root = journal_root(&watch.path);
+    let root = watch.root();
     if row.identity.root != root {
-        return Err(WatchError::NotInFolder {
+        return Err(AfterUploadError::NotInFolder {
             id: row.id,
             path: row.path(),
             folder: root,
@@ -149,13 +182,13 @@ pub fn after_upload(
     let meta = match fs::metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            info!(id = row.id, path = %show(&path), "uploaded file is already gone from the watch folder");
+            info!(id = row.id, path = %show_path(&path), "uploaded file is already gone from the watch folder");
             return Ok(AfterUploadOutcome::Vanished { path });
         }
         Err(e) => return Err(io_err("inspect", &path)(e)),
     };
     if !still_uploaded(row, &meta) {
-        warn!(id = row.id, path = %show(&path),
+        warn!(id = row.id, path = %show_path(&path),
             "the file changed after it was uploaded; leaving it in place (it will be uploaded as a new file)");
         return Ok(AfterUploadOutcome::Changed { path });
     }
@@ -178,11 +211,11 @@ pub fn after_upload(
             // Checked again as late as possible: a rewrite since is kept.
             let meta = fs::metadata(&path).map_err(io_err("inspect", &path))?;
             if !still_uploaded(row, &meta) {
-                warn!(id = row.id, path = %show(&path), "the file changed after it was uploaded; not deleting it");
+                warn!(id = row.id, path = %show_path(&path), "the file changed after it was uploaded; not deleting it");
                 return Ok(AfterUploadOutcome::Changed { path });
             }
             fs::remove_file(&path).map_err(io_err("delete", &path))?;
-            info!(id = row.id, path = %show(&path), "uploaded file deleted");
+            info!(id = row.id, path = %show_path(&path), "uploaded file deleted");
             Ok(AfterUploadOutcome::Deleted { path })
         }
         AfterUpload::Move(move_to) => move_file(row, &root, move_to, video_json, sidecar),
@@ -200,7 +233,7 @@ fn move_file(
     move_to: &Path,
     video_json: Option<&str>,
     sidecar: bool,
-) -> Result<AfterUploadOutcome, WatchError> {
+) -> Result<AfterUploadOutcome, AfterUploadError> {
     let from = row.path();
     let dest = move_target(root, move_to).join(&row.identity.rel_path);
     let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -240,12 +273,12 @@ fn move_file(
         };
         if !still_uploaded(row, &meta) {
             remove_ours(side_meta.is_some() && !side_exists, &side);
-            warn!(id = row.id, path = %show(&from), "the file changed after it was uploaded; not moving it");
+            warn!(id = row.id, path = %show_path(&from), "the file changed after it was uploaded; not moving it");
             return Ok(AfterUploadOutcome::Changed { path: from });
         }
         match rename_no_replace(&from, &candidate, &row.identity) {
             Ok(()) => {
-                info!(id = row.id, from = %show(&from), to = %show(&candidate), "uploaded file moved");
+                info!(id = row.id, from = %show_path(&from), to = %show_path(&candidate), "uploaded file moved");
                 return Ok(AfterUploadOutcome::Moved {
                     from,
                     to: candidate,
@@ -262,7 +295,7 @@ fn move_file(
             }
         }
     }
-    Err(WatchError::NoFreeName { path: dest })
+    Err(AfterUploadError::NoFreeName { path: dest })
 }
 
 fn remove_ours(ours: bool, side: &Path) {
@@ -342,7 +375,7 @@ fn copy_then_remove(from: &Path, to: &Path, identity: &FileIdentity) -> io::Resu
 }
 
 /// A hidden (so never watched) unique temp name in `target`'s directory.
-fn temp_beside(target: &Path, what: &str) -> PathBuf {
+pub(crate) fn temp_beside(target: &Path, what: &str) -> PathBuf {
     let name = target
         .file_name()
         .map(OsStrExt::as_bytes)
@@ -358,107 +391,6 @@ fn temp_beside(target: &Path, what: &str) -> PathBuf {
         .as_bytes(),
     );
     target.with_file_name(OsString::from_vec(tmp))
-}
-
-/// Whether the sidecar at `side` is about `video_id`.
-fn sidecar_names(side: &Path, video_id: Option<&str>) -> bool {
-    let Some(video_id) = video_id else {
-        return false;
-    };
-    fs::read(side)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("videoId").and_then(|v| v.as_str().map(str::to_owned)))
-        .is_some_and(|v| v == video_id)
-}
-
-/// The content of a sidecar.
-#[derive(Debug)]
-struct Sidecar {
-    video_id: String,
-    json: serde_json::Value,
-}
-
-impl Sidecar {
-    /// Describes the uploaded file (hashing it); `None` if it changed
-    /// while it was hashed.
-    fn describe(
-        row: &FileRow,
-        video_json: Option<&str>,
-        path: &Path,
-    ) -> Result<Option<Sidecar>, WatchError> {
-        let video: Option<serde_json::Value> =
-            video_json.and_then(|j| serde_json::from_str(j).ok());
-        let video_id = row
-            .video_id
-            .clone()
-            .or_else(|| {
-                video
-                    .as_ref()
-                    .and_then(|v| v.get("videoId")?.as_str().map(str::to_owned))
-            })
-            .unwrap_or_default();
-        let player = video
-            .as_ref()
-            .and_then(|v| v.pointer("/assets/player")?.as_str().map(str::to_owned));
-        let sha256 = hash_file(path).map_err(io_err("hash", path))?;
-        let meta = fs::metadata(path).map_err(io_err("inspect", path))?;
-        if !still_uploaded(row, &meta) {
-            warn!(id = row.id, path = %show(path), "the file changed after it was uploaded; leaving it alone");
-            return Ok(None);
-        }
-        let uploaded_at = row.done_at.and_then(|ms| u64::try_from(ms).ok()).map(|ms| {
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        });
-        let json = serde_json::json!({
-            "videoId": video_id,
-            "player": player,
-            "file": String::from_utf8_lossy(
-                row.identity.rel_path.file_name().map(OsStrExt::as_bytes).unwrap_or_default()
-            ),
-            "size": row.identity.size,
-            "sha256": sha256,
-            "uploadedAt": uploaded_at,
-        });
-        Ok(Some(Sidecar { video_id, json }))
-    }
-
-    /// Writes the sidecar atomically: a hidden temp, flushed, renamed.
-    fn write(&self, side: &Path) -> Result<(), WatchError> {
-        let tmp = temp_beside(side, "write");
-        let result = (|| {
-            let mut f = File::options().write(true).create_new(true).open(&tmp)?;
-            let mut bytes = serde_json::to_vec_pretty(&self.json).map_err(io::Error::other)?;
-            bytes.push(b'\n');
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, side)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(io_err("write the sidecar", side))
-    }
-}
-
-fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 #[cfg(test)]
@@ -483,16 +415,6 @@ mod tests {
             numbered(&odd, 3).as_os_str().as_bytes(),
             b"/d/caf\xe9 (3).mp4"
         );
-    }
-
-    #[test]
-    fn sidecar_and_temp_names_are_ignored_by_watchers() {
-        let f = super::super::filter::Filter::new(&[], &[]).unwrap();
-        let side = sidecar_path(Path::new("a/clip.mp4"));
-        assert_eq!(side, PathBuf::from("a/clip.mp4.ingestd.json"));
-        assert!(!f.wants_path(&side));
-        let tmp = temp_beside(Path::new("a/clip.mp4"), "move");
-        assert!(!f.wants_path(&tmp));
     }
 
     #[test]
