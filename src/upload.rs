@@ -72,27 +72,33 @@ pub type Folders = Live<Vec<WatchSettings>>;
 /// Everything a worker needs, shared by all of them.
 #[derive(Debug, Clone)]
 pub struct Uploader {
-    pub journal: JournalHandle,
-    pub client: Client,
-    pub chunk_size: u64,
-    pub pacer: Arc<Pacer>,
-    pub gate: TokenGate,
-    pub throttle: Arc<Throttle>,
+    /// Where every claim, chunk and outcome is recorded before the next step.
+    pub(crate) journal: JournalHandle,
+    /// The api.video upload client (its token replaced on reload).
+    pub(crate) client: Client,
+    /// `api.chunk_size`, fixed per file at its first request.
+    pub(crate) chunk_size: u64,
+    /// api.video's rate limit is per account: one pacer for every worker.
+    pub(crate) pacer: Arc<Pacer>,
+    /// A refused token pauses every worker.
+    pub(crate) gate: TokenGate,
+    /// `upload.bandwidth_limit`, shared by every upload.
+    pub(crate) throttle: Arc<Throttle>,
     /// Signalled when new work may be in the journal.
-    pub work: Arc<Notify>,
+    pub(crate) work: Arc<Notify>,
     /// The watch folders (replaced on reload), for the after-upload action
     /// of their files.
-    pub watches: Folders,
+    pub(crate) watches: Folders,
     /// How many workers should run (changed on reload).
-    pub slots: Arc<watch::Sender<usize>>,
+    pub(crate) slots: Arc<watch::Sender<usize>>,
     /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Files waiting because the server could not be reached.
-    pub outage: Arc<Outage>,
+    pub(crate) outage: Arc<Outage>,
     /// `upload.in_doubt`: resend, or fail, a one-request file in doubt.
-    pub in_doubt: InDoubt,
+    pub(crate) in_doubt: InDoubt,
     /// Watch roots that are unavailable: their files wait.
-    pub shares: Arc<crate::roots::Shares>,
+    pub(crate) shares: Arc<crate::roots::Shares>,
 }
 
 /// How one attempt at a file ended.

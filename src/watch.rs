@@ -75,7 +75,7 @@ pub fn file_is_back(row: &FileRow) -> Result<(), String> {
 /// is a readable directory (for `check-config` and start-up messages).
 pub(crate) fn check_folder(watch: &WatchSettings) -> Result<(), WatchError> {
     filter::Filter::new(&watch.include, &watch.exclude)?;
-    folder::check_root(&journal_root(&watch.path)).map(|_| ())
+    folder::check_root(&watch.root()).map(|_| ())
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ fn identify(path: &Path, watches: &[WatchSettings]) -> Result<FileIdentity, Stri
     // the way to the file) must not make a second identity.
     let real_file = std::fs::canonicalize(&abs).ok();
     for w in watches {
-        let root = watch::journal_root(&w.path);
+        let root = w.root();
         let real_root = std::fs::canonicalize(&root).ok();
         if let (Some(f), Some(r)) = (&real_file, &real_root) {
             if let Ok(rel) = f.strip_prefix(r) {

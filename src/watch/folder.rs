@@ -36,7 +36,7 @@ use super::identify::MtimeRule;
 use super::notifier::{Backend, Sink};
 use super::scan::Tree;
 use super::settle::Settler;
-use super::{journal_root, WatchError};
+use super::WatchError;
 use crate::after_upload::move_target;
 use crate::config::{AfterUpload, WatchSettings};
 use crate::journal::{JournalError, JournalHandle, RootRecord};
@@ -128,7 +128,7 @@ impl Folder {
         sidecars: bool,
         shares: Arc<Shares>,
     ) -> Result<Folder, WatchError> {
-        let root = journal_root(&settings.path);
+        let root = settings.root();
         let mut base_filter = Filter::new(&settings.include, &settings.exclude)?;
         for other in others {
             if let Some(rel) = relative_inside(other, &root) {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use super::folder::{run_folder, First, Folder, FolderError, Timing};
-use super::{journal_root, show, ScanReport, WatchError};
+use super::{show, ScanReport, WatchError};
 use crate::config::WatchSettings;
 use crate::journal::JournalHandle;
 use crate::roots::Shares;
@@ -73,7 +73,7 @@ fn folders(
     opts: &WatchOptions,
 ) -> Result<Vec<Folder>, WatchError> {
     let sidecars = opts.sidecars;
-    let roots: Vec<PathBuf> = watches.iter().map(|w| journal_root(&w.path)).collect();
+    let roots: Vec<PathBuf> = watches.iter().map(WatchSettings::root).collect();
     let mut seen = HashSet::new();
     for root in &roots {
         if !seen.insert(root) {
@@ -185,7 +185,7 @@ pub async fn run(
     mut opts: WatchOptions,
     cancel: CancellationToken,
 ) -> Result<(), WatchError> {
-    let roots: Vec<PathBuf> = watches.iter().map(|w| journal_root(&w.path)).collect();
+    let roots: Vec<PathBuf> = watches.iter().map(WatchSettings::root).collect();
     opts.shares.retain(&roots);
     let folders = folders(&watches, &journal, &work, &opts)?;
     let (first_tx, mut first_rx) = mpsc::unbounded_channel();
