@@ -17,7 +17,7 @@
 //! [`Emulator::set_down`] takes the whole server down (connections refused,
 //! open ones dropped) and brings it back on the same address.
 //!
-//! Layout: `serve` (router, connections, down/up), `upload` (`POST /upload`),
+//! Layout: `serve` (router, connections, down/up), `conn` (one connection's kill switch), `upload` (`POST /upload`),
 //! `tokens` (API keys, upload tokens), `control` (`/_emulator/*`), `faults`,
 //! `rate`, `range` (`Content-Range`), `store` (videos and their files),
 //! `catalogue` (errors). This file holds the public surface and the state the
@@ -29,6 +29,7 @@
 //! `tests/emulator_island.rs` checks this.
 
 mod catalogue;
+mod conn;
 mod control;
 mod faults;
 mod range;

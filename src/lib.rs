@@ -2,44 +2,53 @@
 //! uploads each finished file to api.video with a delegated upload token, in
 //! resumable byte-range chunks.
 //!
-//! # Layout: one module per stage
+//! # Layout: the folder list is the pipeline
 //!
 //! ```text
-//!  config ──Settings──▶ daemon ──spawns──▶ upload workers ──HTTP──▶ api.video (or emulator)
-//!                          │                    │   ▲
-//!                          │ claim / progress   ▼   │ rows
-//!                          └──────────────▶ journal (SQLite, the only queue)
+//!  watch ──rows──▶ journal (SQLite, the only queue) ──Notify──▶ upload ──▶ after_upload
+//!    ▲                                                             │
+//!    └──────────────── supervised by daemon (service reports) ─────┘
 //! ```
 //!
-//! - [`config`]: figment (defaults → TOML → `INGESTD_*` env) into validated [`config::Settings`].
-//! - [`journal`]: the SQLite journal; every SQL statement of the project lives there.
-//!   It has one owner thread; async code talks to it through [`journal::JournalHandle`].
-//! - [`apivideo`]: the wire protocol: multipart requests, `Content-Range`,
-//!   problem-JSON replies classified into typed errors.
-//! - [`upload`]: the chunk plan, streaming chunks from disk, retry with persisted
-//!   backoff, global rate-limit pacing, the token gate that pauses all work on a 401.
-//! - [`daemon`]: wiring: workers in a `JoinSet`, cancellation, signals.
-//! - [`token`]: upload-token management (create, list, show, delete) with the
-//!   account's API key.
-//! - [`service`]: life under systemd: sd_notify (ready, status, watchdog), the
-//!   upload counters, and the optional `/metrics` and `/healthz` endpoint.
-//! - [`emulator`]: a local api.video-compatible upload endpoint for tests and `demo`.
+//! Stages, in pipeline order:
+//! - [`watch`]: watch folders (inotify or polling), reconcile scans, settling,
+//!   root availability; journals new files and queues finished ones.
+//! - [`journal`]: the queue: rows, guarded transitions, claims, the lock file;
+//!   every SQL statement of the project lives there.
+//! - [`upload`]: the workers: chunk plan, the attempt and its pure decision
+//!   table, pacing, the token gate, retries.
+//! - `after_upload`: keep, delete or move an uploaded file, and its sidecar.
+//! - [`daemon`]: wires the stages (session, worker pool, reload, the
+//!   foreground runs) and stops them together.
+//! - [`service`]: what systemd and monitoring see: sd_notify, `/metrics`,
+//!   `/healthz`. It reads shared state and imports no stage internals.
+//!
+//! Below the stages: [`config`] (raw → validated settings once; [`config::Live`]
+//! for what a reload changes), [`apivideo`] (every wire fact), `roots` (is
+//! a watch root there, or a share away), [`sample`] (content samples),
+//! `display` and [`logging`]. Above them: [`cli`], one file per command.
+//! [`emulator`] is an island: a local api.video for tests and `demo` that
+//! imports nothing from the product.
+//!
+//! Stages import downward only (`daemon` → `watch`/`upload`/`after_upload` →
+//! `journal`/`apivideo`/`config`), and a module is `pub(crate)` unless the
+//! binary, `tests/` or `benches/` need it.
 //!
 //! Crash safety comes from the journal: after every acknowledged chunk the
 //! offset and the videoId are committed before the next chunk is sent, so a
 //! `kill -9` at any instant loses at most the chunk in flight.
 
-pub mod after_upload;
+pub(crate) mod after_upload;
 pub mod apivideo;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod display;
+pub(crate) mod display;
 pub mod doctor;
 pub mod emulator;
 pub mod journal;
 pub mod logging;
-pub mod roots;
+pub(crate) mod roots;
 pub mod sample;
 pub mod service;
 pub mod token;

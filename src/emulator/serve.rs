@@ -8,7 +8,7 @@
 //! `tokens`, `control`). Imports nothing from the product.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::catalogue::{self as cat, Problem};
-use super::store::lock;
+use super::conn::ConnKill;
 use super::{control, rate, tokens, upload, App};
 
 /// Where the server task is, for [`Emulator::set_down`](super::Emulator::set_down).
@@ -35,71 +35,6 @@ pub(crate) enum Phase {
     Down,
     /// The address could not be bound again after a down period.
     Failed(String),
-}
-
-/// Put in every request's extensions: [`ConnKill::kill`] drops the
-/// connection; [`ConnKill::begin_store`] tells a server going down that a
-/// chunk is being stored, so its reply is not lost.
-#[derive(Clone)]
-pub(crate) struct ConnKill {
-    token: CancellationToken,
-    phase: Arc<Mutex<ConnPhase>>,
-}
-
-/// What a connection's current request is doing, as far as going down cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ConnPhase {
-    /// Reading a request (or idle): dropping it loses nothing stored.
-    Receiving,
-    /// Storing a chunk: its reply must go out.
-    Storing,
-    /// The server went down: nothing more is stored on this connection.
-    Down,
-}
-
-impl ConnKill {
-    fn new() -> ConnKill {
-        ConnKill {
-            token: CancellationToken::new(),
-            phase: Arc::new(Mutex::new(ConnPhase::Receiving)),
-        }
-    }
-
-    /// Drops the connection (with a reset).
-    pub(crate) fn kill(&self) {
-        self.token.cancel();
-    }
-
-    /// A new request started on this connection.
-    pub(crate) fn request_started(&self) {
-        let mut phase = lock(&self.phase);
-        if *phase != ConnPhase::Down {
-            *phase = ConnPhase::Receiving;
-        }
-    }
-
-    /// The request is about to store its chunk; false if the server went
-    /// down first (then nothing may be stored).
-    pub(crate) fn begin_store(&self) -> bool {
-        let mut phase = lock(&self.phase);
-        if *phase == ConnPhase::Down {
-            return false;
-        }
-        *phase = ConnPhase::Storing;
-        true
-    }
-
-    /// The server is going down: true if the connection may be dropped at
-    /// once (nothing more will be stored on it), false if a chunk is being
-    /// stored and its reply should go out first.
-    fn going_down(&self) -> bool {
-        let mut phase = lock(&self.phase);
-        if *phase == ConnPhase::Storing {
-            return false;
-        }
-        *phase = ConnPhase::Down;
-        true
-    }
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {

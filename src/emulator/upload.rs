@@ -17,9 +17,9 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::catalogue::{self as cat, Problem};
+use super::conn::ConnKill;
 use super::faults::Fault;
 use super::range::{self, ContentRange};
-use super::serve::ConnKill;
 use super::store::{Accepted, Chunk, MAX_CHUNK};
 use super::App;
 
