@@ -5,10 +5,12 @@
 //! - `run`: `ingestd run`, `run --once`, `upload FILE…` (their report).
 //! - `status`, `retry`, `check_config`, `token`, `demo`.
 
+pub mod check_config;
 pub mod demo;
 pub mod retry;
 pub mod run;
 pub mod status;
+pub mod token;
 
 use std::process::ExitCode;
 

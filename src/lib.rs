@@ -44,13 +44,12 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub(crate) mod display;
-pub mod doctor;
 pub mod emulator;
 pub mod journal;
 pub mod logging;
 pub(crate) mod roots;
 pub mod sample;
 pub mod service;
-pub mod token;
+
 pub mod upload;
 pub mod watch;

@@ -12,11 +12,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use ingestd::cli::{self, demo, retry, run, status, EXIT_CONFIG};
+use ingestd::cli::{self, check_config, demo, retry, run, status, token, EXIT_CONFIG};
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, Reloads};
 use ingestd::journal::FileState;
-use ingestd::{doctor, emulator, logging, token};
+use ingestd::{emulator, logging};
 
 #[derive(Parser)]
 #[command(
@@ -210,7 +210,7 @@ macro_rules! token_or_exit {
             eprintln!("ingestd: invalid configuration: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
-        if let Some(warning) = doctor::exposed_token_file(&$settings) {
+        if let Some(warning) = check_config::exposed_token_file(&$settings) {
             tracing::warn!("{warning}");
         }
     };
@@ -259,30 +259,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { online } => {
             let settings = config_or_exit!(config_path);
-            print!("{}", settings.render());
-            let mut findings = doctor::check(&settings);
-            if online {
-                findings.push(doctor::check_online(&settings).await);
-            }
-            println!();
-            for f in &findings {
-                let tag = match f.level {
-                    doctor::Level::Ok => "ok   ",
-                    doctor::Level::Warning => "warn ",
-                    doctor::Level::Error => "error",
-                };
-                println!("# {tag} {}", f.message);
-            }
-            if let Err(e) = settings.require_token() {
-                eprintln!("ingestd: invalid configuration: {e}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-            if findings.iter().any(|f| f.level == doctor::Level::Error) {
-                eprintln!("ingestd: the configuration is valid, but this machine does not fit it (see the errors above)");
-                return Ok(ExitCode::FAILURE);
-            }
-            eprintln!("configuration OK");
-            Ok(ExitCode::SUCCESS)
+            Ok(check_config::run(&settings, online).await)
         }
         Command::Emulator { listen, options } => {
             logging::init(LogFormat::Auto, "info");

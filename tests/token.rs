@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use ingestd::emulator::{Emulator, EmulatorOptions};
-use ingestd::token::{
+use ingestd::cli::token::{
     self, api_key_from, run_with_key, ApiKey, TokenArgs, TokenClient, TokenCommand, TokenError,
 };
+use ingestd::emulator::{Emulator, EmulatorOptions};
 use reqwest::multipart::{Form, Part};
 use reqwest::Url;
 use serde_json::Value;

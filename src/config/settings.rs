@@ -1,7 +1,7 @@
 //! The validated configuration: [`Settings`] and the types of its sections,
 //! the limits and defaults they are checked against, and the few methods
-//! that answer questions about a checked value (the upload URL, the watch
-//! root, the token).
+//! that answer questions about a checked value (the watch root, the token;
+//! the upload URL is a wire fact, `apivideo`'s).
 //!
 //! Nothing here reads a file or the environment, and nothing re-checks a
 //! value: a value of these types has already passed `validate`.
@@ -141,16 +141,6 @@ pub struct ApiSettings {
     pub token: Option<(UploadToken, TokenSource)>,
     /// [`MIN_CHUNK_SIZE`] ..= [`MAX_CHUNK_SIZE`].
     pub chunk_size: u64,
-}
-
-impl ApiSettings {
-    /// `{base_url}/upload`, without the token (the caller adds `?token=`).
-    pub fn upload_url(&self) -> reqwest::Url {
-        let mut url = self.base_url.clone();
-        let path = format!("{}/upload", url.path().trim_end_matches('/'));
-        url.set_path(&path);
-        url
-    }
 }
 
 #[derive(Debug, Clone)]

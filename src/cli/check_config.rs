@@ -7,7 +7,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use super::EXIT_CONFIG;
+use crate::apivideo::{Client, TokenCheck};
 use crate::config::{AfterUpload, Settings, TokenSource, WatchMode, WatchSettings};
 use crate::display::show_path;
 use crate::roots::mountinfo::{self, AttrCache, Mount};
@@ -328,37 +331,51 @@ pub async fn check_online(settings: &Settings) -> Finding {
     let Some((token, _)) = &settings.api.token else {
         return Finding::error("no upload token to check");
     };
-    let client = match crate::apivideo::http_client() {
+    let client = match Client::new(settings.api.base_url.clone(), token.clone()) {
         Ok(c) => c,
         Err(e) => return Finding::error(e.to_string()),
     };
-    let mut url = settings.api.upload_url();
-    url.query_pairs_mut().append_pair("token", token.expose());
-    let form = reqwest::multipart::Form::new().text("check", "ingestd");
     let base = settings.api.base_url.to_string();
-    let request = client
-        .post(url)
-        .multipart(form)
-        .timeout(std::time::Duration::from_secs(30));
-    match request.send().await {
-        Err(e) => Finding::error(format!("cannot reach {base}: {}", e.without_url())),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body = crate::apivideo::read_limited(r).await.unwrap_or_default();
-            let body = String::from_utf8_lossy(&body);
-            match status {
-                400 if body.contains("uploaded-file-no-file") => {
-                    Finding::ok(format!("{base} accepts the upload token"))
-                }
-                401 => Finding::error(format!(
-                    "{base} refuses the upload token (401): it is unknown, deleted or expired"
-                )),
-                s => Finding::warn(format!(
-                    "{base} answered {s} to a token check; expected 400 uploaded-file-no-file"
-                )),
-            }
-        }
+    match client.check_token().await {
+        TokenCheck::Unreachable(e) => Finding::error(format!("cannot reach {base}: {e}")),
+        TokenCheck::Accepted => Finding::ok(format!("{base} accepts the upload token")),
+        TokenCheck::Refused => Finding::error(format!(
+            "{base} refuses the upload token (401): it is unknown, deleted or expired"
+        )),
+        TokenCheck::Unexpected(s) => Finding::warn(format!(
+            "{base} answered {s} to a token check; expected 400 uploaded-file-no-file"
+        )),
     }
+}
+
+/// `ingestd check-config [--online]`: the settings as understood, then one
+/// line per finding. Exit 78 without a token, 1 when the machine does not
+/// fit the configuration.
+pub async fn run(settings: &Settings, online: bool) -> ExitCode {
+    print!("{}", settings.render());
+    let mut findings = check(settings);
+    if online {
+        findings.push(check_online(settings).await);
+    }
+    println!();
+    for f in &findings {
+        let tag = match f.level {
+            Level::Ok => "ok   ",
+            Level::Warning => "warn ",
+            Level::Error => "error",
+        };
+        println!("# {tag} {}", f.message);
+    }
+    if let Err(e) = settings.require_token() {
+        eprintln!("ingestd: invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if findings.iter().any(|f| f.level == Level::Error) {
+        eprintln!("ingestd: the configuration is valid, but this machine does not fit it (see the errors above)");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("configuration OK");
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
