@@ -6,6 +6,7 @@
 //! # Layout
 //! - `session`: the journal opened and locked, the shared upload state.
 //! - `workers`: the worker-slot pool.
+//! - `stages`: the stages in one named `JoinSet`; the first error stops all.
 //! - `reload`: SIGHUP, the configuration applied again.
 //! - `foreground`: `ingestd upload FILE…` and `ingestd run --once`.
 //!
@@ -14,7 +15,10 @@
 mod foreground;
 mod reload;
 mod session;
+mod stages;
 mod workers;
+
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -27,9 +31,10 @@ use crate::upload::WorkerError;
 use crate::watch::{self, WatchError};
 
 pub use foreground::{run_once, upload_files, UploadResult};
-use reload::spawn_reloader;
+use reload::follow_reloads;
 pub use reload::{apply_reload, Reloads};
 pub use session::Session;
+use stages::{Stage, Stages};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -81,37 +86,43 @@ pub async fn run(
         concurrency = session.concurrency,
         "ingestd running"
     );
-    let reloader = spawn_reloader(
-        &session,
-        reloads,
-        settings.clone(),
-        notifier.clone(),
-        shutdown.clone(),
-    );
-    // The watch stage and the workers stop together: a fatal error in one
-    // cancels the other.
+    // Every stage stops on `stop`: SIGTERM, or the first fatal error of any
+    // of them. The metrics endpoint outlives it, to show the drain.
     let stop = shutdown.child_token();
-    let supervisor = tokio::spawn(service::supervise(notifier, vitals.clone(), stop.clone()));
-    // The endpoint outlives `stop`: it shows the drain of the workers.
     let metrics_stop = CancellationToken::new();
-    let metrics_task = metrics_server.map(|server| {
-        let vitals = vitals.clone();
-        let metrics_stop = metrics_stop.clone();
-        tokio::spawn(async move {
+    let session = Arc::new(session);
+    let mut stages = Stages::default();
+    stages.spawn(
+        Stage::Reload,
+        follow_reloads(
+            session.uploader.clone(),
+            reloads,
+            settings.clone(),
+            notifier.clone(),
+            stop.clone(),
+        ),
+    );
+    stages.spawn(
+        Stage::Supervisor,
+        service::supervise(notifier, vitals.clone(), stop.clone()),
+    );
+    if let Some(server) = metrics_server {
+        let (vitals, metrics_stop) = (vitals.clone(), metrics_stop.clone());
+        stages.spawn(Stage::Metrics, async move {
             if let Err(e) = server.serve(vitals, metrics_stop).await {
                 error!("{e}");
             }
-        })
-    });
+        });
+    }
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let watch_task = {
+    {
         let journal = session.uploader.journal.clone();
         let work = session.uploader.work.clone();
         let stop = stop.clone();
         let watchers = vitals.watchers.clone();
         let shares = session.uploader.shares.clone();
         let folders = session.uploader.watches.subscribe();
-        tokio::spawn(async move {
+        stages.spawn_fallible(Stage::Watch, async move {
             // However this task ends (a panic included), the daemon stops:
             // uploading without watching would look healthy and do half.
             let _stop_on_exit = stop.clone().drop_guard();
@@ -122,11 +133,11 @@ pub async fn run(
                 watchers.stopped(e.to_string());
                 stop.cancel();
             }
-            watched
-        })
-    };
+            watched.map_err(DaemonError::from)
+        });
+    }
     let watchers = vitals.watchers.clone();
-    tokio::spawn(async move {
+    stages.spawn(Stage::FirstScan, async move {
         if let Ok(report) = ready_rx.await {
             watchers.running();
             info!(
@@ -140,21 +151,26 @@ pub async fn run(
             );
         }
     });
-    let workers = session.run_workers(None, &stop).await;
-    stop.cancel();
-    let watched = watch_task.await.map_err(|e| {
-        DaemonError::Thread(std::io::Error::other(format!(
-            "the watch stage panicked: {e}"
-        )))
-    })?;
-    reloader.abort();
-    let _ = supervisor.await;
-    metrics_stop.cancel();
-    if let Some(task) = metrics_task {
-        let _ = task.await;
+    {
+        let (session, stop) = (session.clone(), stop.clone());
+        stages.spawn_fallible(Stage::Workers, async move {
+            let workers = session.run_workers(None, &stop).await;
+            stop.cancel();
+            workers
+        });
     }
+    let mut ended = stages.wait(&stop, &metrics_stop).await;
     info!("stopped; the journal is consistent");
-    workers?;
-    watched?;
+    // The workers' error first: it says what the journal could not record.
+    for stage in [
+        Stage::Workers,
+        Stage::Watch,
+        Stage::Supervisor,
+        Stage::FirstScan,
+        Stage::Reload,
+        Stage::Metrics,
+    ] {
+        ended.remove(&stage).unwrap_or(Ok(()))?;
+    }
     Ok(())
 }

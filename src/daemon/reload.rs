@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{DaemonError, Session};
+use super::DaemonError;
 use crate::config::{self, Settings};
 use crate::service::Notifier;
 use crate::upload::Uploader;
@@ -74,24 +74,24 @@ impl Reloads {
     }
 }
 
-/// Re-reads the configuration on each request; a bad one is logged and ignored.
-pub(super) fn spawn_reloader(
-    session: &Session,
+/// Re-reads the configuration on each request until `stop`; a bad one is
+/// logged and ignored.
+pub(super) async fn follow_reloads(
+    uploader: Uploader,
     reloads: Reloads,
     started: Settings,
     notifier: Option<Notifier>,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let uploader = session.uploader.clone();
+    stop: CancellationToken,
+) {
     let Reloads {
         mut requests,
         config_path,
     } = reloads;
-    tokio::spawn(async move {
+    {
         loop {
             tokio::select! {
                 asked = requests.recv() => if asked.is_none() { return },
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
             }
             info!("SIGHUP: reloading the configuration");
             if let Some(n) = &notifier {
@@ -123,5 +123,5 @@ pub(super) fn spawn_reloader(
                 n.ready();
             }
         }
-    })
+    }
 }

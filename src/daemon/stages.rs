@@ -1,0 +1,102 @@
+//! The daemon's stages in one named `JoinSet`: each task is spawned with the
+//! [`Stage`] it is, so a panic or an error says which part of the daemon
+//! failed, and the first of them stops the others (through `stop`). The
+//! metrics endpoint is told to end only once nothing else is left, so it
+//! shows the drain. What a stage does is its own module's business.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::task::{Id, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+
+/// A long-running part of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Stage {
+    Watch,
+    Workers,
+    Supervisor,
+    FirstScan,
+    Reload,
+    Metrics,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Watch => "watch stage",
+            Stage::Workers => "worker pool",
+            Stage::Supervisor => "supervisor",
+            Stage::FirstScan => "first-scan report",
+            Stage::Reload => "reloader",
+            Stage::Metrics => "metrics endpoint",
+        }
+    }
+}
+
+/// The running stages.
+#[derive(Default)]
+pub(super) struct Stages {
+    set: JoinSet<(Stage, Result<(), DaemonError>)>,
+    /// Which stage each task is, for a panic (its `JoinError` has only the id).
+    running: HashMap<Id, Stage>,
+}
+
+impl Stages {
+    /// Runs `task` as `stage`; it cannot fail (only panic).
+    pub(super) fn spawn(&mut self, stage: Stage, task: impl Future<Output = ()> + Send + 'static) {
+        self.spawn_fallible(stage, async move {
+            task.await;
+            Ok(())
+        });
+    }
+
+    /// Runs `task` as `stage`; its error stops the daemon.
+    pub(super) fn spawn_fallible(
+        &mut self,
+        stage: Stage,
+        task: impl Future<Output = Result<(), DaemonError>> + Send + 'static,
+    ) {
+        let id = self.set.spawn(async move { (stage, task.await) }).id();
+        self.running.insert(id, stage);
+    }
+
+    /// Waits for every stage. The first error or panic cancels `stop`; once
+    /// only the metrics endpoint is left, `metrics_stop` ends it. Returns
+    /// how each stage ended.
+    pub(super) async fn wait(
+        mut self,
+        stop: &CancellationToken,
+        metrics_stop: &CancellationToken,
+    ) -> HashMap<Stage, Result<(), DaemonError>> {
+        let mut ended = HashMap::new();
+        loop {
+            if self.running.values().all(|s| *s == Stage::Metrics) {
+                metrics_stop.cancel();
+            }
+            let Some(joined) = self.set.join_next_with_id().await else {
+                return ended;
+            };
+            let (id, stage, result) = match joined {
+                Ok((id, (stage, result))) => (id, stage, result),
+                Err(e) => {
+                    let id = e.id();
+                    let stage = self.running.get(&id).copied().unwrap_or(Stage::Supervisor);
+                    let why = format!("the {} panicked: {e}", stage.name());
+                    (
+                        id,
+                        stage,
+                        Err(DaemonError::Thread(std::io::Error::other(why))),
+                    )
+                }
+            };
+            self.running.remove(&id);
+            if result.is_err() {
+                stop.cancel();
+            }
+            ended.insert(stage, result);
+        }
+    }
+}
