@@ -14,8 +14,9 @@ use super::plan::{chunk_at, is_chunked};
 use super::retry::backoff_delay;
 use super::send::{display_name, ChunkResult};
 use super::source::{self, Stop};
+use super::Turn;
 use super::{Outcome, Uploader, WorkerError};
-use crate::apivideo::{ErrorClass, RateInfo, MAX_TOTAL_BYTES};
+use crate::apivideo::{ByteRange, ErrorClass, RateInfo, MAX_TOTAL_BYTES};
 use crate::display::show_path;
 use crate::journal::{now_ms, FileRow};
 
@@ -35,6 +36,25 @@ fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
     })
 }
 
+/// Where an attempt stands after a stored chunk.
+enum Next {
+    /// Send the chunk at this offset.
+    Send(u64),
+    /// The attempt ended.
+    Ended(Outcome),
+}
+
+/// A chunk the server holds, as [`Uploader::record_stored`] records it.
+struct Stored {
+    range: ByteRange,
+    video_id: String,
+    /// The Video object of the completing reply, as JSON.
+    video: Option<String>,
+    /// A reply came (not only an overlap): the server can be reached.
+    reached: bool,
+    ranged: bool,
+}
+
 impl Uploader {
     /// Uploads one claimed file as far as it goes.
     pub async fn upload(
@@ -46,28 +66,10 @@ impl Uploader {
         let path = row.path();
         let shown = show_path(&path);
         let size = row.identity.size;
-
-        let mut file = match source::open(&self.shares, &row).await {
-            Ok(f) => f,
-            Err(stop) => return self.stop(&row, stop).await,
+        let mut file = match self.open_checked(&row, &shown).await? {
+            Ok(file) => file,
+            Err(outcome) => return Ok(outcome),
         };
-        if let Err(stop) = source::verify_start(&self.shares, &self.journal, &row, &file).await {
-            return self.stop(&row, stop).await;
-        }
-        if size == 0 {
-            let why = "the file is empty: nothing to upload";
-            self.journal.call(move |j| j.mark_failed(id, why)).await?;
-            return Ok(Outcome::Failed);
-        }
-        if size > MAX_TOTAL_BYTES {
-            let why = format!(
-                "the file is {size} bytes, over api.video's limit of {MAX_TOTAL_BYTES} bytes"
-            );
-            error!(id, path = %shown, "{why}");
-            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
-            return Ok(Outcome::Failed);
-        }
-
         // The chunk plan, fixed in the journal just before the first request
         // of this attempt (see below).
         let mut plan: Option<(u64, bool)> = None;
@@ -89,25 +91,10 @@ impl Uploader {
         }
 
         while offset < size {
-            if cancel.is_cancelled() {
-                self.journal.call(move |j| j.release(id, None)).await?;
-                return Ok(Outcome::Released);
-            }
-            if let Err(stop) = source::check_chunk(&self.shares, &row, &file).await {
-                return self.stop(&row, stop).await;
-            }
-            let turn = self.pacer.wait_turn(cancel).await;
-            if cancel.is_cancelled() {
-                self.journal.call(move |j| j.release(id, None)).await?;
-                return Ok(Outcome::Released);
-            }
-            let generation = self.gate.state().generation;
-            if self.gate.state().refused.is_some() {
-                self.journal
-                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
-                    .await?;
-                return Ok(Outcome::Paused);
-            }
+            let (turn, generation) = match self.before_chunk(&row, &file, cancel).await? {
+                Ok(ready) => ready,
+                Err(outcome) => return Ok(outcome),
+            };
             // Fixing the plan also notes, when there is no videoId yet, that
             // a request that may create one is about to go: as late as this,
             // so a crash while waiting for a turn puts nothing in doubt.
@@ -162,84 +149,31 @@ impl Uploader {
                     retry_after,
                     not_creating,
                 } => {
-                    let rate = RateInfo {
-                        retry_after: Some(retry_after.as_secs()),
-                        ..RateInfo::default()
-                    };
-                    self.pacer.observe(turn, &rate, true);
-                    self.metrics.error(ErrorClass::Retry);
-                    if not_creating {
-                        // Refused, so not stored: nothing in flight while
-                        // this waits for its turn.
-                        self.journal.call(move |j| j.not_creating(id)).await?;
-                    }
-                    info!(
-                        id,
-                        path = %shown,
-                        video_id = at.video_id.as_deref().unwrap_or(""),
-                        retry_after_s = retry_after.as_secs(),
-                        "rate limited; waiting"
-                    );
+                    self.rate_limited(&row, &shown, &at, turn, retry_after, not_creating)
+                        .await?;
                     continue;
                 }
                 Step::End(end) => return self.end(&row, &shown, &at, generation, end).await,
             };
             at.maybe_stored = false;
-            let last = range.offset + range.len == size;
-            let check = source::check_chunk(&self.shares, &row, &file).await;
-            match decide::between(check, last) {
-                Between::Go => {}
-                Between::Abandon(why) => {
-                    let why = format!("{why}; the upload to video {vid} was abandoned");
-                    // The videoId first, so the abandoned video is counted
-                    // as an orphan with its id.
-                    let (v, at) = (vid.clone(), range.offset);
-                    self.journal
-                        .call(move |j| j.record_progress(id, &v, at))
-                        .await?;
-                    return self.gone(&row, &why).await;
-                }
-                Between::Stop(stop) => {
-                    // The chunk was stored: record it before waiting.
-                    let (v, done) = (vid.clone(), range.offset + range.len);
-                    self.journal
-                        .call(move |j| j.record_progress(id, &v, done))
-                        .await?;
-                    return self.stop(&row, stop).await;
-                }
-            }
-            offset = range.offset + range.len;
             at.video_id = Some(vid.clone());
-            if offset == size {
-                let json = reply.and_then(|r| r.video).map(|v| v.to_string());
-                let v = vid.clone();
-                let note = doubt_note(row.sends_in_doubt, ranged);
-                if let Some(note) = &note {
-                    warn!(id, path = %shown, video_id = %vid, "{note}");
-                }
-                self.journal
-                    .call(move |j| j.mark_done(id, Some(&v), json.as_deref(), note.as_deref()))
-                    .await?;
-                if reached {
-                    self.server_reached(id).await?;
-                }
-                info!(id, path = %shown, video_id = %vid, size, "upload done");
-                self.after_upload(id).await;
-                return Ok(Outcome::Done { video_id: vid });
-            }
-            let v = vid.clone();
-            self.journal
-                .call(move |j| j.record_progress(id, &v, offset))
-                .await?;
-            if reached {
-                self.server_reached(id).await?;
+            let stored = Stored {
+                range,
+                video_id: vid,
+                video: reply.and_then(|r| r.video).map(|v| v.to_string()),
+                reached,
+                ranged,
+            };
+            match self.record_stored(&row, &shown, &file, stored).await? {
+                Next::Send(next) => offset = next,
+                Next::Ended(outcome) => return Ok(outcome),
             }
             if last_log.elapsed() >= Duration::from_secs(5) || offset == range.len {
                 last_log = Instant::now();
                 info!(
                     id,
                     path = %shown,
-                    video_id = %vid,
+                    video_id = at.video_id.as_deref().unwrap_or(""),
                     "uploaded {} of {} ({}%)",
                     bytesize::ByteSize(offset),
                     bytesize::ByteSize(size),
@@ -257,6 +191,168 @@ impl Uploader {
         Ok(Outcome::Done {
             video_id: at.video_id.unwrap_or_default(),
         })
+    }
+
+    /// Opens the row's file and checks it is still the row's, and that it can
+    /// be uploaded at all; `Err` is how the attempt ends instead.
+    async fn open_checked(
+        &self,
+        row: &FileRow,
+        shown: &str,
+    ) -> Result<Result<tokio::fs::File, Outcome>, WorkerError> {
+        let (id, size) = (row.id, row.identity.size);
+        let file = match source::open(&self.shares, row).await {
+            Ok(f) => f,
+            Err(stop) => return self.stop(row, stop).await.map(Err),
+        };
+        if let Err(stop) = source::verify_start(&self.shares, &self.journal, row, &file).await {
+            return self.stop(row, stop).await.map(Err);
+        }
+        if size == 0 {
+            let why = "the file is empty: nothing to upload";
+            self.journal.call(move |j| j.mark_failed(id, why)).await?;
+            return Ok(Err(Outcome::Failed));
+        }
+        if size > MAX_TOTAL_BYTES {
+            let why = format!(
+                "the file is {size} bytes, over api.video's limit of {MAX_TOTAL_BYTES} bytes"
+            );
+            error!(id, path = %shown, "{why}");
+            self.journal.call(move |j| j.mark_failed(id, &why)).await?;
+            return Ok(Err(Outcome::Failed));
+        }
+        Ok(Ok(file))
+    }
+
+    /// Before each chunk: not shutting down, the file still the row's, a
+    /// turn of the pacer, the token not refused. Returns the turn and the
+    /// token's generation it is sent with, or how the attempt ends.
+    async fn before_chunk(
+        &self,
+        row: &FileRow,
+        file: &tokio::fs::File,
+        cancel: &CancellationToken,
+    ) -> Result<Result<(Turn, u64), Outcome>, WorkerError> {
+        let id = row.id;
+        if cancel.is_cancelled() {
+            self.journal.call(move |j| j.release(id, None)).await?;
+            return Ok(Err(Outcome::Released));
+        }
+        if let Err(stop) = source::check_chunk(&self.shares, row, file).await {
+            return self.stop(row, stop).await.map(Err);
+        }
+        let turn = self.pacer.wait_turn(cancel).await;
+        if cancel.is_cancelled() {
+            self.journal.call(move |j| j.release(id, None)).await?;
+            return Ok(Err(Outcome::Released));
+        }
+        let generation = self.gate.state().generation;
+        if self.gate.state().refused.is_some() {
+            self.journal
+                .call(move |j| j.release(id, Some("paused: the upload token was refused")))
+                .await?;
+            return Ok(Err(Outcome::Paused));
+        }
+        Ok(Ok((turn, generation)))
+    }
+
+    /// A 429: the pacer holds every worker until the window resets; the same
+    /// chunk goes again at the next turn.
+    async fn rate_limited(
+        &self,
+        row: &FileRow,
+        shown: &str,
+        at: &Attempt,
+        turn: Turn,
+        retry_after: Duration,
+        not_creating: bool,
+    ) -> Result<(), WorkerError> {
+        let id = row.id;
+        let rate = RateInfo {
+            retry_after: Some(retry_after.as_secs()),
+            ..RateInfo::default()
+        };
+        self.pacer.observe(turn, &rate, true);
+        self.metrics.error(ErrorClass::Retry);
+        if not_creating {
+            // Refused, so not stored: nothing in flight while this waits
+            // for its turn.
+            self.journal.call(move |j| j.not_creating(id)).await?;
+        }
+        info!(
+            id,
+            path = %shown,
+            video_id = at.video_id.as_deref().unwrap_or(""),
+            retry_after_s = retry_after.as_secs(),
+            "rate limited; waiting"
+        );
+        Ok(())
+    }
+
+    /// A stored chunk: the file checked again, then the chunk recorded (or
+    /// the file finished) before anything else is sent.
+    async fn record_stored(
+        &self,
+        row: &FileRow,
+        shown: &str,
+        file: &tokio::fs::File,
+        stored: Stored,
+    ) -> Result<Next, WorkerError> {
+        let id = row.id;
+        let size = row.identity.size;
+        let Stored {
+            range,
+            video_id: vid,
+            video,
+            reached,
+            ranged,
+        } = stored;
+        let offset = range.offset + range.len;
+        let check = source::check_chunk(&self.shares, row, file).await;
+        match decide::between(check, offset == size) {
+            Between::Go => {}
+            Between::Abandon(why) => {
+                let why = format!("{why}; the upload to video {vid} was abandoned");
+                // The videoId first, so the abandoned video is counted as an
+                // orphan with its id.
+                let (v, at) = (vid.clone(), range.offset);
+                self.journal
+                    .call(move |j| j.record_progress(id, &v, at))
+                    .await?;
+                return self.gone(row, &why).await.map(Next::Ended);
+            }
+            Between::Stop(stop) => {
+                // The chunk was stored: record it before waiting.
+                let v = vid.clone();
+                self.journal
+                    .call(move |j| j.record_progress(id, &v, offset))
+                    .await?;
+                return self.stop(row, stop).await.map(Next::Ended);
+            }
+        }
+        if offset == size {
+            let v = vid.clone();
+            let note = doubt_note(row.sends_in_doubt, ranged);
+            if let Some(note) = &note {
+                warn!(id, path = %shown, video_id = %vid, "{note}");
+            }
+            self.journal
+                .call(move |j| j.mark_done(id, Some(&v), video.as_deref(), note.as_deref()))
+                .await?;
+            if reached {
+                self.server_reached(id).await?;
+            }
+            info!(id, path = %shown, video_id = %vid, size, "upload done");
+            self.after_upload(id).await;
+            return Ok(Next::Ended(Outcome::Done { video_id: vid }));
+        }
+        self.journal
+            .call(move |j| j.record_progress(id, &vid, offset))
+            .await?;
+        if reached {
+            self.server_reached(id).await?;
+        }
+        Ok(Next::Send(offset))
     }
 
     /// Carries out how the attempt ends.
