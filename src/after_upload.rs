@@ -56,7 +56,10 @@ pub enum AfterUploadError {
 }
 
 /// The watch folder a journal row belongs to, whose action applies to it.
-pub fn folder_of<'a>(watches: &'a [WatchSettings], row: &FileRow) -> Option<&'a WatchSettings> {
+pub(crate) fn folder_of<'a>(
+    watches: &'a [WatchSettings],
+    row: &FileRow,
+) -> Option<&'a WatchSettings> {
     watches.iter().find(|w| w.root() == row.identity.root)
 }
 

@@ -19,7 +19,7 @@ pub use problem::{classify, ApiError, ErrorClass, Problem, RateInfo};
 pub use upload::{http_client, Client, Reply, TokenCheck};
 
 /// Sent with every request, so the server side can tell who is talking.
-pub const USER_AGENT: &str = concat!("ingestd/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("ingestd/", env!("CARGO_PKG_VERSION"));
 
 /// The largest total the `bytes` Content-Range accepts (api.video's limit).
 pub const MAX_TOTAL_BYTES: u64 = 52_428_800_000;
@@ -38,12 +38,12 @@ pub struct ByteRange {
 
 impl ByteRange {
     /// The inclusive last byte.
-    pub fn last_byte(&self) -> u64 {
+    pub(crate) fn last_byte(&self) -> u64 {
         self.offset + self.len - 1
     }
 
     /// `bytes FROM-TO/TOTAL`, TO inclusive.
-    pub fn content_range(&self) -> String {
+    pub(crate) fn content_range(&self) -> String {
         format!("bytes {}-{}/{}", self.offset, self.last_byte(), self.total)
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// A path for humans: lossy for names that are not UTF-8, control
 /// characters escaped so a name cannot forge a line.
-pub fn show_path(p: &Path) -> String {
+pub(crate) fn show_path(p: &Path) -> String {
     String::from_utf8_lossy(p.as_os_str().as_bytes())
         .escape_debug()
         .to_string()

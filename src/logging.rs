@@ -17,7 +17,7 @@ use crate::config::LogFormat;
 
 /// Whether stderr is the systemd journal: `$JOURNAL_STREAM` names the
 /// device and inode of the stream systemd connected (see systemd.exec(5)).
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
@@ -31,7 +31,7 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// Resolves `auto` for this process.
-pub fn effective(format: LogFormat) -> LogFormat {
+pub(crate) fn effective(format: LogFormat) -> LogFormat {
     match format {
         LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
         LogFormat::Auto => LogFormat::Text,

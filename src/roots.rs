@@ -24,7 +24,7 @@ use crate::journal::RootRecord;
 
 /// What a look at an available root found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootState {
+pub(crate) struct RootState {
     pub record: RootRecord,
     /// The filesystem type (`nfs4`, `cifs`, `fuse.sshfs`, `ext4`…), when
     /// `/proc/self/mountinfo` could be read.
@@ -44,7 +44,7 @@ pub struct Away {
 }
 
 /// What an errno on a watch root means for a person.
-pub fn describe_errno(e: &io::Error) -> String {
+pub(crate) fn describe_errno(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(n) if n == rustix::io::Errno::NOTCONN.raw_os_error() => {
             "the share's server is not connected (ENOTCONN): check the network and the file server; \
@@ -80,7 +80,7 @@ pub fn describe_errno(e: &io::Error) -> String {
 
 /// Whether an I/O error on a file may come from its share going away rather
 /// than from the file itself (the root decides: see [`probe`]).
-pub fn may_be_share(e: &io::Error) -> bool {
+pub(crate) fn may_be_share(e: &io::Error) -> bool {
     let share = [
         rustix::io::Errno::NOTCONN,
         rustix::io::Errno::STALE,
@@ -180,7 +180,7 @@ impl Shares {
     }
 
     /// `root` is unavailable for `why`; true when it was not already.
-    pub fn set_away(&self, root: &Path, why: &str) -> bool {
+    pub(crate) fn set_away(&self, root: &Path, why: &str) -> bool {
         self.with(|m| {
             let k = m.entry(root.to_path_buf()).or_default();
             let new = k.away.is_none();
@@ -190,7 +190,7 @@ impl Shares {
     }
 
     /// `root` is available, as `record` says; true when it was away.
-    pub fn set_back(&self, root: &Path, record: RootRecord) -> bool {
+    pub(crate) fn set_back(&self, root: &Path, record: RootRecord) -> bool {
         self.with(|m| {
             let k = m.entry(root.to_path_buf()).or_default();
             k.record = Some(record);
@@ -200,16 +200,16 @@ impl Shares {
 
     /// Remembers what `root` looked like when last seen available (from
     /// the journal, or a look just taken), without saying it is available.
-    pub fn remember(&self, root: &Path, record: RootRecord) {
+    pub(crate) fn remember(&self, root: &Path, record: RootRecord) {
         self.with(|m| m.entry(root.to_path_buf()).or_default().record = Some(record));
     }
 
     /// Forgets roots no longer configured (after a reload).
-    pub fn retain(&self, roots: &[PathBuf]) {
+    pub(crate) fn retain(&self, roots: &[PathBuf]) {
         self.with(|m| m.retain(|r, _| roots.contains(r)));
     }
 
-    pub fn is_away(&self, root: &Path) -> bool {
+    pub(crate) fn is_away(&self, root: &Path) -> bool {
         self.with(|m| m.get(root).is_some_and(|k| k.away.is_some()))
     }
 
@@ -222,7 +222,7 @@ impl Shares {
         })
     }
 
-    pub fn away_roots(&self) -> Vec<PathBuf> {
+    pub(crate) fn away_roots(&self) -> Vec<PathBuf> {
         self.away().into_iter().map(|(r, _)| r).collect()
     }
 
@@ -234,7 +234,7 @@ impl Shares {
     /// Looks at `root` now (blocking), as an upload worker does after an
     /// error that may be the share's: marks it away if it is, and returns
     /// why. A root this registry never saw is only checked for existence.
-    pub fn check_now(&self, root: &Path) -> Option<String> {
+    pub(crate) fn check_now(&self, root: &Path) -> Option<String> {
         let expected = self.record(root);
         match probe(root, expected.as_ref(), false) {
             Ok(_) => None,

@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use xxhash_rust::xxh3::Xxh3;
 
 /// How much of the head, and of the tail, goes into the sample.
-pub const SPAN: u64 = 1024 * 1024;
+pub(crate) const SPAN: u64 = 1024 * 1024;
 
 /// A file's content sample (see the module doc).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -64,10 +64,10 @@ pub const FOREGROUND_ATTEMPTS: u32 = 5;
 /// On shutdown, the longest the workers may take in all: past it, a worker
 /// stuck in I/O (a dead network mount) is dropped. Its row stays `uploading`
 /// and is resumed at the next start, as after a crash.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(35);
 
 /// The current watch folders; a reload sends a new list.
-pub type Folders = Live<Vec<WatchSettings>>;
+pub(crate) type Folders = Live<Vec<WatchSettings>>;
 
 /// Everything a worker needs, shared by all of them.
 #[derive(Debug, Clone)]

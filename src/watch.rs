@@ -65,7 +65,7 @@ pub fn after_upload(
 /// Whether the file of a `gone` row is back as it was journaled (same size
 /// and mtime at its path, and the same content sample if it had one), for
 /// `ingestd retry`. Blocking. The error says what differs.
-pub fn file_is_back(row: &FileRow) -> Result<(), String> {
+pub(crate) fn file_is_back(row: &FileRow) -> Result<(), String> {
     let path = row.path();
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", show(&path)))?;
     crate::after_upload::same_file(row, &meta, true)

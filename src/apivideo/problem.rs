@@ -24,7 +24,7 @@ pub struct RateInfo {
 }
 
 impl RateInfo {
-    pub fn from_headers(h: &HeaderMap) -> RateInfo {
+    pub(crate) fn from_headers(h: &HeaderMap) -> RateInfo {
         let num = |name: &str| {
             h.get(name)
                 .and_then(|v| v.to_str().ok())
@@ -58,7 +58,7 @@ impl Problem {
     /// was. Every field passes through `clean` (to remove secrets), and
     /// control characters become spaces: server text goes into logs, where
     /// it must not start lines of its own.
-    pub fn from_reply(body: &[u8], clean: impl Fn(&str) -> String) -> Problem {
+    pub(crate) fn from_reply(body: &[u8], clean: impl Fn(&str) -> String) -> Problem {
         let mut problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
             title: Some(if body.is_empty() {
                 "empty reply".to_owned()
@@ -164,7 +164,7 @@ impl ApiError {
     }
 
     /// Whether the request may have been stored although no reply says so.
-    pub fn is_ambiguous(&self) -> bool {
+    pub(crate) fn is_ambiguous(&self) -> bool {
         matches!(self, ApiError::Ambiguous { .. })
     }
 
@@ -177,7 +177,7 @@ impl ApiError {
 
     /// The server already holds this range (or part): after an ambiguous
     /// failure this means "already stored".
-    pub fn is_already_stored(&self) -> bool {
+    pub(crate) fn is_already_stored(&self) -> bool {
         matches!(
             self.slug(),
             Some("video-content-range-by-bytes-range-overlap")
@@ -186,12 +186,12 @@ impl ApiError {
     }
 
     /// The video is already complete: a resent last chunk that was stored.
-    pub fn is_already_complete(&self) -> bool {
+    pub(crate) fn is_already_complete(&self) -> bool {
         self.slug() == Some("video-source-already-uploaded")
     }
 
     /// The videoId sent does not exist (any more) on the server.
-    pub fn is_unknown_video(&self) -> bool {
+    pub(crate) fn is_unknown_video(&self) -> bool {
         matches!(self, ApiError::Rejected { status: 404, problem } if problem.slug() != Some("unrecognized-request-url"))
     }
 }

@@ -96,7 +96,7 @@ impl Client {
     /// Asks the server whether it accepts the token, creating nothing: an
     /// upload request without a file is refused for the missing file (400
     /// `uploaded-file-no-file`) only once the token was accepted.
-    pub async fn check_token(&self) -> TokenCheck {
+    pub(crate) async fn check_token(&self) -> TokenCheck {
         let form = Form::new().text("check", "ingestd");
         let request = self
             .http

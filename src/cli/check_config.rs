@@ -327,7 +327,7 @@ pub fn check(settings: &Settings) -> Vec<Finding> {
 /// Asks the server whether it accepts the token, creating nothing: an
 /// upload request without a file part. A good token gets 400
 /// `uploaded-file-no-file`, a bad one 401.
-pub async fn check_online(settings: &Settings) -> Finding {
+pub(crate) async fn check_online(settings: &Settings) -> Finding {
     let Some((token, _)) = &settings.api.token else {
         return Finding::error("no upload token to check");
     };

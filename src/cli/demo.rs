@@ -45,7 +45,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
 }
 
 /// The SHA-256 of a file, hex, read in blocks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];

@@ -11,7 +11,7 @@ use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, Orphan};
 
 /// One file as `status --json` prints it. The field names are a contract.
 #[derive(Debug, Clone, Serialize)]
-pub struct FileStatus {
+pub(crate) struct FileStatus {
     pub id: i64,
     pub path: String,
     pub state: FileState,
@@ -102,7 +102,7 @@ pub fn status(
     Ok(())
 }
 
-pub fn to_json(rows: &[FileRow]) -> String {
+pub(crate) fn to_json(rows: &[FileRow]) -> String {
     let all: Vec<FileStatus> = rows.iter().map(FileStatus::from).collect();
     // Serializing plain data with string keys cannot fail.
     serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())
@@ -119,7 +119,7 @@ fn age(ms: i64) -> String {
 }
 
 /// A readable table and a summary line.
-pub fn to_table(rows: &[FileRow]) -> String {
+pub(crate) fn to_table(rows: &[FileRow]) -> String {
     let mut out = String::new();
     let header = [
         "ID", "STATE", "PROGRESS", "SIZE", "RATE", "VIDEO", "TRIES", "AGE", "PATH",
@@ -183,7 +183,7 @@ pub fn to_table(rows: &[FileRow]) -> String {
 }
 
 /// `status --orphans --json`: the videos started and abandoned.
-pub fn orphans_to_json(orphans: &[Orphan]) -> String {
+pub(crate) fn orphans_to_json(orphans: &[Orphan]) -> String {
     let all: Vec<serde_json::Value> = orphans
         .iter()
         .map(|o| {
@@ -200,7 +200,7 @@ pub fn orphans_to_json(orphans: &[Orphan]) -> String {
 }
 
 /// `status --orphans`: one block per video to delete in the dashboard.
-pub fn orphans_to_table(orphans: &[Orphan]) -> String {
+pub(crate) fn orphans_to_table(orphans: &[Orphan]) -> String {
     let mut out = String::new();
     for o in orphans {
         let _ = writeln!(

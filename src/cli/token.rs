@@ -36,7 +36,7 @@ pub fn api_key_from(file: Option<&Path>, env: Option<OsString>) -> Result<ApiKey
 }
 
 /// [`api_key_from`] with the process's own `INGESTD_API_KEY`.
-pub fn load_api_key(file: Option<&Path>) -> Result<ApiKey, TokenError> {
+pub(crate) fn load_api_key(file: Option<&Path>) -> Result<ApiKey, TokenError> {
     api_key_from(file, std::env::var_os(API_KEY_ENV))
 }
 
@@ -119,7 +119,7 @@ fn expires_text(t: &UploadTokenInfo) -> &str {
 }
 
 /// A table: one line per token, with a header.
-pub fn format_list(tokens: &[UploadTokenInfo]) -> String {
+pub(crate) fn format_list(tokens: &[UploadTokenInfo]) -> String {
     if tokens.is_empty() {
         return "no active upload tokens".to_owned();
     }
@@ -157,7 +157,7 @@ pub fn format_list(tokens: &[UploadTokenInfo]) -> String {
 }
 
 /// One `key: value` line per field.
-pub fn format_show(t: &UploadTokenInfo) -> String {
+pub(crate) fn format_show(t: &UploadTokenInfo) -> String {
     let ttl = if t.ttl == 0 {
         "0 (never expires)".to_owned()
     } else {

@@ -41,7 +41,7 @@ impl<T: PartialEq> Live<T> {
 
     /// Changes seen from now on, the current value marked seen or not as
     /// `watch::Receiver` does.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<T>> {
         self.tx.subscribe()
     }
 

@@ -59,7 +59,7 @@ pub(crate) struct ConfigFile {
 impl ConfigFile {
     /// Finds and parses the config file: `explicit` (must exist), else
     /// `$INGESTD_CONFIG` (must exist), else `default_path` (optional).
-    pub fn locate(
+    pub(crate) fn locate(
         explicit: Option<&Path>,
         env: &EnvMap,
         default_path: &Path,
@@ -335,7 +335,7 @@ pub(crate) struct Sources {
 
 impl Sources {
     /// defaults (serde) → file → environment.
-    pub fn figment(&self) -> figment::Figment {
+    pub(crate) fn figment(&self) -> figment::Figment {
         let mut figment = figment::Figment::new();
         if let Some(file) = &self.file {
             figment = figment.merge(file.provider());
@@ -359,7 +359,7 @@ impl Sources {
 
     /// Where the value a figment error is about came from, using the error's
     /// own metadata when it has some.
-    pub fn error_origin(&self, error: &figment::Error) -> ValueOrigin {
+    pub(crate) fn error_origin(&self, error: &figment::Error) -> ValueOrigin {
         let path = error.path.as_slice();
         match &error.metadata {
             Some(metadata) if metadata.name == ENV_LAYER_NAME => ValueOrigin::Env {

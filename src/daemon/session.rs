@@ -31,7 +31,7 @@ pub struct Session {
 impl Session {
     /// Once `shutdown` fires, journal writes stop waiting for space on a
     /// full disk, so the stop is never held up by it.
-    pub fn stop_waiting_on(&self, shutdown: &CancellationToken) {
+    pub(crate) fn stop_waiting_on(&self, shutdown: &CancellationToken) {
         let journal = self.uploader.journal.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

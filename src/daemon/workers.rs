@@ -14,7 +14,7 @@ use crate::upload::{Batch, SHUTDOWN_DEADLINE};
 impl Session {
     /// Runs `concurrency` workers until `cancel` (or, with `only`, until
     /// those files are finished). A worker's journal error stops them all.
-    pub async fn run_workers(
+    pub(crate) async fn run_workers(
         &self,
         only: Option<Vec<i64>>,
         cancel: &CancellationToken,

@@ -314,7 +314,7 @@ impl Journal {
 
     /// `ingestd retry` of a `gone` row whose file the caller found back as
     /// journaled: queued again with its progress.
-    pub fn retry_gone(&mut self, id: i64) -> Result<(), JournalError> {
+    pub(crate) fn retry_gone(&mut self, id: i64) -> Result<(), JournalError> {
         self.revive(id, FileState::Queued)
     }
 }

@@ -45,7 +45,7 @@ impl Journal {
     /// (the caller holds the lock) an older schema is brought up to date;
     /// without (another process, the daemon, holds it) it is refused unless
     /// it has the schema this ingestd writes.
-    pub fn open_existing(path: &Path, migrate: bool) -> Result<Journal, JournalError> {
+    pub(crate) fn open_existing(path: &Path, migrate: bool) -> Result<Journal, JournalError> {
         let mut journal = Journal::connect_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let version = journal.existing_version()?;
         if version < MIGRATIONS.len() as i64 {

@@ -403,7 +403,10 @@ impl Journal {
 
     /// Puts failed files back in the queue (`ingestd retry`). With `ids`, only
     /// those; each id gets its own outcome.
-    pub fn retry_failed(&mut self, ids: Option<&[i64]>) -> Result<RetryOutcome, JournalError> {
+    pub(crate) fn retry_failed(
+        &mut self,
+        ids: Option<&[i64]>,
+    ) -> Result<RetryOutcome, JournalError> {
         let ids: Vec<i64> = match ids {
             Some(ids) => ids.to_vec(),
             None => self

@@ -21,7 +21,7 @@ pub struct Mount {
 
 /// How long a client may serve a regular file's attributes from its cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttrCache {
+pub(crate) enum AttrCache {
     /// Not a filesystem that caches attributes (local, tmpfs, ...), or unknown (FUSE).
     NotCached,
     /// `noac`, `actimeo=0` or `acregmax=0`: attributes are always fresh.
@@ -127,7 +127,7 @@ pub fn read() -> std::io::Result<Vec<Mount>> {
 ///
 /// `path` is compared as given: canonicalize it first, as a symlink can lead
 /// onto another mount.
-pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+pub(crate) fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     let mut best: Option<(usize, &Mount)> = None;
     for m in mounts {
         if !path.starts_with(&m.mount_point) {
@@ -142,7 +142,7 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
 }
 
 /// Whether `path` itself is a mount point (some line has exactly this mount point).
-pub fn is_mount_point(mounts: &[Mount], path: &Path) -> bool {
+pub(crate) fn is_mount_point(mounts: &[Mount], path: &Path) -> bool {
     mounts.iter().any(|m| m.mount_point == path)
 }
 
@@ -150,7 +150,7 @@ impl Mount {
     /// "NFS", "SMB", "FUSE", "9P" or None for local filesystems. nfs,
     /// nfs4 → NFS; cifs, smb3, smbfs → SMB; fuse, fuseblk, fuse.* → FUSE;
     /// 9p → 9P.
-    pub fn network_kind(&self) -> Option<&'static str> {
+    pub(crate) fn network_kind(&self) -> Option<&'static str> {
         match self.fs_type.as_str() {
             "nfs" | "nfs4" => Some("NFS"),
             "cifs" | "smb3" | "smbfs" => Some("SMB"),
@@ -181,7 +181,7 @@ impl Mount {
     }
 
     /// How long the client may cache a regular file's attributes.
-    pub fn attr_cache(&self) -> AttrCache {
+    pub(crate) fn attr_cache(&self) -> AttrCache {
         let (explicit, default) = match self.network_kind() {
             Some("NFS") => {
                 if self.has_option("noac") {
@@ -206,7 +206,7 @@ impl Mount {
 
     /// Mtime granularity of the filesystem when coarser than 1 ns: 2 s for
     /// vfat, msdos, exfat, cifs, smb3, smbfs; None otherwise.
-    pub fn mtime_granularity(&self) -> Option<Duration> {
+    pub(crate) fn mtime_granularity(&self) -> Option<Duration> {
         matches!(
             self.fs_type.as_str(),
             "vfat" | "msdos" | "exfat" | "cifs" | "smb3" | "smbfs"

@@ -51,7 +51,7 @@ impl Notifier {
     /// The notifier systemd set up for this process: `None` when not run by
     /// systemd with `Type=notify` (no `$NOTIFY_SOCKET`), or when the variable
     /// cannot be used (logged).
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         Notifier::from_vars(|name| std::env::var_os(name), std::process::id())
     }
 
@@ -171,7 +171,7 @@ impl Notifier {
     }
 
     /// WATCHDOG=1: alive.
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
@@ -192,7 +192,7 @@ impl Notifier {
 
     /// EXTEND_TIMEOUT_USEC=…: the start-up (or stop) takes longer; systemd
     /// waits `by` more from now instead of failing the unit.
-    pub fn extend_timeout(&self, by: Duration) {
+    pub(crate) fn extend_timeout(&self, by: Duration) {
         self.send(&format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()));
     }
 }

@@ -61,19 +61,19 @@ impl Metrics {
     }
 
     /// A retry was scheduled (the file went `retrying`).
-    pub fn retry_scheduled(&self) {
+    pub(crate) fn retry_scheduled(&self) {
         bump(&self.retries_scheduled, 1);
     }
 
-    pub fn file_done(&self) {
+    pub(crate) fn file_done(&self) {
         bump(&self.files_done, 1);
     }
 
-    pub fn file_failed(&self) {
+    pub(crate) fn file_failed(&self) {
         bump(&self.files_failed, 1);
     }
 
-    pub fn file_gone(&self) {
+    pub(crate) fn file_gone(&self) {
         bump(&self.files_gone, 1);
     }
 

@@ -60,7 +60,7 @@ impl TokenGate {
     }
 
     /// Waits until the gate is open; false if cancelled first.
-    pub async fn wait_open(&self, cancel: &CancellationToken) -> bool {
+    pub(crate) async fn wait_open(&self, cancel: &CancellationToken) -> bool {
         let mut rx = self.tx.subscribe();
         tokio::select! {
             r = rx.wait_for(|s| s.refused.is_none()) => r.is_ok(),

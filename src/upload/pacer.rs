@@ -45,7 +45,7 @@ impl Pacer {
     /// Waits until a request may be sent, and counts it. When `cancel` ends
     /// the wait, the turn is counted all the same (at worst the window's
     /// estimate is one request low).
-    pub async fn wait_turn(&self, cancel: &CancellationToken) -> Turn {
+    pub(crate) async fn wait_turn(&self, cancel: &CancellationToken) -> Turn {
         loop {
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,7 +80,7 @@ impl Pacer {
     }
 
     /// Takes in the rate-limit headers of the reply to `turn`'s request.
-    pub fn observe(&self, turn: Turn, rate: &RateInfo, limited: bool) {
+    pub(crate) fn observe(&self, turn: Turn, rate: &RateInfo, limited: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if turn.window != s.window && !limited {
             return;

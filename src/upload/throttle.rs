@@ -19,7 +19,7 @@ impl Throttle {
         }
     }
 
-    pub fn set_rate(&self, rate: u64) {
+    pub(crate) fn set_rate(&self, rate: u64) {
         self.rate.store(rate, Ordering::Relaxed);
     }
 
