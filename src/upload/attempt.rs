@@ -343,7 +343,6 @@ impl Uploader {
                 self.server_reached(id).await?;
             }
             info!(id, path = %shown, video_id = %vid, size, "upload done");
-            self.after_upload(id).await;
             return Ok(Next::Ended(Outcome::Done { video_id: vid }));
         }
         self.journal

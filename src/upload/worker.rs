@@ -63,7 +63,12 @@ impl Uploader {
                     }
                     Err(e) => return Err(e),
                 };
+                // Counted as soon as the journal has it, before the
+                // after-upload action (which may hash or move a large file).
                 self.metrics.outcome(&outcome);
+                if let Outcome::Done { .. } = outcome {
+                    self.after_upload(id).await;
+                }
                 if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
                     b.failed_once(id, *attempts);
                 }
