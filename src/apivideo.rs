@@ -15,8 +15,8 @@ pub mod tokens;
 mod upload;
 
 pub(crate) use problem::{chain, read_limited};
-pub use problem::{classify, ApiError, ErrorClass, Problem, RateInfo};
-pub use upload::{http_client, Client, Reply, TokenCheck};
+pub use problem::{classify, ApiError, ErrorClass, Problem, RateInfo, Reply};
+pub use upload::{http_client, Client, TokenCheck};
 
 /// Sent with every request, so the server side can tell who is talking.
 pub(crate) const USER_AGENT: &str = concat!("ingestd/", env!("CARGO_PKG_VERSION"));

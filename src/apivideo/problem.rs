@@ -10,9 +10,20 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::upload::Reply;
 use super::MAX_REPLY_BYTES;
 use crate::config::UploadToken;
+
+/// An accepted request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    /// The videoId of the reply, when it could be read.
+    pub video_id: Option<String>,
+    /// The full Video object, when the reply carries more than the videoId
+    /// (the completing chunk).
+    pub video: Option<serde_json::Value>,
+    pub rate: RateInfo,
+}
 
 /// The rate-limit headers api.video puts on every response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -12,21 +12,9 @@ use reqwest::header::CONTENT_RANGE;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Body, Url};
 
-use super::problem::{chain, classify, read_limited, transport_error, ApiError, RateInfo};
+use super::problem::{chain, classify, read_limited, transport_error, ApiError, RateInfo, Reply};
 use super::{ByteRange, USER_AGENT};
 use crate::config::{ApiSettings, UploadToken};
-
-/// An accepted request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    /// The videoId of the reply, when it could be read.
-    pub video_id: Option<String>,
-    /// The full Video object, when the reply carries more than the videoId
-    /// (the completing chunk).
-    pub video: Option<serde_json::Value>,
-    pub rate: RateInfo,
-}
 
 /// Builds the HTTP client every request of the process uses.
 pub fn http_client() -> Result<reqwest::Client, ApiError> {
