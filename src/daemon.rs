@@ -161,16 +161,12 @@ pub async fn run(
     }
     let mut ended = stages.wait(&stop, &metrics_stop).await;
     info!("stopped; the journal is consistent");
-    // The workers' error first: it says what the journal could not record.
-    for stage in [
-        Stage::Workers,
-        Stage::Watch,
-        Stage::Supervisor,
-        Stage::FirstScan,
-        Stage::Reload,
-        Stage::Metrics,
-    ] {
-        ended.remove(&stage).unwrap_or(Ok(()))?;
+    // A panic of the watch stage first, then the workers' error (it says
+    // what the journal could not record), then the watch stage's.
+    let watched = ended.remove(&Stage::Watch).unwrap_or(Ok(()));
+    if let Err(e @ DaemonError::Thread(_)) = watched {
+        return Err(e);
     }
-    Ok(())
+    ended.remove(&Stage::Workers).unwrap_or(Ok(()))?;
+    watched
 }

@@ -147,10 +147,8 @@ fn reload_on_sighup(config_path: Option<PathBuf>) -> Reloads {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
-        Err(e) => {
-            warn!("cannot listen for SIGHUP, reloading is off: {e}");
-            return Reloads::none();
-        }
+        // Said by the daemon once logging is set up.
+        Err(e) => return Reloads::off(e.to_string()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
@@ -283,6 +281,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => {
             // The demo tells its own story; its log shows only what goes wrong.
             logging::init(LogFormat::Auto, "warn");
+            // Its daemon reloads nothing, but a SIGHUP must not kill it.
+            let _ignored = reload_on_sighup(None);
             let shutdown = shutdown_on_signals()?;
             let ok = demo::run(shutdown).await?;
             Ok(cli::exit_status(ok))

@@ -57,6 +57,9 @@ pub struct Reloads {
     requests: mpsc::Receiver<()>,
     /// The configuration file read again (`None`: the default one).
     config_path: Option<PathBuf>,
+    /// Why no request can come (SIGHUP could not be listened for), said
+    /// once the daemon logs.
+    off: Option<String>,
 }
 
 impl Reloads {
@@ -65,12 +68,21 @@ impl Reloads {
         Reloads {
             requests,
             config_path,
+            off: None,
         }
     }
 
-    /// Nothing ever asks for a reload (the demo, or no SIGHUP listener).
+    /// Nothing ever asks for a reload (the demo).
     pub fn none() -> Reloads {
         Reloads::new(mpsc::channel(1).1, None)
+    }
+
+    /// Nothing can ask for a reload, for this reason (logged by the daemon).
+    pub fn off(why: String) -> Reloads {
+        Reloads {
+            off: Some(why),
+            ..Reloads::none()
+        }
     }
 }
 
@@ -86,7 +98,11 @@ pub(super) async fn follow_reloads(
     let Reloads {
         mut requests,
         config_path,
+        off,
     } = reloads;
+    if let Some(why) = off {
+        warn!("cannot listen for SIGHUP, reloading is off: {why}");
+    }
     {
         loop {
             tokio::select! {
@@ -98,7 +114,12 @@ pub(super) async fn follow_reloads(
                 n.reloading();
             }
             let path = config_path.clone();
-            let loaded = tokio::task::spawn_blocking(move || config::load(path.as_deref())).await;
+            let load = tokio::task::spawn_blocking(move || config::load(path.as_deref()));
+            // A stop does not wait for a read stuck on a dead mount.
+            let loaded = tokio::select! {
+                loaded = load => loaded,
+                _ = stop.cancelled() => return,
+            };
             let applied = match loaded {
                 Ok(Ok(settings)) => {
                     let ignored = needs_restart(&started, &settings);

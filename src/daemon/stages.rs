@@ -1,6 +1,7 @@
 //! The daemon's stages in one named `JoinSet`: each task is spawned with the
 //! [`Stage`] it is, so a panic or an error says which part of the daemon
-//! failed, and the first of them stops the others (through `stop`). The
+//! failed; the first of the watch stage or the workers stops the others
+//! (through `stop`), a reporting stage's is logged. The
 //! metrics endpoint is told to end only once nothing else is left, so it
 //! shows the drain. What a stage does is its own module's business.
 
@@ -9,6 +10,7 @@ use std::future::Future;
 
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::error;
 
 use super::DaemonError;
 
@@ -24,6 +26,12 @@ pub(super) enum Stage {
 }
 
 impl Stage {
+    /// Whether the daemon can go on without it: the uploads do not depend
+    /// on the reporting stages, so their failure is logged, not fatal.
+    fn is_critical(self) -> bool {
+        matches!(self, Stage::Watch | Stage::Workers)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Stage::Watch => "watch stage",
@@ -63,9 +71,9 @@ impl Stages {
         self.running.insert(id, stage);
     }
 
-    /// Waits for every stage. The first error or panic cancels `stop`; once
-    /// only the metrics endpoint is left, `metrics_stop` ends it. Returns
-    /// how each stage ended.
+    /// Waits for every stage. The first error or panic of a critical stage
+    /// cancels `stop`; once only the metrics endpoint is left, `metrics_stop`
+    /// ends it. Returns how each critical stage ended.
     pub(super) async fn wait(
         mut self,
         stop: &CancellationToken,
@@ -93,10 +101,15 @@ impl Stages {
                 }
             };
             self.running.remove(&id);
-            if result.is_err() {
-                stop.cancel();
+            match result {
+                Err(e) if !stage.is_critical() => error!("{e}; the daemon goes on without it"),
+                result => {
+                    if result.is_err() {
+                        stop.cancel();
+                    }
+                    ended.insert(stage, result);
+                }
             }
-            ended.insert(stage, result);
         }
     }
 }

@@ -141,7 +141,7 @@ impl Uploader {
                         warn!(id, known = %video_id, got = %got, "the server answered with another videoId; keeping ours");
                     }
                     if reply.is_none() {
-                        info!(id, path = %shown, video_id = %video_id, range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
+                        info!(id, path = %shown, video_id = at.video_id.as_deref().unwrap_or(""), range = %range.content_range(), "the server already had this chunk (sent before an interruption); moving on");
                     }
                     (video_id, reply)
                 }
@@ -173,7 +173,7 @@ impl Uploader {
                 info!(
                     id,
                     path = %shown,
-                    video_id = at.video_id.as_deref().unwrap_or(""),
+                    video_id = %at.video_id.as_deref().unwrap_or(""),
                     "uploaded {} of {} ({}%)",
                     bytesize::ByteSize(offset),
                     bytesize::ByteSize(size),
@@ -365,15 +365,15 @@ impl Uploader {
     ) -> Result<Outcome, WorkerError> {
         let id = row.id;
         let video_id = row.video_id.as_deref().unwrap_or("");
-        if let Some(class) = end.error {
-            self.metrics.error(class);
-        }
         if let Some(why) = &end.doubt {
             self.journal
                 .call(move |j| j.count_send_in_doubt(id))
                 .await?;
             let ranged = at.ranged;
             warn!(id, path = %shown, ranged, "the request failed after it may have been stored ({why}); it will be sent again, which can leave a {} video on api.video", if ranged { "partial" } else { "duplicate" });
+        }
+        if let Some(class) = end.error {
+            self.metrics.error(class);
         }
         match end.then {
             Then::Retry {
