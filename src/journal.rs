@@ -35,6 +35,7 @@ mod transitions;
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
+pub use queries::Scope;
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
 pub use transitions::RetryOutcome;

@@ -20,6 +20,13 @@ impl Session {
         cancel: &CancellationToken,
     ) -> Result<(), DaemonError> {
         let batch = only.map(|ids| Arc::new(Batch::new(ids)));
+        if let Some(b) = &batch {
+            let b = b.clone();
+            self.uploader
+                .journal
+                .call(move |j| j.set_batch(b.ids()))
+                .await?;
+        }
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
         // Which slot each running worker holds; a reload may add slots.

@@ -145,7 +145,7 @@ fn retrying_waits_for_its_time_and_clock_jumps_back_count_as_due() {
     j.claim_next(now, cap, None).unwrap().unwrap();
     j.mark_retrying(a.id, 1, now + 10_000, "503").unwrap();
     assert!(j.claim_next(now, cap, None).unwrap().is_none());
-    assert_eq!(j.next_retry_at(None).unwrap(), Some(now + 10_000));
+    assert_eq!(j.next_retry_at(Scope::All).unwrap(), Some(now + 10_000));
     assert!(j.claim_next(now + 10_000, cap, None).unwrap().is_some());
     j.mark_retrying(a.id, 2, now + 10_000_000, "503").unwrap();
     // Far beyond the cap: the clock went back; do not wait for it.
@@ -249,7 +249,44 @@ fn claim_only_among_given_ids() {
         .claim_next(now_ms(), Duration::from_secs(1), Some(&[b.id]))
         .unwrap()
         .is_none());
-    assert_eq!(j.unfinished(Some(&[b.id])).unwrap(), 1);
+    assert_eq!(j.unfinished(Scope::Ids(&[b.id])).unwrap(), 1);
+}
+
+#[test]
+fn a_batch_claims_only_its_files_until_they_leave_it() {
+    let (_d, mut j) = open_temp();
+    let cap = Duration::from_secs(1);
+    let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
+    let b = j.add_file(&ident("b", 2), FileState::Queued).unwrap();
+    let c = j.add_file(&ident("c", 3), FileState::Queued).unwrap();
+    // An empty batch claims nothing and has nothing left to do.
+    j.set_batch(&[]).unwrap();
+    assert!(j
+        .claim_next_skipping(now_ms(), cap, Scope::Batch, &[])
+        .unwrap()
+        .is_none());
+    assert_eq!(j.unfinished(Scope::Batch).unwrap(), 0);
+    // A new batch replaces it; ids given twice count once.
+    j.set_batch(&[c.id, a.id, a.id]).unwrap();
+    assert_eq!(j.unfinished(Scope::Batch).unwrap(), 2);
+    let first = j
+        .claim_next_skipping(now_ms(), cap, Scope::Batch, &[])
+        .unwrap();
+    assert_eq!(first.map(|r| r.id), Some(a.id));
+    // `a` is uploading (still unfinished); it leaves the batch.
+    j.leave_batch(a.id).unwrap();
+    assert_eq!(j.unfinished(Scope::Batch).unwrap(), 1);
+    let second = j
+        .claim_next_skipping(now_ms(), cap, Scope::Batch, &[])
+        .unwrap();
+    assert_eq!(second.map(|r| r.id), Some(c.id));
+    assert!(j
+        .claim_next_skipping(now_ms(), cap, Scope::Batch, &[])
+        .unwrap()
+        .is_none());
+    // `b` was never in it, and is still queued for anyone else.
+    assert_eq!(j.get(b.id).unwrap().unwrap().state, FileState::Queued);
+    assert_eq!(j.unfinished(Scope::All).unwrap(), 3);
 }
 
 #[test]

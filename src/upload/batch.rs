@@ -11,35 +11,34 @@ use super::FOREGROUND_ATTEMPTS;
 /// [`FOREGROUND_ATTEMPTS`] times in a row in this run leaves the batch, staying
 /// `retrying` in the journal for the next run, so the command always ends.
 #[derive(Debug)]
+///
+/// The journal knows the batch ([`crate::journal::Scope::Batch`]): the
+/// workers' claims name it, never its ids, so a claim costs the same
+/// whatever the batch's size.
 pub struct Batch {
-    ids: Mutex<Vec<i64>>,
+    /// The files of the run, given to the journal when the workers start.
+    ids: Vec<i64>,
     failures: Mutex<std::collections::HashMap<i64, u32>>,
 }
 
 impl Batch {
     pub fn new(ids: Vec<i64>) -> Batch {
         Batch {
-            ids: Mutex::new(ids),
+            ids,
             failures: Mutex::new(Default::default()),
         }
     }
 
-    pub(super) fn ids(&self) -> Vec<i64> {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// `id` waits for its folder: it stays queued for the next run.
-    pub(super) fn leave(&self, id: i64) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|x| *x != id);
+    /// The files of the run.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
     }
 
     /// Counts a failure of `id` in this run. `journal_attempts` (failures
     /// since the file's last progress, across runs) caps the count, so
     /// progress starts it over: only consecutive failures end a file's run.
-    pub(super) fn failed_once(&self, id: i64, journal_attempts: u32) {
+    /// Returns whether it ends it (the file then leaves the batch).
+    pub(super) fn failed_once(&self, id: i64, journal_attempts: u32) -> bool {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = f.entry(id).or_default();
         *n = (*n + 1).min(journal_attempts);
@@ -49,10 +48,8 @@ impl Batch {
                 attempts = *n,
                 "giving up on this file for this run; it stays queued for the next"
             );
-            self.ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|x| *x != id);
+            return true;
         }
+        false
     }
 }

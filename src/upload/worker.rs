@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Batch, Outcome, Uploader, WorkerError, BACKOFF_CAP};
-use crate::journal::{now_ms, JournalError};
+use crate::journal::{now_ms, JournalError, Scope};
 
 impl Uploader {
     /// A worker: claims files and uploads them until cancelled, or, in the
@@ -39,8 +39,10 @@ impl Uploader {
             let notified = self.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let ids = batch.as_ref().map(|b| b.ids());
-            let only = ids.clone();
+            let scope = match batch {
+                Some(_) => Scope::Batch,
+                None => Scope::All,
+            };
             // In the foreground, a file of an unavailable folder is claimed
             // and leaves the batch; the daemon leaves it queued meanwhile.
             let away = match batch {
@@ -49,7 +51,7 @@ impl Uploader {
             };
             let claimed = self
                 .journal
-                .call(move |j| j.claim_next_skipping(now_ms(), BACKOFF_CAP, only.as_deref(), &away))
+                .call(move |j| j.claim_next_skipping(now_ms(), BACKOFF_CAP, scope, &away))
                 .await?;
             if let Some(row) = claimed {
                 let id = row.id;
@@ -69,11 +71,15 @@ impl Uploader {
                 if let Outcome::Done { .. } = outcome {
                     self.after_upload(id).await;
                 }
-                if let (Some(b), Outcome::Retrying { attempts }) = (&batch, &outcome) {
-                    b.failed_once(id, *attempts);
-                }
-                if let (Some(b), Outcome::Waiting) = (&batch, &outcome) {
-                    b.leave(id);
+                // A file of an unavailable folder waits for the next run,
+                // as does one that failed too often in this one.
+                let leaves = match (&batch, &outcome) {
+                    (Some(b), Outcome::Retrying { attempts }) => b.failed_once(id, *attempts),
+                    (Some(_), Outcome::Waiting) => true,
+                    _ => false,
+                };
+                if leaves {
+                    self.journal.call(move |j| j.leave_batch(id)).await?;
                 }
                 if matches!(
                     outcome,
@@ -84,15 +90,9 @@ impl Uploader {
                 }
                 continue;
             }
-            let only = ids.clone();
             let (unfinished, next_retry) = self
                 .journal
-                .call(move |j| {
-                    Ok((
-                        j.unfinished(only.as_deref())?,
-                        j.next_retry_at(only.as_deref())?,
-                    ))
-                })
+                .call(move |j| Ok((j.unfinished(scope)?, j.next_retry_at(scope)?)))
                 .await?;
             if batch.is_some() && unfinished == 0 {
                 return Ok(());
