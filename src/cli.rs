@@ -14,7 +14,6 @@ pub mod token;
 
 use std::process::ExitCode;
 
-use crate::config::ConfigError;
 use crate::daemon::DaemonError;
 use crate::journal::{JournalError, LockError};
 
@@ -28,8 +27,6 @@ pub enum CommandError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Daemon(#[from] DaemonError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error(transparent)]
     Lock(#[from] LockError),
 }

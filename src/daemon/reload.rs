@@ -103,46 +103,44 @@ pub(super) async fn follow_reloads(
     if let Some(why) = off {
         warn!("cannot listen for SIGHUP, reloading is off: {why}");
     }
-    {
-        loop {
-            tokio::select! {
-                asked = requests.recv() => if asked.is_none() { return },
-                _ = stop.cancelled() => return,
-            }
-            info!("SIGHUP: reloading the configuration");
-            if let Some(n) = &notifier {
-                n.reloading();
-            }
-            let path = config_path.clone();
-            let load = tokio::task::spawn_blocking(move || config::load(path.as_deref()));
-            // A stop does not wait for a read stuck on a dead mount.
-            let loaded = tokio::select! {
-                loaded = load => loaded,
-                _ = stop.cancelled() => return,
-            };
-            let applied = match loaded {
-                Ok(Ok(settings)) => {
-                    let ignored = needs_restart(&started, &settings);
-                    if !ignored.is_empty() {
-                        warn!(
-                            "changed in the configuration but applied only by a restart: {}; \
-                             ingestd keeps using the values it started with",
-                            ignored.join(", ")
-                        );
-                    }
-                    apply_reload(&uploader, &settings).map_err(|e| e.to_string())
+    loop {
+        tokio::select! {
+            asked = requests.recv() => if asked.is_none() { return },
+            _ = stop.cancelled() => return,
+        }
+        info!("SIGHUP: reloading the configuration");
+        if let Some(n) = &notifier {
+            n.reloading();
+        }
+        let path = config_path.clone();
+        let load = tokio::task::spawn_blocking(move || config::load(path.as_deref()));
+        // A stop does not wait for a read stuck on a dead mount.
+        let loaded = tokio::select! {
+            loaded = load => loaded,
+            _ = stop.cancelled() => return,
+        };
+        let applied = match loaded {
+            Ok(Ok(settings)) => {
+                let ignored = needs_restart(&started, &settings);
+                if !ignored.is_empty() {
+                    warn!(
+                        "changed in the configuration but applied only by a restart: {}; \
+                         ingestd keeps using the values it started with",
+                        ignored.join(", ")
+                    );
                 }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("reloading failed: {e}")),
-            };
-            match applied {
-                Ok(()) => info!("configuration reloaded; uploads resume"),
-                Err(e) => error!("the new configuration is refused, the old one stays: {e}"),
+                apply_reload(&uploader, &settings).map_err(|e| e.to_string())
             }
-            // Ends the reload for systemd, whatever its outcome.
-            if let Some(n) = &notifier {
-                n.ready();
-            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("reloading failed: {e}")),
+        };
+        match applied {
+            Ok(()) => info!("configuration reloaded; uploads resume"),
+            Err(e) => error!("the new configuration is refused, the old one stays: {e}"),
+        }
+        // Ends the reload for systemd, whatever its outcome.
+        if let Some(n) = &notifier {
+            n.ready();
         }
     }
 }

@@ -47,8 +47,8 @@ impl Stage {
 /// The running stages.
 #[derive(Default)]
 pub(super) struct Stages {
-    set: JoinSet<(Stage, Result<(), DaemonError>)>,
-    /// Which stage each task is, for a panic (its `JoinError` has only the id).
+    set: JoinSet<Result<(), DaemonError>>,
+    /// Which stage each task is (a `JoinError` has only the id).
     running: HashMap<Id, Stage>,
 }
 
@@ -67,7 +67,7 @@ impl Stages {
         stage: Stage,
         task: impl Future<Output = Result<(), DaemonError>> + Send + 'static,
     ) {
-        let id = self.set.spawn(async move { (stage, task.await) }).id();
+        let id = self.set.spawn(task).id();
         self.running.insert(id, stage);
     }
 
@@ -87,20 +87,21 @@ impl Stages {
             let Some(joined) = self.set.join_next_with_id().await else {
                 return ended;
             };
-            let (id, stage, result) = match joined {
-                Ok((id, (stage, result))) => (id, stage, result),
-                Err(e) => {
-                    let id = e.id();
-                    let stage = self.running.get(&id).copied().unwrap_or(Stage::Supervisor);
-                    let why = format!("the {} panicked: {e}", stage.name());
-                    (
-                        id,
-                        stage,
-                        Err(DaemonError::Thread(std::io::Error::other(why))),
-                    )
-                }
+            let id = match &joined {
+                Ok((id, _)) => *id,
+                Err(e) => e.id(),
             };
-            self.running.remove(&id);
+            // Every task is recorded as it is spawned, before it can end.
+            let Some(stage) = self.running.remove(&id) else {
+                continue;
+            };
+            let result = joined.map_or_else(
+                |e| {
+                    let why = format!("the {} panicked: {e}", stage.name());
+                    Err(DaemonError::Thread(std::io::Error::other(why)))
+                },
+                |(_, result)| result,
+            );
             match result {
                 Err(e) if !stage.is_critical() => error!("{e}; the daemon goes on without it"),
                 result => {

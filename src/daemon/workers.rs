@@ -19,14 +19,16 @@ impl Session {
         only: Option<Vec<i64>>,
         cancel: &CancellationToken,
     ) -> Result<(), DaemonError> {
-        let batch = only.map(|ids| Arc::new(Batch::new(ids)));
-        if let Some(b) = &batch {
-            let b = b.clone();
-            self.uploader
-                .journal
-                .call(move |j| j.set_batch(b.ids()))
-                .await?;
-        }
+        let batch = match only {
+            Some(ids) => {
+                self.uploader
+                    .journal
+                    .call(move |j| j.set_batch(&ids))
+                    .await?;
+                Some(Arc::new(Batch::default()))
+            }
+            None => None,
+        };
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
         // Which slot each running worker holds; a reload may add slots.

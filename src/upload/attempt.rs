@@ -20,6 +20,9 @@ use crate::apivideo::{ByteRange, ErrorClass, RateInfo, MAX_TOTAL_BYTES};
 use crate::display::show_path;
 use crate::journal::{now_ms, FileRow};
 
+/// The note of a file given back while the token is refused.
+const PAUSED: &str = "paused: the upload token was refused";
+
 /// What a done file's row says when earlier requests that would have
 /// created its video ended in doubt.
 fn doubt_note(in_doubt: u32, ranged: bool) -> Option<String> {
@@ -235,23 +238,21 @@ impl Uploader {
     ) -> Result<Result<(Turn, u64), Outcome>, WorkerError> {
         let id = row.id;
         if cancel.is_cancelled() {
-            self.journal.call(move |j| j.release(id, None)).await?;
-            return Ok(Err(Outcome::Released));
+            return self.give_back(id, None, Outcome::Released).await.map(Err);
         }
         if let Err(stop) = source::check_chunk(&self.shares, row, file).await {
             return self.stop(row, stop).await.map(Err);
         }
         let turn = self.pacer.wait_turn(cancel).await;
         if cancel.is_cancelled() {
-            self.journal.call(move |j| j.release(id, None)).await?;
-            return Ok(Err(Outcome::Released));
+            return self.give_back(id, None, Outcome::Released).await.map(Err);
         }
         let generation = self.gate.state().generation;
         if self.gate.state().refused.is_some() {
-            self.journal
-                .call(move |j| j.release(id, Some("paused: the upload token was refused")))
-                .await?;
-            return Ok(Err(Outcome::Paused));
+            return self
+                .give_back(id, Some(PAUSED.to_owned()), Outcome::Paused)
+                .await
+                .map(Err);
         }
         Ok(Ok((turn, generation)))
     }
@@ -389,10 +390,8 @@ impl Uploader {
                          api.base_url), then send SIGHUP or restart ingestd."
                     );
                 }
-                self.journal
-                    .call(move |j| j.release(id, Some("paused: the upload token was refused")))
-                    .await?;
-                Ok(Outcome::Paused)
+                self.give_back(id, Some(PAUSED.to_owned()), Outcome::Paused)
+                    .await
             }
             Then::RejectedRestart { why } => {
                 error!(id, path = %shown, video_id, "upload failed permanently: {why}");
@@ -418,11 +417,22 @@ impl Uploader {
                     .await?;
                 Ok(Outcome::Failed)
             }
-            Then::Release => {
-                self.journal.call(move |j| j.release(id, None)).await?;
-                Ok(Outcome::Released)
-            }
+            Then::Release => self.give_back(id, None, Outcome::Released).await,
         }
+    }
+
+    /// Gives the file back to the queue with its progress (and `note`):
+    /// the attempt ends as `outcome`.
+    async fn give_back(
+        &self,
+        id: i64,
+        note: Option<String>,
+        outcome: Outcome,
+    ) -> Result<Outcome, WorkerError> {
+        self.journal
+            .call(move |j| j.release(id, note.as_deref()))
+            .await?;
+        Ok(outcome)
     }
 
     /// Ends the attempt as `stop` says.
@@ -435,11 +445,8 @@ impl Uploader {
                 warn!(id, path = %shown, offset = row.bytes_uploaded,
                     video_id = row.video_id.as_deref().unwrap_or(""),
                     "upload paused: {why}; it resumes where it stopped when the folder is back");
-                let note = format!("waiting: {why}");
-                self.journal
-                    .call(move |j| j.release(id, Some(&note)))
-                    .await?;
-                Ok(Outcome::Waiting)
+                self.give_back(id, Some(format!("waiting: {why}")), Outcome::Waiting)
+                    .await
             }
             Stop::Retry(why) => self.retry_later(row, &why).await,
             Stop::Failed(why) => {

@@ -15,25 +15,13 @@ use super::FOREGROUND_ATTEMPTS;
 /// The journal knows the batch ([`crate::journal::Scope::Batch`]): the
 /// workers' claims name it, never its ids, so a claim costs the same
 /// whatever the batch's size.
+#[derive(Default)]
 pub struct Batch {
-    /// The files of the run, given to the journal when the workers start.
-    ids: Vec<i64>,
+    /// Failures in a row of each file, in this run.
     failures: Mutex<std::collections::HashMap<i64, u32>>,
 }
 
 impl Batch {
-    pub fn new(ids: Vec<i64>) -> Batch {
-        Batch {
-            ids,
-            failures: Mutex::new(Default::default()),
-        }
-    }
-
-    /// The files of the run.
-    pub fn ids(&self) -> &[i64] {
-        &self.ids
-    }
-
     /// Counts a failure of `id` in this run. `journal_attempts` (failures
     /// since the file's last progress, across runs) caps the count, so
     /// progress starts it over: only consecutive failures end a file's run.

@@ -20,6 +20,10 @@ impl Uploader {
         slot: usize,
         cancel: CancellationToken,
     ) -> Result<(), WorkerError> {
+        let scope = match batch {
+            Some(_) => Scope::Batch,
+            None => Scope::All,
+        };
         loop {
             // Retire when the concurrency was lowered below this slot.
             if cancel.is_cancelled() || slot >= *self.slots.borrow() {
@@ -39,10 +43,6 @@ impl Uploader {
             let notified = self.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let scope = match batch {
-                Some(_) => Scope::Batch,
-                None => Scope::All,
-            };
             // In the foreground, a file of an unavailable folder is claimed
             // and leaves the batch; the daemon leaves it queued meanwhile.
             let away = match batch {

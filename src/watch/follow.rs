@@ -21,10 +21,9 @@ pub async fn follow(
     journal: JournalHandle,
     work: Arc<Notify>,
     shares: Arc<Shares>,
-    ready: Option<oneshot::Sender<ScanReport>>,
+    mut ready: Option<oneshot::Sender<ScanReport>>,
     stop: CancellationToken,
 ) -> Result<(), WatchError> {
-    let mut ready = ready;
     'rounds: loop {
         let watches = folders.borrow_and_update().as_ref().clone();
         let round = stop.child_token();
