@@ -40,10 +40,10 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ValueOrigin};
 pub use live::Live;
 pub use settings::{
-    journal_root, AfterUpload, ApiSettings, InDoubt, JournalSettings, LogFormat, LogSettings,
-    MetricsSettings, ModifyWindow, Settings, TokenSource, UploadSettings, UploadToken, WatchMode,
-    WatchSettings, DEFAULT_CHUNK_SIZE, DEFAULT_CONFIG_PATH, MAX_CHUNK_SIZE, MAX_CONCURRENCY,
-    MIN_CHUNK_SIZE, MIN_POLL_INTERVAL,
+    journal_root, AfterUpload, ApiSettings, Duplicates, InDoubt, JournalSettings, LogFormat,
+    LogSettings, MetricsSettings, ModifyWindow, Readiness, Settings, TokenSource, UploadSettings,
+    UploadToken, WatchMode, WatchSettings, DEFAULT_CHUNK_SIZE, DEFAULT_CONFIG_PATH, MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL,
 };
 
 use raw::{figment_error, RawConfig};

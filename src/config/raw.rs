@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::{ConfigError, ValueOrigin};
-use super::settings::{InDoubt, LogFormat, WatchMode};
+use super::settings::{Duplicates, InDoubt, LogFormat, Readiness, WatchMode};
 use super::sources::{display_key, Sources};
 use super::values::{Count, Seconds, SecretText, Size, Window};
 
@@ -76,6 +76,9 @@ pub(crate) struct RawWatch {
     pub follow_symlinks: Option<bool>,
     pub sidecar: Option<bool>,
     pub modify_window: Option<Window>,
+    pub readiness: Option<Readiness>,
+    pub incomplete_timeout: Option<Seconds>,
+    pub duplicates: Option<Duplicates>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

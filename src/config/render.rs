@@ -116,6 +116,13 @@ impl Settings {
                 ModifyWindow::Exactly(d) => format_duration(d),
             };
             let _ = writeln!(out, "modify_window = {}", quote(&window));
+            let _ = writeln!(out, "readiness = {}", quote(watch.readiness.as_str()));
+            let _ = writeln!(
+                out,
+                "incomplete_timeout = {}",
+                quote(&format_duration(watch.incomplete_timeout))
+            );
+            let _ = writeln!(out, "duplicates = {}", quote(watch.duplicates.as_str()));
         }
 
         let _ = writeln!(out, "\n[metrics]");

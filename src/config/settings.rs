@@ -35,6 +35,8 @@ pub(crate) const DEFAULT_CONCURRENCY: usize = 2;
 pub const MAX_CONCURRENCY: usize = 32;
 pub(crate) const DEFAULT_INCLUDE: [&str; 4] = ["*.mp4", "*.mov", "*.mxf", "*.mkv"];
 pub(crate) const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
+/// How long a settled file may stay an unfinished container before it fails.
+pub(crate) const DEFAULT_INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -209,6 +211,46 @@ impl WatchMode {
     }
 }
 
+/// `[[watch]] readiness`: what makes a settled file ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// Settled, and an MP4/MOV or MXF container is complete (other
+    /// formats: settled).
+    Container,
+    /// Settled.
+    Settle,
+}
+
+impl Readiness {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Container => "container",
+            Readiness::Settle => "settle",
+        }
+    }
+}
+
+/// `[[watch]] duplicates`: what is done with a file whose content is that
+/// of a file already uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duplicates {
+    /// Uploaded like any other file.
+    Upload,
+    /// Recorded `done` with the existing video when its SHA-256 matches.
+    Skip,
+}
+
+impl Duplicates {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Duplicates::Upload => "upload",
+            Duplicates::Skip => "skip",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterUpload {
     Keep,
@@ -238,6 +280,11 @@ pub struct WatchSettings {
     /// How far apart two mtimes may be and still be the same file's (a
     /// restore through a filesystem that keeps coarser times).
     pub modify_window: ModifyWindow,
+    pub readiness: Readiness,
+    /// How long a settled file may stay an unfinished container before it
+    /// becomes `failed`; > 0.
+    pub incomplete_timeout: Duration,
+    pub duplicates: Duplicates,
 }
 
 /// `[[watch]] modify_window`.
@@ -267,6 +314,9 @@ impl WatchSettings {
             follow_symlinks: false,
             sidecar: false,
             modify_window: ModifyWindow::Auto,
+            readiness: Readiness::Container,
+            incomplete_timeout: DEFAULT_INCOMPLETE_TIMEOUT,
+            duplicates: Duplicates::Upload,
         }
     }
 

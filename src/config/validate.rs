@@ -12,11 +12,11 @@ use super::error::ConfigError;
 use super::journal_default_in;
 use super::raw::{AfterUploadKind, RawConfig, RawJournal, RawMetrics, RawUpload, RawWatch};
 use super::settings::{
-    AfterUpload, ApiSettings, JournalSettings, LogSettings, MetricsSettings, ModifyWindow,
-    Settings, TokenSource, UploadSettings, UploadToken, WatchMode, WatchSettings, DEFAULT_BASE_URL,
-    DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_INCLUDE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_SETTLE, MAX_CHUNK_SIZE, MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL,
-    SANDBOX_BASE_URL, TOKEN_CREDENTIAL_NAME,
+    AfterUpload, ApiSettings, Duplicates, JournalSettings, LogSettings, MetricsSettings,
+    ModifyWindow, Readiness, Settings, TokenSource, UploadSettings, UploadToken, WatchMode,
+    WatchSettings, DEFAULT_BASE_URL, DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_INCLUDE,
+    DEFAULT_INCOMPLETE_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL, SANDBOX_BASE_URL, TOKEN_CREDENTIAL_NAME,
 };
 use super::sources::{display_key, EnvMap, Sources};
 use super::values::{self, format_size, Count, Seconds, SecretText, Size};
@@ -242,6 +242,15 @@ impl Validator<'_> {
                 format!("0s would upload files of {shown} while they are still being written; use at least \"1s\" (default \"10s\")"),
             ));
         }
+        let incomplete_timeout = raw
+            .incomplete_timeout
+            .map_or(DEFAULT_INCOMPLETE_TIMEOUT, |Seconds(d)| d);
+        if incomplete_timeout.is_zero() {
+            return Err(self.invalid(
+                &at("incomplete_timeout"),
+                format!("0s would fail every unfinished recording of {shown} at once; give how long a recorder may leave a file unfinished (default \"1h\")"),
+            ));
+        }
         let poll_interval = raw
             .poll_interval
             .map_or(DEFAULT_POLL_INTERVAL, |Seconds(d)| d);
@@ -301,6 +310,9 @@ impl Validator<'_> {
                 None | Some(values::Window(None)) => ModifyWindow::Auto,
                 Some(values::Window(Some(d))) => ModifyWindow::Exactly(d),
             },
+            readiness: raw.readiness.unwrap_or(Readiness::Container),
+            incomplete_timeout,
+            duplicates: raw.duplicates.unwrap_or(Duplicates::Upload),
         })
     }
 
