@@ -16,19 +16,19 @@
 //!
 //! - `filter`: the name rules (built-in ignore list, include, exclude).
 //! - `scan`: the tree walk and its diff against the journal.
-//! - `settle`: the readiness clocks of settling files.
+//! - `settle`: the readiness clocks of settling files; `container`: whether
+//!   a settled MP4/MOV or MXF file is a finished container.
 //! - `notifier`: inotify or polling, and their limits.
 //! - `folder`: one folder's task and steps (reconcile, hints, settle checks,
 //!   root checks).
 //! - `stage`: the entry points [`run`] and [`scan_and_settle`], and their
 //!   [`WatchOptions`]; `follow`: [`run`] again whenever a reload changes the
 //!   folder list.
-//! - `error`: [`WatchError`]; `report`: [`ScanReport`].
+//! - `error`: [`WatchError`]; `report`: [`ScanReport`], [`NotReady`].
 //!
 //! This file keeps only the helpers other stages call about a folder or a
 //! row; it must not grow stage logic of its own.
 
-#[allow(dead_code)]
 mod container;
 mod error;
 mod filter;
@@ -45,7 +45,7 @@ pub use crate::after_upload::{sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
 pub use crate::config::journal_root;
 pub use error::WatchError;
 pub use follow::follow;
-pub use report::ScanReport;
+pub use report::{NotReady, ScanReport};
 pub use stage::{run, scan_and_settle, WatchOptions};
 
 use crate::config::WatchSettings;

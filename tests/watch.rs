@@ -464,7 +464,7 @@ async fn a_file_rewritten_after_it_was_queued_is_a_new_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scan_and_settle_returns_once_everything_is_queued() {
+async fn scan_and_settle_queues_what_is_ready_and_names_the_rest() {
     let w = World::new();
     write(&w.root.join("a.mp4"), b"a");
     write(&w.root.join("b/c.mp4"), b"c");
@@ -492,19 +492,23 @@ async fn scan_and_settle_returns_once_everything_is_queued() {
     .await
     .unwrap();
     writer.join().unwrap();
-    assert_eq!(report.queued, 3, "{report:?}");
-    let rows = w.rows().await;
+    assert_eq!(report.queued, 2, "{report:?}");
+    assert_eq!(report.not_ready.len(), 1, "{report:?}");
     assert!(
-        rows.iter().all(|r| r.state == FileState::Queued),
-        "{:?}",
-        summary(&rows)
+        report.not_ready[0].path.ends_with("growing.mp4")
+            && report.not_ready[0].why.contains("still being written"),
+        "{report:?}"
     );
+    let rows = w.rows().await;
     let g = at(&rows, "growing.mp4");
     assert_eq!(g.len(), 1);
-    assert_eq!(
-        g[0].identity.size,
-        5 + 8 * 1000,
-        "queued with its final size"
+    assert_eq!(g[0].state, FileState::Settling, "{:?}", summary(&rows));
+    assert!(
+        rows.iter()
+            .filter(|r| !r.identity.rel_path.ends_with("growing.mp4"))
+            .all(|r| r.state == FileState::Queued),
+        "{:?}",
+        summary(&rows)
     );
 }
 

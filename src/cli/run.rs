@@ -9,7 +9,8 @@ use crate::daemon::{DaemonError, UploadResult};
 use crate::display::show_path;
 use crate::journal::FileState;
 
-/// Prints the outcome of `upload` / `run --once`; exit 0 only if all are done.
+/// Prints the outcome of `upload` / `run --once`; exit 0 only if all are
+/// done (or, in `run --once`, not ready yet: left for the next run).
 pub fn finish_batch(
     results: Result<Vec<UploadResult>, DaemonError>,
 ) -> Result<ExitCode, CommandError> {
@@ -22,9 +23,18 @@ pub fn finish_batch(
         Err(e) => return Err(e.into()),
     };
     let mut all_ok = true;
+    let mut not_ready = 0;
     for r in &results {
         all_ok &= r.ok();
         let path = show_path(&r.path);
+        if r.not_ready {
+            not_ready += 1;
+            println!(
+                "not ready {path}  {}",
+                r.note.as_deref().unwrap_or("still being written")
+            );
+            continue;
+        }
         match (&r.row, &r.note) {
             (Some(row), _) if row.state == FileState::Done => println!(
                 "done      {path}  videoId {}",
@@ -40,6 +50,12 @@ pub fn finish_batch(
                 note.as_deref().unwrap_or("not journaled")
             ),
         }
+    }
+    if not_ready > 0 {
+        println!(
+            "{not_ready} file{} not ready yet: left settling for the next run (so are files that arrived after the scan)",
+            if not_ready == 1 { "" } else { "s" }
+        );
     }
     Ok(exit_status(all_ok))
 }

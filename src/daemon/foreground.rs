@@ -21,13 +21,18 @@ pub struct UploadResult {
     pub row: Option<FileRow>,
     /// Why it was not journaled or not uploaded, when so.
     pub note: Option<String>,
+    /// `run --once`: not ready at its check (still being written, an
+    /// unfinished container); left for the next run, not an error.
+    pub not_ready: bool,
 }
 
 impl UploadResult {
     pub fn ok(&self) -> bool {
-        self.row
-            .as_ref()
-            .is_some_and(|r| r.state == FileState::Done)
+        self.not_ready
+            || self
+                .row
+                .as_ref()
+                .is_some_and(|r| r.state == FileState::Done)
     }
 }
 
@@ -97,6 +102,7 @@ pub async fn upload_files(
                     path: p.clone(),
                     row: None,
                     note: None,
+                    not_ready: false,
                 });
             }
             Err(note) => {
@@ -105,6 +111,7 @@ pub async fn upload_files(
                     path: p.clone(),
                     row: None,
                     note: Some(note),
+                    not_ready: false,
                 });
             }
         }
@@ -148,8 +155,9 @@ pub async fn upload_files(
     Ok(results)
 }
 
-/// `ingestd run --once`: uploads everything the journal has ready, then
-/// returns. (Watch-folder scanning joins this with the watch stage.)
+/// `ingestd run --once`: scans the watch folders once, uploads everything
+/// ready then, and returns; what was not ready is reported as such (see
+/// `watch::scan_and_settle`).
 pub async fn run_once(
     settings: &Settings,
     shutdown: CancellationToken,
@@ -161,6 +169,7 @@ pub async fn run_once(
     // fail: a job that uploaded nothing from it must not look successful.
     let mut unavailable: Vec<UploadResult> = Vec::new();
     let mut failed_early: Vec<i64> = Vec::new();
+    let mut not_ready: Vec<UploadResult> = Vec::new();
     if !settings.watches.is_empty() {
         let report = watch::scan_and_settle(
             &settings.watches,
@@ -184,6 +193,22 @@ pub async fn run_once(
             error!("{e}");
         }
         failed_early = report.failed.clone();
+        if !report.not_ready.is_empty() {
+            info!(
+                not_ready = report.not_ready.len(),
+                "files not ready yet are left settling for the next run"
+            );
+        }
+        not_ready = report
+            .not_ready
+            .iter()
+            .map(|n| UploadResult {
+                path: n.path.clone(),
+                row: None,
+                note: Some(n.why.clone()),
+                not_ready: true,
+            })
+            .collect();
         unavailable = report
             .unavailable
             .iter()
@@ -191,6 +216,7 @@ pub async fn run_once(
                 path: e.path().map_or_else(PathBuf::new, Path::to_path_buf),
                 row: None,
                 note: Some(format!("watch folder not scanned: {e}")),
+                not_ready: false,
             })
             .collect();
     }
@@ -230,7 +256,9 @@ pub async fn run_once(
             path: row.path(),
             row: Some(row),
             note: None,
+            not_ready: false,
         })
+        .chain(not_ready)
         .chain(unavailable)
         .collect())
 }

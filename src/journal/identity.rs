@@ -132,7 +132,8 @@ impl Journal {
                 let changed = j
                     .conn
                     .prepare_cached(
-                        "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3 \
+                        "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3, \
+                         last_error = NULL, next_attempt_at = NULL \
                          WHERE id = ?1 AND state = 'settling'",
                     )
                     .and_then(|mut st| st.execute(params![id, sample.0.to_vec(), now_ms()]))
@@ -143,6 +144,32 @@ impl Journal {
             }
             Ok(queued)
         })
+    }
+
+    /// A settled file whose container is unfinished stays `settling`, with
+    /// `incomplete: <why>` as its note and, in `next_attempt_at`, when it
+    /// fails unless it changes: `deadline` if it was not incomplete yet, the
+    /// deadline already set otherwise (a restart or a second look does not
+    /// push it back; a change clears it, see `resettle`). Returns that
+    /// deadline (unix ms).
+    pub(crate) fn mark_incomplete(
+        &mut self,
+        id: i64,
+        why: &str,
+        deadline: i64,
+    ) -> Result<i64, JournalError> {
+        let note = format!("incomplete: {why}");
+        self.transition(
+            "mark incomplete",
+            id,
+            &[FileState::Settling],
+            "last_error = ?3, next_attempt_at = COALESCE(next_attempt_at, ?4)",
+            &[&note, &deadline],
+        )?;
+        Ok(self
+            .get(id)?
+            .and_then(|r| r.next_attempt_at)
+            .unwrap_or(deadline))
     }
 
     /// A `gone` row whose file is back as it was: it is queued again (with

@@ -435,7 +435,8 @@ impl Journal {
     /// Only the size, mtime and hints of `identity` are used; root and path
     /// stay. If another row at the path already has those (the file went
     /// back to a state already journaled), this row becomes `gone` and the
-    /// other one is returned.
+    /// other one is returned. An `incomplete:` note and its deadline go:
+    /// the changed file is judged again.
     pub(crate) fn resettle(
         &mut self,
         id: i64,
@@ -465,7 +466,8 @@ impl Journal {
                 "resettle",
                 id,
                 &[FileState::Settling],
-                "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6, ctime_ns = ?7, sample = NULL",
+                "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6, ctime_ns = ?7, sample = NULL, \
+                 last_error = NULL, next_attempt_at = NULL",
                 &[
                     &to_i64(identity.size),
                     &identity.mtime_ns,

@@ -34,6 +34,7 @@ pub(crate) use task::{run_folder, First, Timing};
 use super::filter::Filter;
 use super::identify::MtimeRule;
 use super::notifier::{Backend, Sink};
+use super::report::NotReady;
 use super::scan::Tree;
 use super::settle::Settler;
 use super::WatchError;
@@ -91,6 +92,10 @@ pub(crate) struct Folder {
     /// Files the settle checks marked failed (unreadable), for the report
     /// of a foreground run.
     pub failed: Vec<i64>,
+    /// A foreground run: each settling file gets one check, and what is not
+    /// ready then goes to `not_ready` instead of back on its clock.
+    pub once: bool,
+    pub not_ready: Vec<NotReady>,
 }
 
 impl std::fmt::Debug for Folder {
@@ -156,6 +161,8 @@ impl Folder {
             record: None,
             rule: MtimeRule::exact(),
             failed: Vec::new(),
+            once: false,
+            not_ready: Vec::new(),
         })
     }
 

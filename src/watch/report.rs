@@ -3,6 +3,7 @@
 //!
 //! A plain tally: it must not import the folder steps that fill it in.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::WatchError;
@@ -30,7 +31,19 @@ pub struct ScanReport {
     pub unavailable: Vec<WatchError>,
     /// Files that failed before they could be queued ([`scan_and_settle`](super::scan_and_settle)).
     pub failed: Vec<i64>,
+    /// Files a foreground run found not ready at their one check: still
+    /// being written, or unfinished containers ([`scan_and_settle`](super::scan_and_settle)).
+    pub not_ready: Vec<NotReady>,
     pub elapsed: Duration,
+}
+
+/// A file not ready at its check, and why (`still being written`,
+/// `incomplete: …`).
+#[derive(Debug, Clone)]
+pub struct NotReady {
+    pub id: i64,
+    pub path: PathBuf,
+    pub why: String,
 }
 
 impl ScanReport {
@@ -45,6 +58,7 @@ impl ScanReport {
         self.unreadable += other.unreadable;
         self.unavailable.extend(other.unavailable);
         self.failed.extend(other.failed);
+        self.not_ready.extend(other.not_ready);
         self.elapsed = self.elapsed.max(other.elapsed);
     }
 }

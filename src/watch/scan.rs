@@ -68,16 +68,22 @@ impl Tree {
     /// The content sample of `f` as it is now; an error if its size is not
     /// the one seen (it changed meanwhile).
     pub(crate) fn sample(&self, f: &FileIdentity) -> io::Result<Sample> {
+        let file = self.open_as(f)?;
+        Sample::of_file(&file, f.size)
+    }
+
+    /// The file of `f`, opened, if it still has `f`'s size; else
+    /// `UnexpectedEof` (still being written: look again later, like a file
+    /// that shrank while it was read).
+    pub(crate) fn open_as(&self, f: &FileIdentity) -> io::Result<fs::File> {
         let file = fs::File::open(f.path())?;
         if file.metadata()?.len() != f.size {
-            // Still being written: look again later (`UnexpectedEof`, like
-            // a file that shrank while it was read).
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the file changed while it was sampled",
             ));
         }
-        Sample::of_file(&file, f.size)
+        Ok(file)
     }
 
     /// Whether `path` resolves to somewhere inside the root.

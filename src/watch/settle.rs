@@ -53,11 +53,17 @@ impl Settler {
 
     /// Starts (or restarts) the clock of `file`.
     pub(crate) fn track(&mut self, file: Settling, now: Instant) {
+        self.track_until(file, now + self.settle);
+    }
+
+    /// Tracks `file` to be checked again at `deadline` (an unfinished
+    /// container: when it fails unless it changes; a change restarts the
+    /// clock as usual).
+    pub(crate) fn track_until(&mut self, file: Settling, deadline: Instant) {
         let rel = file.identity.rel_path.clone();
         if let Some(old) = self.entries.remove(&rel) {
             self.queue.remove(&(old.deadline, rel.clone()));
         }
-        let deadline = now + self.settle;
         self.queue.insert((deadline, rel.clone()));
         self.entries.insert(rel, Entry { file, deadline });
     }

@@ -96,11 +96,15 @@ fn folders(
         .collect()
 }
 
-/// `ingestd run --once`: scans every folder, then waits until every
-/// settling file is queued (or vanished, or found empty), then returns; the
-/// caller uploads what is queued. Folders that cannot be scanned are listed
-/// in the report's `unavailable` (the others are scanned anyway). Returns
-/// early, with what was done, when `cancel` fires.
+/// `ingestd run --once`: scans every folder once, gives every settling file
+/// one settle check (at most `settle` after the scan), then returns; the
+/// caller uploads what is queued. What is not ready at its check (still
+/// being written, an unfinished container) is left settling and listed in
+/// the report's `not_ready`: the run never waits on one long recording.
+/// Files that arrive after the scan are left for the next run. Folders that
+/// cannot be scanned are listed in the report's `unavailable` (the others
+/// are scanned anyway). Returns early, with what was done, when `cancel`
+/// fires.
 pub async fn scan_and_settle(
     watches: &[WatchSettings],
     journal: JournalHandle,
@@ -110,6 +114,9 @@ pub async fn scan_and_settle(
 ) -> Result<ScanReport, WatchError> {
     let started = std::time::Instant::now();
     let mut folders = folders(watches, &journal, &work, &opts)?;
+    for folder in &mut folders {
+        folder.once = true;
+    }
     let mut report = ScanReport::default();
     for folder in &mut folders {
         if cancel.is_cancelled() {
@@ -165,6 +172,7 @@ pub async fn scan_and_settle(
     }
     for folder in &mut folders {
         report.failed.append(&mut folder.failed);
+        report.not_ready.append(&mut folder.not_ready);
     }
     report.elapsed = started.elapsed();
     Ok(report)

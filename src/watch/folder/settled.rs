@@ -4,19 +4,30 @@
 //!
 //! Vanished files, or errors that may be the share's, are not judged
 //! before the root is checked: a share going away marks nothing gone.
+//!
+//! With `readiness = "container"`, a settled MP4/MOV or MXF file must also
+//! be a finished container (`watch::container`). One that is not stays
+//! `settling` with an `incomplete: …` note and is looked at again when it
+//! changes, or at its deadline (`incomplete_timeout` after it was first
+//! found so), when it fails. In a foreground run (`once`) every file gets
+//! one check: what is not ready then is reported, not waited for.
 
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::transitions::{follow, gone_many, revive_one, Absorbed, EMPTY, VANISHED};
 use super::{join_err, not_there, Folder, FolderError};
-use crate::journal::{FileIdentity, FileRow, FileState, Journal, JournalError};
+use crate::config::Readiness;
+use crate::journal::{now_ms, FileIdentity, FileRow, FileState, Journal, JournalError};
 use crate::roots;
 use crate::sample::Sample;
+use crate::watch::container::{self, Verdict};
+use crate::watch::report::NotReady;
 use crate::watch::scan::Tree;
 use crate::watch::settle::Settling;
 use crate::watch::show;
@@ -34,9 +45,10 @@ impl Folder {
             return Ok(0);
         }
         let tree = self.tree()?;
+        let readiness = self.settings.readiness;
         let checks = tokio::task::spawn_blocking(move || {
             due.into_iter()
-                .map(|s| settle_check(&tree, s))
+                .map(|s| settle_check(&tree, s, readiness))
                 .collect::<Vec<_>>()
         })
         .await
@@ -46,6 +58,7 @@ impl Folder {
         let mut vanished = Vec::new();
         let mut empty = Vec::new();
         let mut unreadable = Vec::new();
+        let mut incomplete = Vec::new();
         let mut share_errors = false;
         let now = Instant::now();
         for check in checks {
@@ -54,13 +67,14 @@ impl Folder {
                 Check::Changed(id, identity) => changed.push((id, identity)),
                 Check::Vanished(id, path) => vanished.push((id, path)),
                 Check::Empty(id, path) => empty.push((id, path)),
+                Check::Incomplete(s, why) => incomplete.push((s, why)),
                 Check::Unreadable(s, e) if roots::may_be_share(&e) => {
                     share_errors = true;
-                    self.settler.track(s, now);
+                    self.again(s, now, "it could not be read just now (the share?)");
                 }
                 Check::Unreadable(s, e) => unreadable.push((s, e.to_string())),
                 // An I/O error (a network hiccup): look again later.
-                Check::Unknown(s) => self.settler.track(s, now),
+                Check::Unknown(s) => self.again(s, now, "it could not be read just now"),
             }
         }
         if share_errors || !vanished.is_empty() {
@@ -69,7 +83,8 @@ impl Folder {
         }
         let twins = self.find_twins(&ready).await?;
         let (ready_j, unreadable_j) = (ready.clone(), unreadable.clone());
-        let (queued, merged, absorbed) = self
+        let timeout = self.settings.incomplete_timeout;
+        let (queued, merged, absorbed, waiting) = self
             .journal
             .call(move |j| {
                 j.atomically(|j| {
@@ -101,7 +116,8 @@ impl Folder {
                             Err(e) => return Err(e),
                         }
                     }
-                    Ok((queued, merged, out))
+                    let waiting = mark_incomplete(j, &incomplete, timeout)?;
+                    Ok((queued, merged, out, waiting))
                 })
             })
             .await?;
@@ -123,8 +139,13 @@ impl Folder {
         }
         let now = Instant::now();
         for file in absorbed.track {
-            self.settler.track(file, now);
+            self.again(
+                file,
+                now,
+                "still being written: it changed during its settle time",
+            );
         }
+        self.hold_incomplete(waiting, now);
         let queued: HashSet<i64> = queued.into_iter().collect();
         for (s, _) in ready.iter().filter(|(s, _)| queued.contains(&s.id)) {
             info!(id = s.id, path = %show(&s.identity.path()), size = s.identity.size,
@@ -134,6 +155,50 @@ impl Folder {
             self.work.notify_waiters();
         }
         Ok(queued.len())
+    }
+
+    /// A file to look at again: its clock restarts, or in a foreground run
+    /// it is reported as not ready yet, with `why`.
+    fn again(&mut self, file: Settling, now: Instant, why: &str) {
+        if self.once {
+            self.not_ready.push(NotReady {
+                id: file.id,
+                path: file.identity.path(),
+                why: why.to_owned(),
+            });
+        } else {
+            self.settler.track(file, now);
+        }
+    }
+
+    /// Unfinished containers: each waits for its recorder until its
+    /// deadline (or is reported, in a foreground run), or has failed.
+    fn hold_incomplete(&mut self, held: Vec<Held>, now: Instant) {
+        for h in held {
+            match h {
+                Held::Waiting { file, until, why } => {
+                    let path = file.identity.path();
+                    info!(id = file.id, path = %show(&path), reason = %why,
+                        "file settled, but it is an unfinished container; it waits for its recorder (judged again when it changes)");
+                    if self.once {
+                        self.not_ready.push(NotReady {
+                            id: file.id,
+                            path,
+                            why: format!("incomplete: {why}"),
+                        });
+                    } else {
+                        let left = u64::try_from(until - now_ms()).unwrap_or(0);
+                        self.settler
+                            .track_until(file, now + Duration::from_millis(left));
+                    }
+                }
+                Held::Failed { file, why } => {
+                    error!(id = file.id, path = %show(&file.identity.path()), reason = %why,
+                        "file still an unfinished container after incomplete_timeout; marked failed");
+                    self.failed.push(file.id);
+                }
+            }
+        }
     }
 
     /// For each settled file, the row already journaled with its content
@@ -202,14 +267,66 @@ enum Check {
     Changed(i64, FileIdentity),
     Vanished(i64, PathBuf),
     Empty(i64, PathBuf),
+    /// Settled, but an unfinished container (why).
+    Incomplete(Settling, String),
     /// The sample could not be read.
     Unreadable(Settling, io::Error),
     Unknown(Settling),
 }
 
+/// What became of an unfinished container.
+enum Held {
+    /// It waits until `until` (unix ms), then fails unless it changed.
+    Waiting {
+        file: Settling,
+        until: i64,
+        why: String,
+    },
+    Failed {
+        file: Settling,
+        why: String,
+    },
+}
+
+/// Notes the unfinished containers (on the journal thread): each keeps the
+/// deadline it got when first found so, and fails once that has passed.
+fn mark_incomplete(
+    j: &mut Journal,
+    files: &[(Settling, String)],
+    timeout: Duration,
+) -> Result<Vec<Held>, JournalError> {
+    let now = now_ms();
+    let deadline = now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+    let mut held = Vec::with_capacity(files.len());
+    for (file, why) in files {
+        let (file, why) = (file.clone(), why.clone());
+        let until = match j.mark_incomplete(file.id, &why, deadline) {
+            Ok(until) => until,
+            Err(JournalError::WrongState { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if until > now {
+            held.push(Held::Waiting { file, until, why });
+            continue;
+        }
+        let why = format!(
+            "incomplete: {why}; still unfinished after incomplete_timeout ({}). If it is whole after all, `ingestd retry {}` uploads it as it is (or set readiness = \"settle\" for this folder); a repaired file is journaled anew",
+            humantime::format_duration(timeout),
+            file.id
+        );
+        match j.mark_failed(file.id, &why) {
+            Ok(()) => held.push(Held::Failed { file, why }),
+            Err(JournalError::WrongState { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(held)
+}
+
 /// One settle check (blocking): the file as it is now, and its sample when
-/// it is as it was.
-fn settle_check(tree: &Tree, s: Settling) -> Check {
+/// it is as it was (and, with `readiness = "container"`, a finished
+/// container).
+fn settle_check(tree: &Tree, s: Settling, readiness: Readiness) -> Check {
     let path = s.identity.path();
     match tree.stat(&path) {
         Err(e) if not_there(&e) => Check::Vanished(s.id, path),
@@ -225,8 +342,9 @@ fn settle_check(tree: &Tree, s: Settling) -> Check {
             } else if now.size == 0 {
                 Check::Empty(s.id, path)
             } else {
-                match tree.sample(&now) {
-                    Ok(sample) => Check::Ready(s, sample),
+                match judge(tree, &now, readiness) {
+                    Ok((_, Verdict::Incomplete(why))) => Check::Incomplete(s, why),
+                    Ok((sample, _)) => Check::Ready(s, sample),
                     Err(e) if not_there(&e) => Check::Vanished(s.id, path),
                     // Still changing: its clock starts again.
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Check::Unknown(s),
@@ -235,6 +353,18 @@ fn settle_check(tree: &Tree, s: Settling) -> Check {
             }
         }
     }
+}
+
+/// The sample of a file that stopped changing, and whether it is a finished
+/// container (`Finished` when readiness does not ask).
+fn judge(tree: &Tree, f: &FileIdentity, readiness: Readiness) -> io::Result<(Sample, Verdict)> {
+    let file = tree.open_as(f)?;
+    let sample = Sample::of_file(&file, f.size)?;
+    let verdict = match readiness {
+        Readiness::Container => container::check(&file, f.size)?,
+        Readiness::Settle => Verdict::Finished,
+    };
+    Ok((sample, verdict))
 }
 
 /// A settled file is an already journaled one (on the journal thread): that
