@@ -16,11 +16,20 @@
 //!    with a warm page cache and, where `/proc/sys/vm/drop_caches` can be
 //!    written, a cold one.
 //!
+//! 5. `run --once` against the daemon: the same N files of 2 KiB (random
+//!    bytes) already in a polled share, uploaded once by `ingestd run` (from
+//!    its start until the journal has them all `done`) and once by
+//!    `ingestd run --once` (from start to exit), each with a fresh journal
+//!    and emulator: wall time and CPU (the process's own, from `wait4`) as
+//!    ratios, and CPU per file at every N (1,000 to 100,000): a foreground
+//!    run's cost per file must not grow with its batch.
+//!
 //! Each figure is the median of several runs, with min and max.
 //!
 //! `cargo bench --bench watch` (env: BENCH_BURST, default 10000;
 //! BENCH_BURST_RUNS, default 3; BENCH_STARTUP, default 100000, 5 starts;
-//! BENCH_REMOUNT, default 10000 files; BENCH_ONLY=latency|startup|burst|remount).
+//! BENCH_REMOUNT, default 10000 files; BENCH_ONCE, default 1000,10000,100000;
+//! BENCH_ONLY=latency|startup|burst|remount|once).
 
 mod common;
 
@@ -381,11 +390,145 @@ fn main() {
     if only.is_empty() || only == "remount" {
         remount(&rt, env_u64("BENCH_REMOUNT", 10_000), 3);
     }
+    if only.is_empty() || only == "once" {
+        let sizes = std::env::var("BENCH_ONCE").unwrap_or_else(|_| "1000,10000,100000".into());
+        once_vs_daemon(&rt, &sizes);
+    }
     if only.is_empty() || only == "burst" {
         burst(
             &rt,
             env_u64("BENCH_BURST", 10_000),
             env_u64("BENCH_BURST_RUNS", 3) as usize,
+        );
+    }
+}
+
+/// Reaps `child` with `wait4`: its exit status and its own CPU seconds.
+// The child is reaped by `wait4` (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn reap(child: Child) -> (std::process::ExitStatus, f64) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, and wait4 fills it for
+    // our own child `pid`, which has not been waited for yet.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        std::process::ExitStatus::from_raw(status),
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+    )
+}
+
+/// `n` files of 2 KiB of random bytes, 1,000 to a folder.
+fn small_files(root: &Path, n: u64) {
+    let mut rng = fastrand::Rng::with_seed(n);
+    let mut buf = vec![0u8; 2048];
+    for i in 0..n {
+        let dir = root.join(format!("d{:03}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+        }
+        rng.fill(&mut buf);
+        std::fs::write(dir.join(format!("clip-{i:06}.mp4")), &buf).expect("write");
+    }
+}
+
+/// A config for `watch` polled every second, with a fresh journal under `dir`.
+fn polled_config(dir: &Path, base: &str, watch: &Path) -> (PathBuf, PathBuf) {
+    let journal = dir.join("j.db");
+    let cfg = dir.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api]\nbase_url = \"{base}\"\ntoken = \"{TOKEN}\"\n[journal]\npath = \"{}\"\n\
+             [upload]\nconcurrency = 2\n[[watch]]\npath = \"{}\"\nsettle = \"1s\"\n\
+             mode = \"poll\"\npoll_interval = \"1s\"\n",
+            journal.display(),
+            watch.display()
+        ),
+    )
+    .expect("config");
+    (cfg, journal)
+}
+
+fn done_count(journal: &Path) -> u64 {
+    Journal::open_read_only(journal)
+        .and_then(|j| j.counts())
+        .map(|c| c.get(&FileState::Done).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Checks that every file was uploaded exactly once.
+fn exactly_once(emu: &Emulator, journal: &Path, n: u64) {
+    let complete = emu.videos().iter().filter(|v| v.complete).count() as u64;
+    assert_eq!(done_count(journal), n, "every file done");
+    assert_eq!(complete, n, "every file uploaded exactly once");
+}
+
+/// The daemon over the files in `watch`: seconds until all are done, CPU.
+fn daemon_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = emulator(rt, dir.path());
+    let (cfg, journal) = polled_config(dir.path(), &emu.base_url(), watch);
+    let t0 = Instant::now();
+    let child = start(&cfg);
+    wait_for("every file uploaded", Duration::from_secs(3600), || {
+        done_count(&journal) >= n
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let (_, cpu) = reap(child);
+    exactly_once(&emu, &journal, n);
+    (wall, cpu)
+}
+
+/// `run --once` over the files in `watch`: seconds to exit, CPU.
+fn once_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = emulator(rt, dir.path());
+    let (cfg, journal) = polled_config(dir.path(), &emu.base_url(), watch);
+    let t0 = Instant::now();
+    let child = Command::new(ingestd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once"])
+        .env("INGESTD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ingestd");
+    let (status, cpu) = reap(child);
+    let wall = t0.elapsed().as_secs_f64();
+    assert!(status.success(), "run --once failed: {status}");
+    exactly_once(&emu, &journal, n);
+    (wall, cpu)
+}
+
+fn once_vs_daemon(rt: &tokio::runtime::Runtime, sizes: &str) {
+    println!("run --once against the daemon, N files of 2 KiB in a polled share (settle 1 s):");
+    let mut first_per_file = None;
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+    {
+        let share = tempfile::tempdir().expect("tempdir");
+        small_files(share.path(), n);
+        let (dw, dc) = daemon_pass(rt, share.path(), n);
+        let (ow, oc) = once_pass(rt, share.path(), n);
+        let per_file = oc * 1000.0 / n as f64;
+        let growth = *first_per_file.get_or_insert(per_file);
+        println!(
+            "  {n:>6} files: daemon {dw:.1}s wall {dc:.1}s CPU; run --once {ow:.1}s wall {oc:.1}s CPU \
+             = {:.2}x wall, {:.2}x CPU; {per_file:.3} ms CPU per file ({:.2}x the smallest batch's)",
+            ow / dw,
+            oc / dc,
+            per_file / growth
         );
     }
 }

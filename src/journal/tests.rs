@@ -460,3 +460,49 @@ async fn handle_runs_calls_on_the_owner_thread() {
     let row = h.call(move |j| j.get(added.id)).await.unwrap().unwrap();
     assert_eq!(row.state, FileState::Queued);
 }
+
+/// A claim must not sort the queue (one claim per file would make a batch
+/// quadratic): the queued arm walks `files_by_state` in id order, in every
+/// scope, and only the (few) due retries may be sorted.
+#[test]
+fn claiming_walks_the_queue_in_order_without_sorting_it() {
+    let (_d, mut j) = open_temp();
+    for i in 0..200 {
+        j.add_file(&ident(&format!("{i}.mp4"), 10), FileState::Queued)
+            .unwrap();
+    }
+    let ids: Vec<i64> = j.list(None).unwrap().iter().map(|r| r.id).collect();
+    j.set_batch(&ids).unwrap();
+    j.conn.execute_batch("ANALYZE").unwrap();
+    for scope in [Scope::All, Scope::Batch, Scope::Ids(&ids[..3])] {
+        let filter = super::queries::scope_filter(scope);
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::queries::claim_sql(&filter));
+        let mut st = j.conn.prepare(&sql).unwrap();
+        let plan: Vec<String> = st
+            .query_map([0_i64, 0_i64], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("INDEX files_by_state (state=? AND next_attempt_at=?)"),
+            "{scope:?}: the queued arm does not walk the index:\n{plan}"
+        );
+        assert_eq!(
+            plan.matches("TEMP B-TREE").count(),
+            1,
+            "{scope:?}: the queue is sorted on every claim:\n{plan}"
+        );
+    }
+    // And it still claims the oldest due file of the scope.
+    let got = j
+        .claim_next_skipping(
+            now_ms(),
+            Duration::from_secs(60),
+            Scope::Ids(&ids[5..7]),
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, ids[5]);
+}
