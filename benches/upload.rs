@@ -12,7 +12,9 @@
 //! `BENCH_BASELINE_BIN=/path/to/another/ingestd` also runs that binary, in
 //! turn with the others in every round, and prints this build's figures as
 //! a ratio of its: two builds compared on the same machine at the same
-//! moment.
+//! moment. `BENCH_BANDWIDTH_LIMIT` (e.g. `400MiB`) sets both builds'
+//! `upload.bandwidth_limit`, to compare them at a rate a real link gives
+//! rather than at loopback speed (curl is never limited).
 
 mod common;
 
@@ -126,6 +128,9 @@ fn sparse_file(path: &Path, size: u64) {
 }
 
 fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBuf {
+    let limit = std::env::var("BENCH_BANDWIDTH_LIMIT")
+        .map(|l| format!("bandwidth_limit = \"{l}\"\n"))
+        .unwrap_or_default();
     let cfg = dir.join(format!("{name}.toml"));
     let journal = dir.join(format!("{name}.db"));
     // A fresh journal on purpose: its lock file goes too (a lock file beside
@@ -136,7 +141,7 @@ fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBu
         &cfg,
         format!(
             "[api]\nbase_url = \"http://{addr}\"\ntoken = \"to1bench\"\nchunk_size = \"{chunk}\"\n\
-             [journal]\npath = \"{}\"\n[upload]\nconcurrency = 1\n",
+             [journal]\npath = \"{}\"\n[upload]\nconcurrency = 1\n{limit}",
             journal.display()
         ),
     )
