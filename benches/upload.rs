@@ -8,6 +8,13 @@
 //!
 //! `cargo bench --bench upload` (env: BENCH_SIZE_MIB, default 2048;
 //! BENCH_RUNS, default 3; BENCH_RSS_SIZE_MIB, default 8192).
+//!
+//! `BENCH_BASELINE_BIN=/path/to/another/ingestd` also runs that binary, in
+//! turn with the others in every round, and prints this build's figures as
+//! a ratio of its: two builds compared on the same machine at the same
+//! moment. `BENCH_BANDWIDTH_LIMIT` (e.g. `400MiB`) sets both builds'
+//! `upload.bandwidth_limit`, to compare them at a rate a real link gives
+//! rather than at loopback speed (curl is never limited).
 
 mod common;
 
@@ -121,6 +128,9 @@ fn sparse_file(path: &Path, size: u64) {
 }
 
 fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBuf {
+    let limit = std::env::var("BENCH_BANDWIDTH_LIMIT")
+        .map(|l| format!("bandwidth_limit = \"{l}\"\n"))
+        .unwrap_or_default();
     let cfg = dir.join(format!("{name}.toml"));
     let journal = dir.join(format!("{name}.db"));
     // A fresh journal on purpose: its lock file goes too (a lock file beside
@@ -131,7 +141,7 @@ fn write_config(dir: &Path, addr: SocketAddr, chunk: &str, name: &str) -> PathBu
         &cfg,
         format!(
             "[api]\nbase_url = \"http://{addr}\"\ntoken = \"to1bench\"\nchunk_size = \"{chunk}\"\n\
-             [journal]\npath = \"{}\"\n[upload]\nconcurrency = 1\n",
+             [journal]\npath = \"{}\"\n[upload]\nconcurrency = 1\n{limit}",
             journal.display()
         ),
     )
@@ -168,10 +178,15 @@ fn main() {
     let file = dir.path().join("bench.mov");
     sparse_file(&file, size_mib * MIB);
     let bin = ingestd_bin();
+    let baseline = std::env::var_os("BENCH_BASELINE_BIN").map(PathBuf::from);
+    if let Some(b) = &baseline {
+        assert!(b.exists(), "BENCH_BASELINE_BIN: no file {}", b.display());
+    }
     println!("upload of a {size_mib} MiB file to a discard server on loopback, {runs} runs each, side by side");
 
     let mut curl = Vec::new();
     let mut ing = Vec::new();
+    let mut base = Vec::new();
     for _ in 0..runs {
         let before = counters.bytes.load(Ordering::Relaxed);
         curl.push(measure(curl_upload(addr, &file)));
@@ -182,6 +197,13 @@ fn main() {
         ing.push(measure(ingestd_upload(&bin, &cfg, &file)));
         let ing_bytes = counters.bytes.load(Ordering::Relaxed) - before;
         assert!(ing_bytes >= size_mib * MIB, "ingestd sent {ing_bytes}");
+        if let Some(b) = &baseline {
+            let cfg = write_config(dir.path(), addr, "128MiB", "base");
+            let before = counters.bytes.load(Ordering::Relaxed);
+            base.push(measure(ingestd_upload(b, &cfg, &file)));
+            let sent = counters.bytes.load(Ordering::Relaxed) - before;
+            assert!(sent >= size_mib * MIB, "the baseline sent {sent}");
+        }
     }
     let gib = size_mib as f64 / 1024.0;
     let row = |name: &str, s: &[Sample]| {
@@ -203,6 +225,15 @@ fn main() {
         it / ct,
         ic / cc
     );
+    if let Some(b) = &baseline {
+        let (bt, bc) = row("baseline", &base);
+        println!(
+            "ratio    throughput ingestd/baseline = {:.3}   CPU per GiB ingestd/baseline = {:.3}   (baseline: {})",
+            it / bt,
+            ic / bc,
+            b.display()
+        );
+    }
 
     println!(
         "\npeak RSS of `ingestd upload` by file and chunk size (sparse files, goal ≤ 32 MiB):"

@@ -160,11 +160,14 @@ pub(crate) fn io_err<'a>(
 /// file's identity first: a file that vanished or changed since its upload
 /// is left alone. `sidecar` writes `NAME.ingestd.json` (keep and move).
 /// `video_json` is the Video object of the completing reply (for the player
-/// URL); `None` is fine.
+/// URL); `None` is fine. `sha256` is the one the journal stored for the
+/// file: a sidecar takes it as is, and hashes the file only when there is
+/// none (a file done by an older ingestd).
 pub fn apply(
     watch: &WatchSettings,
     row: &FileRow,
     video_json: Option<&str>,
+    sha256: Option<&str>,
     sidecar: bool,
 ) -> Result<AfterUploadOutcome, AfterUploadError> {
     if row.state != FileState::Done {
@@ -198,7 +201,7 @@ pub fn apply(
     match &watch.after_upload {
         AfterUpload::Keep => {
             let written = if sidecar {
-                let meta = Sidecar::describe(row, video_json, &path)?;
+                let meta = Sidecar::describe(row, video_json, sha256, &path)?;
                 let Some(meta) = meta else {
                     return Ok(AfterUploadOutcome::Changed { path });
                 };
@@ -221,7 +224,7 @@ pub fn apply(
             info!(id = row.id, path = %show_path(&path), "uploaded file deleted");
             Ok(AfterUploadOutcome::Deleted { path })
         }
-        AfterUpload::Move(move_to) => move_file(row, &root, move_to, video_json, sidecar),
+        AfterUpload::Move(move_to) => move_file(row, &root, move_to, video_json, sha256, sidecar),
     }
 }
 
@@ -235,6 +238,7 @@ fn move_file(
     root: &Path,
     move_to: &Path,
     video_json: Option<&str>,
+    sha256: Option<&str>,
     sidecar: bool,
 ) -> Result<AfterUploadOutcome, AfterUploadError> {
     let from = row.path();
@@ -242,7 +246,7 @@ fn move_file(
     let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
     fs::create_dir_all(&dest_dir).map_err(io_err("create the move_to directory", &dest_dir))?;
     let side_meta = if sidecar {
-        match Sidecar::describe(row, video_json, &from)? {
+        match Sidecar::describe(row, video_json, sha256, &from)? {
             Some(m) => Some(m),
             None => return Ok(AfterUploadOutcome::Changed { path: from }),
         }

@@ -13,6 +13,7 @@
 //! - `transitions`: journaling files and every guarded state change.
 //! - `queries`: the claim, single rows, listings and counts.
 //! - `identity`: content samples, re-identification, revival, watch roots, orphans.
+//! - `digest`: the SHA-256 of done files, and the done files a file may be a copy of.
 //! - `handle`: the owner thread and [`JournalHandle`].
 //!
 //! This file holds the [`Journal`] itself, its errors and the transaction
@@ -24,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode};
 
+mod digest;
 mod handle;
 mod identity;
 mod lock;
@@ -32,6 +34,7 @@ mod queries;
 mod row;
 mod transitions;
 
+pub use digest::DoneTwin;
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};

@@ -15,6 +15,8 @@
 //!   table ([`attempt::next`]) of what each chunk result does to the file.
 //! - `send`: one chunk on the wire, watched for stalls and shutdown.
 //! - `source`: is the file on disk still the row's file (before and between chunks).
+//! - `digest`: the file's SHA-256, from the chunk bodies as they are read.
+//! - `duplicate`: where an attempt's hash starts; `duplicates = "skip"`.
 //! - `retry`, `pacer`, `gate`, `throttle`: the state every worker shares.
 //! - `worker`, `batch`: the claim loop, and the files of a foreground run.
 //! - `counters`: the event counters `/metrics` shows.
@@ -27,6 +29,8 @@ mod attempt;
 mod batch;
 mod counters;
 mod decide;
+mod digest;
+mod duplicate;
 mod gate;
 mod pacer;
 mod plan;
@@ -146,16 +150,21 @@ impl Uploader {
         let Some(watch) = after_upload::folder_of(&folders, &row).cloned() else {
             return;
         };
-        let json = match self.journal.call(move |j| j.video_json(id)).await {
-            Ok(j) => j,
+        let read = self
+            .journal
+            .call(move |j| Ok((j.video_json(id)?, j.sha256(id)?)))
+            .await;
+        let (json, sha256) = match read {
+            Ok(both) => both,
             Err(e) => {
                 warn!(id, "after upload: cannot read the journal: {e}");
-                None
+                (None, None)
             }
         };
         let path = show_path(&row.path());
         let done = tokio::task::spawn_blocking(move || {
-            after_upload::apply(&watch, &row, json.as_deref(), watch.sidecar)
+            let (json, sha256) = (json.as_deref(), sha256.as_deref());
+            after_upload::apply(&watch, &row, json, sha256, watch.sidecar)
         })
         .await;
         match done {

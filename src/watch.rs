@@ -54,14 +54,16 @@ use crate::journal::FileRow;
 pub(crate) use crate::display::show_path as show;
 
 /// Applies the folder's `after_upload` to a file whose upload is `done`
-/// (see [`crate::after_upload::apply`]), with the watch stage's error.
+/// (see [`crate::after_upload::apply`]), with the watch stage's
+/// error.
 pub fn after_upload(
     watch: &WatchSettings,
     row: &FileRow,
     video_json: Option<&str>,
+    sha256: Option<&str>,
     sidecar: bool,
 ) -> Result<AfterUploadOutcome, WatchError> {
-    crate::after_upload::apply(watch, row, video_json, sidecar).map_err(WatchError::from)
+    crate::after_upload::apply(watch, row, video_json, sha256, sidecar).map_err(WatchError::from)
 }
 
 /// Whether the file of a `gone` row is back as it was journaled (same size

@@ -750,11 +750,11 @@ async fn after_upload_delete() {
     let row = done_file(&w, "a.mp4", b"bytes", None).await;
     let mut s = w.settings(100);
     s.after_upload = AfterUpload::Delete;
-    let out = after_upload(&s, &row, None, true).unwrap();
+    let out = after_upload(&s, &row, None, None, true).unwrap();
     assert_eq!(out, AfterUploadOutcome::Deleted { path: row.path() });
     assert!(!row.path().exists());
     // Again: already gone, nothing to do.
-    let out = after_upload(&s, &row, None, true).unwrap();
+    let out = after_upload(&s, &row, None, None, true).unwrap();
     assert!(
         matches!(out, AfterUploadOutcome::Vanished { .. }),
         "{out:?}"
@@ -769,7 +769,7 @@ async fn after_upload_move_keeps_the_relative_path_and_writes_a_sidecar() {
     let done = w.dir.path().join("archive");
     let mut s = w.settings(100);
     s.after_upload = AfterUpload::Move(done.clone());
-    let out = after_upload(&s, &row, Some(VIDEO), true).unwrap();
+    let out = after_upload(&s, &row, Some(VIDEO), None, true).unwrap();
     let to = done.join("day1/cam/a.mp4");
     let side = done.join("day1/cam/a.mp4.ingestd.json");
     assert_eq!(
@@ -810,7 +810,7 @@ async fn after_upload_move_never_overwrites() {
     let row = done_file(&w, "a.mp4", b"mine", None).await;
     let mut s = w.settings(100);
     s.after_upload = AfterUpload::Move(done.clone());
-    let out = after_upload(&s, &row, None, true).unwrap();
+    let out = after_upload(&s, &row, None, None, true).unwrap();
     let AfterUploadOutcome::Moved { to, .. } = out else {
         panic!("{out:?}");
     };
@@ -829,7 +829,7 @@ async fn after_upload_keep_writes_the_sidecar_atomically_beside_the_file() {
     let w = World::new();
     let row = done_file(&w, "a.mp4", b"kept", Some(VIDEO)).await;
     let s = w.settings(100);
-    let out = after_upload(&s, &row, Some(VIDEO), true).unwrap();
+    let out = after_upload(&s, &row, Some(VIDEO), None, true).unwrap();
     let side = w.root.join("a.mp4.ingestd.json");
     assert_eq!(
         out,
@@ -843,7 +843,7 @@ async fn after_upload_keep_writes_the_sidecar_atomically_beside_the_file() {
     assert_eq!(fs::read_dir(&w.root).unwrap().count(), 2);
     // Without sidecars, keep does nothing at all.
     fs::remove_file(&side).unwrap();
-    let out = after_upload(&s, &row, Some(VIDEO), false).unwrap();
+    let out = after_upload(&s, &row, Some(VIDEO), None, false).unwrap();
     assert_eq!(out, AfterUploadOutcome::Kept { sidecar: None });
     assert!(!side.exists());
 }
@@ -866,24 +866,24 @@ async fn after_upload_never_touches_a_file_not_done_or_changed() {
     let queued_row = w.journal.call(move |j| j.get(id)).await.unwrap().unwrap();
     let mut s = w.settings(100);
     s.after_upload = AfterUpload::Delete;
-    let err = after_upload(&s, &queued_row, None, true).unwrap_err();
+    let err = after_upload(&s, &queued_row, None, None, true).unwrap_err();
     assert!(matches!(err, WatchError::NotDone { .. }), "{err}");
     assert_eq!(fs::read(w.root.join("q.mp4")).unwrap(), b"queued");
 
     // Done, but rewritten since: left alone by delete and by move.
     let row = done_file(&w, "c.mp4", b"uploaded", None).await;
     write(&row.path(), b"rewritten after upload");
-    let out = after_upload(&s, &row, None, true).unwrap();
+    let out = after_upload(&s, &row, None, None, true).unwrap();
     assert!(matches!(out, AfterUploadOutcome::Changed { .. }), "{out:?}");
     s.after_upload = AfterUpload::Move(w.dir.path().join("archive"));
-    let out = after_upload(&s, &row, None, true).unwrap();
+    let out = after_upload(&s, &row, None, None, true).unwrap();
     assert!(matches!(out, AfterUploadOutcome::Changed { .. }), "{out:?}");
     assert_eq!(fs::read(row.path()).unwrap(), b"rewritten after upload");
     assert!(!w.dir.path().join("archive/c.mp4").exists());
 
     // A row of another folder is refused.
     let other = settings(&w.dir.path().join("elsewhere"), 100);
-    let err = after_upload(&other, &row, None, true).unwrap_err();
+    let err = after_upload(&other, &row, None, None, true).unwrap_err();
     assert!(matches!(err, WatchError::NotInFolder { .. }), "{err}");
 }
 

@@ -45,11 +45,13 @@ pub(super) struct Sidecar {
 }
 
 impl Sidecar {
-    /// Describes the uploaded file (hashing it); `None` if it changed
-    /// while it was hashed.
+    /// Describes the uploaded file, with `sha256`, the SHA-256 the journal
+    /// stored for it, or, without one (a file done by an older ingestd),
+    /// hashing it; `None` if it changed meanwhile.
     pub(super) fn describe(
         row: &FileRow,
         video_json: Option<&str>,
+        sha256: Option<&str>,
         path: &Path,
     ) -> Result<Option<Sidecar>, AfterUploadError> {
         let video: Option<serde_json::Value> =
@@ -66,7 +68,10 @@ impl Sidecar {
         let player = video
             .as_ref()
             .and_then(|v| v.pointer("/assets/player")?.as_str().map(str::to_owned));
-        let sha256 = hash_file(path).map_err(io_err("hash", path))?;
+        let sha256 = match sha256 {
+            Some(known) => known.to_owned(),
+            None => hash_file(path).map_err(io_err("hash", path))?,
+        };
         let meta = fs::metadata(path).map_err(io_err("inspect", path))?;
         if !still_uploaded(row, &meta) {
             warn!(id = row.id, path = %show_path(path), "the file changed after it was uploaded; leaving it alone");

@@ -28,10 +28,13 @@ pub(crate) struct FileStatus {
     pub created_at: i64,
     pub updated_at: i64,
     pub done_at: Option<i64>,
+    /// The SHA-256 of the whole file (lowercase hex), once it is done.
+    pub sha256: Option<String>,
 }
 
-impl From<&FileRow> for FileStatus {
-    fn from(r: &FileRow) -> Self {
+impl FileStatus {
+    /// The row `r`, whose stored SHA-256 is `sha256`.
+    fn of(r: &FileRow, sha256: Option<&str>) -> Self {
         FileStatus {
             id: r.id,
             path: String::from_utf8_lossy(std::os::unix::ffi::OsStrExt::as_bytes(
@@ -50,6 +53,7 @@ impl From<&FileRow> for FileStatus {
             created_at: r.created_at,
             updated_at: r.updated_at,
             done_at: r.done_at,
+            sha256: sha256.map(str::to_owned),
         }
     }
 }
@@ -93,17 +97,22 @@ pub fn status(
         return Ok(());
     }
     let filter = (!states.is_empty()).then_some(states);
-    let rows = journal.list(filter)?;
+    let rows = journal.list_hashed(filter)?;
     if json {
         println!("{}", to_json(&rows));
     } else {
+        let rows: Vec<FileRow> = rows.into_iter().map(|(r, _)| r).collect();
         print!("{}", to_table(&rows));
     }
     Ok(())
 }
 
-pub(crate) fn to_json(rows: &[FileRow]) -> String {
-    let all: Vec<FileStatus> = rows.iter().map(FileStatus::from).collect();
+/// Each row with its stored SHA-256, as `status --json` prints them.
+pub(crate) fn to_json(rows: &[(FileRow, Option<String>)]) -> String {
+    let all: Vec<FileStatus> = rows
+        .iter()
+        .map(|(r, sha256)| FileStatus::of(r, sha256.as_deref()))
+        .collect();
     // Serializing plain data with string keys cannot fail.
     serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())
 }

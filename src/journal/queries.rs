@@ -77,6 +77,18 @@ pub(super) fn claim_sql(filter: &str) -> String {
     )
 }
 
+/// `WHERE state IN (…)` restricting a listing to `states`, or nothing.
+/// States are names of ours, so inlining them is safe.
+pub(super) fn state_filter(states: Option<&[FileState]>) -> String {
+    match states {
+        Some(states) => {
+            let s: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            format!("WHERE state IN ({})", s.join(", "))
+        }
+        None => String::new(),
+    }
+}
+
 impl Journal {
     /// Claims the next file due for upload (queued, or retrying whose backoff
     /// expired), oldest first, and marks it `uploading`. With `only`, claims
@@ -138,13 +150,7 @@ impl Journal {
 
     /// All rows (in id order), or those in `states`.
     pub fn list(&self, states: Option<&[FileState]>) -> Result<Vec<FileRow>, JournalError> {
-        let filter = match states {
-            Some(states) => {
-                let s: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-                format!("WHERE state IN ({})", s.join(", "))
-            }
-            None => String::new(),
-        };
+        let filter = state_filter(states);
         self.select_rows("list files", &format!("{filter} ORDER BY id"), [])
     }
 

@@ -198,6 +198,10 @@ pub(super) const COLUMNS: &str =
      bytes_uploaded, video_id, attempts, next_attempt_at, last_error, created_at, updated_at, \
      started_at, done_at, sends_in_doubt, ctime_ns, sample";
 
+/// How many columns [`COLUMNS`] names: the index of a column a query
+/// selects after them.
+pub(super) const COLUMN_COUNT: usize = 21;
+
 pub(super) fn path_from_blob(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes))
 }

@@ -2,7 +2,8 @@
 //! ([`decide::next`]) what each chunk's result means and carries it out in
 //! the journal, the logs and the counters. Every journal write of an
 //! attempt happens here, in the order crash safety needs: a chunk is
-//! recorded before the next one is sent.
+//! recorded before the next one is sent. The file's SHA-256 is taken from
+//! the bodies sent (see `digest`) and stored when the file is done.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decide::{self, Attempt, Between, End, Step, Then};
+use super::digest::{self, Tap};
+use super::duplicate::Start;
 use super::plan::{chunk_at, is_chunked};
 use super::retry::backoff_delay;
 use super::send::{display_name, ChunkResult};
@@ -19,6 +22,7 @@ use super::{Outcome, Uploader, WorkerError};
 use crate::apivideo::{ByteRange, ErrorClass, RateInfo, MAX_TOTAL_BYTES};
 use crate::display::show_path;
 use crate::journal::{now_ms, FileRow};
+use crate::sample::Sample;
 
 /// The note of a file given back while the token is refused.
 const PAUSED: &str = "paused: the upload token was refused";
@@ -56,6 +60,8 @@ struct Stored {
     /// A reply came (not only an overlap): the server can be reached.
     reached: bool,
     ranged: bool,
+    /// The whole file's SHA-256, with its last chunk (when it could be had).
+    sha256: Option<String>,
 }
 
 impl Uploader {
@@ -69,8 +75,8 @@ impl Uploader {
         let path = row.path();
         let shown = show_path(&path);
         let size = row.identity.size;
-        let mut file = match self.open_checked(&row, &shown).await? {
-            Ok(file) => file,
+        let (mut file, sample) = match self.open_checked(&row, &shown).await? {
+            Ok(opened) => opened,
             Err(outcome) => return Ok(outcome),
         };
         // The chunk plan, fixed in the journal just before the first request
@@ -92,6 +98,10 @@ impl Uploader {
         if offset > 0 {
             info!(id, path = %shown, video_id = at.video_id.as_deref().unwrap_or(""), offset, size, "resuming upload");
         }
+        let mut digest = match self.start_digest(&row, &file, sample, cancel).await? {
+            Start::Go(digest) => digest,
+            Start::Ended(outcome) => return Ok(outcome),
+        };
 
         while offset < size {
             let (turn, generation) = match self.before_chunk(&row, &file, cancel).await? {
@@ -114,16 +124,9 @@ impl Uploader {
             };
             at.ranged = ranged;
             let range = chunk_at(offset, size, chunk_size);
-            let (result, body_out) = self
-                .send_chunk(
-                    &mut file,
-                    &at.name,
-                    range,
-                    ranged,
-                    at.video_id.as_deref(),
-                    cancel,
-                )
-                .await;
+            let tap = digest.as_ref().and_then(|d| d.tap(range.offset, range.len));
+            let feed = tap.as_ref().map(Tap::feed);
+            let (result, body_out) = self.send_chunk(&mut file, &at, range, feed, cancel).await;
             // A reply, read or not: once its chunk is recorded, the files
             // waiting for the server may go (see `server_reached`).
             let reached = matches!(result, ChunkResult::Stored(_));
@@ -160,12 +163,20 @@ impl Uploader {
             };
             at.maybe_stored = false;
             at.video_id = Some(vid.clone());
+            let end = range.offset + range.len;
+            digest = digest::after_chunk(&row, digest, tap, &file, end).await;
+            let sha256 = if end == size {
+                digest::finish(&row, digest.take(), &file, cancel).await
+            } else {
+                None
+            };
             let stored = Stored {
                 range,
                 video_id: vid,
                 video: reply.and_then(|r| r.video).map(|v| v.to_string()),
                 reached,
                 ranged,
+                sha256,
             };
             match self.record_stored(&row, &shown, &file, stored).await? {
                 Next::Send(next) => offset = next,
@@ -188,8 +199,9 @@ impl Uploader {
         // acknowledged (progress is never recorded at the full size, but a
         // journal edited by hand could say so): finish the row.
         let v = at.video_id.clone();
+        let sha256 = digest::finish(&row, digest, &file, cancel).await;
         self.journal
-            .call(move |j| j.mark_done(id, v.as_deref(), None, None))
+            .call(move |j| j.mark_done_hashed(id, v.as_deref(), None, None, sha256.as_deref()))
             .await?;
         Ok(Outcome::Done {
             video_id: at.video_id.unwrap_or_default(),
@@ -197,20 +209,22 @@ impl Uploader {
     }
 
     /// Opens the row's file and checks it is still the row's, and that it can
-    /// be uploaded at all; `Err` is how the attempt ends instead.
+    /// be uploaded at all; with its content sample. `Err` is how the attempt
+    /// ends instead.
     async fn open_checked(
         &self,
         row: &FileRow,
         shown: &str,
-    ) -> Result<Result<tokio::fs::File, Outcome>, WorkerError> {
+    ) -> Result<Result<(tokio::fs::File, Sample), Outcome>, WorkerError> {
         let (id, size) = (row.id, row.identity.size);
         let file = match source::open(&self.shares, row).await {
             Ok(f) => f,
             Err(stop) => return self.stop(row, stop).await.map(Err),
         };
-        if let Err(stop) = source::verify_start(&self.shares, &self.journal, row, &file).await {
-            return self.stop(row, stop).await.map(Err);
-        }
+        let sample = match source::verify_start(&self.shares, &self.journal, row, &file).await {
+            Ok(sample) => sample,
+            Err(stop) => return self.stop(row, stop).await.map(Err),
+        };
         if size == 0 {
             let why = "the file is empty: nothing to upload";
             self.journal.call(move |j| j.mark_failed(id, why)).await?;
@@ -224,7 +238,7 @@ impl Uploader {
             self.journal.call(move |j| j.mark_failed(id, &why)).await?;
             return Ok(Err(Outcome::Failed));
         }
-        Ok(Ok(file))
+        Ok(Ok((file, sample)))
     }
 
     /// Before each chunk: not shutting down, the file still the row's, a
@@ -307,6 +321,7 @@ impl Uploader {
             video,
             reached,
             ranged,
+            sha256,
         } = stored;
         let offset = range.offset + range.len;
         let check = source::check_chunk(&self.shares, row, file).await;
@@ -338,7 +353,10 @@ impl Uploader {
                 warn!(id, path = %shown, video_id = %vid, "{note}");
             }
             self.journal
-                .call(move |j| j.mark_done(id, Some(&v), video.as_deref(), note.as_deref()))
+                .call(move |j| {
+                    let (video, note) = (video.as_deref(), note.as_deref());
+                    j.mark_done_hashed(id, Some(&v), video, note, sha256.as_deref())
+                })
                 .await?;
             if reached {
                 self.server_reached(id).await?;
@@ -423,7 +441,7 @@ impl Uploader {
 
     /// Gives the file back to the queue with its progress (and `note`):
     /// the attempt ends as `outcome`.
-    async fn give_back(
+    pub(super) async fn give_back(
         &self,
         id: i64,
         note: Option<String>,

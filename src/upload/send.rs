@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
+use super::decide::Attempt;
+use super::digest::Feed;
 use super::Uploader;
 use crate::apivideo::{ApiError, ByteRange, Reply};
 
@@ -78,14 +80,16 @@ pub(crate) enum ChunkResult {
 }
 
 impl Uploader {
-    /// Sends one chunk, streamed from the file, watching for stalls and shutdown.
+    /// Sends one chunk of the attempt `at` (its file's name, videoId and
+    /// whether it goes in ranges), streamed from the file, watching for
+    /// stalls and shutdown; each body frame also goes to `feed` (the
+    /// chunk's hash).
     pub(super) async fn send_chunk(
         &self,
         file: &mut tokio::fs::File,
-        name: &str,
+        at: &Attempt,
         range: ByteRange,
-        ranged: bool,
-        video_id: Option<&str>,
+        feed: Option<Arc<Feed>>,
         cancel: &CancellationToken,
     ) -> (ChunkResult, bool) {
         if let Err(e) = file.seek(std::io::SeekFrom::Start(range.offset)).await {
@@ -110,18 +114,27 @@ impl Uploader {
         let stream = ReaderStream::with_capacity(reader, READ_BUF).then(move |item| {
             let throttle = throttle.clone();
             let p = p.clone();
+            let hash = feed.as_ref().and_then(|f| f.sender());
             async move {
                 if let Ok(b) = &item {
                     p.throttled.store(true, Ordering::Relaxed);
                     throttle.take(b.len()).await;
                     p.throttled.store(false, Ordering::Relaxed);
                     p.touch(b.len());
+                    if let Some(hash) = hash {
+                        // The same bytes, not a copy. A hash no longer
+                        // wanted drops the frame: what it misses is read
+                        // from the file if the chunk turns out stored.
+                        let _ = hash.send(b.clone()).await;
+                    }
                 }
                 item.map(|b: Bytes| b)
             }
         });
         let body = reqwest::Body::wrap_stream(stream);
-        let send = self.client.send(name, range, ranged, video_id, body);
+        let send = self
+            .client
+            .send(&at.name, range, at.ranged, at.video_id.as_deref(), body);
         tokio::pin!(send);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -73,20 +73,22 @@ pub(crate) async fn open(shares: &Arc<Shares>, row: &FileRow) -> Result<tokio::f
 }
 
 /// Before the first byte of an attempt: the open file is the journaled one,
-/// content included.
+/// content included. Returns its content sample.
 pub(crate) async fn verify_start(
     shares: &Arc<Shares>,
     journal: &JournalHandle,
     row: &FileRow,
     file: &tokio::fs::File,
-) -> Result<(), Stop> {
+) -> Result<Sample, Stop> {
     let meta = checked(shares, row, file).await?;
     // Every hint as journaled, the ctime included: no write can have
     // happened since the sample was taken (a `touch -r` after an edit still
     // moves the ctime), so it is not read again.
     let now = FileIdentity::from_metadata(&row.identity.root, &row.identity.rel_path, &meta);
-    if row.sample.is_some() && row.identity.ctime_ns.is_some() && row.identity.same_hints(&now) {
-        return Ok(());
+    if let Some(stored) = row.sample {
+        if row.identity.ctime_ns.is_some() && row.identity.same_hints(&now) {
+            return Ok(stored);
+        }
     }
     let size = row.identity.size;
     let dup = match file.try_clone().await {
@@ -112,7 +114,7 @@ pub(crate) async fn verify_start(
         }
     };
     match row.sample {
-        Some(stored) if stored == sample => Ok(()),
+        Some(stored) if stored == sample => Ok(sample),
         Some(_) => Err(Stop::Gone(
             "the file's content changed since it was journaled (same size and mtime, other bytes \
              at its head or tail); its new content is journaled as a new file"
@@ -124,6 +126,7 @@ pub(crate) async fn verify_start(
             journal
                 .call(move |j| j.set_sample(id, sample))
                 .await
+                .map(|()| sample)
                 .map_err(|e| Stop::Retry(format!("cannot store the content sample: {e}")))
         }
     }

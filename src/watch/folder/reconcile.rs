@@ -248,11 +248,20 @@ impl Folder {
         let mut applied = 0;
         for row in pending {
             let id = row.id;
-            let video_json = self.journal.call(move |j| j.video_json(id)).await?;
+            let (video_json, sha256) = self
+                .journal
+                .call(move |j| Ok((j.video_json(id)?, j.sha256(id)?)))
+                .await?;
             let settings = self.settings.clone();
             let path = row.path();
             let outcome = tokio::task::spawn_blocking(move || {
-                after_upload(&settings, &row, video_json.as_deref(), sidecars)
+                after_upload(
+                    &settings,
+                    &row,
+                    video_json.as_deref(),
+                    sha256.as_deref(),
+                    sidecars,
+                )
             })
             .await
             .map_err(join_err)?;
