@@ -20,7 +20,7 @@
 //!    bytes) already in a polled share, uploaded once by `ingestd run` (from
 //!    its start until the journal has them all `done`) and once by
 //!    `ingestd run --once` (from start to exit), each with a fresh journal
-//!    and emulator: wall time and CPU (the process's own, from `wait4`) as
+//!    and emulator (an `ingestd emulator` process): wall time and CPU (the process's own, from `wait4`) as
 //!    ratios, and CPU per file at every N (1,000 to 100,000): a foreground
 //!    run's cost per file must not grow with its batch.
 //!
@@ -375,6 +375,9 @@ fn remount(rt: &tokio::runtime::Runtime, n: u64, runs: usize) {
 }
 
 fn main() {
+    // The emulator's control API is read with reqwest, which needs a TLS
+    // provider chosen even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -403,10 +406,11 @@ fn main() {
     }
 }
 
-/// Reaps `child` with `wait4`: its exit status and its own CPU seconds.
+/// Reaps `child` with `wait4`: its exit status, its own CPU seconds and its
+/// peak RSS in MiB.
 // The child is reaped by `wait4` (for its rusage), not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
-fn reap(child: Child) -> (std::process::ExitStatus, f64) {
+fn reap(child: Child) -> (std::process::ExitStatus, f64, f64) {
     use std::os::unix::process::ExitStatusExt;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -419,6 +423,7 @@ fn reap(child: Child) -> (std::process::ExitStatus, f64) {
     (
         std::process::ExitStatus::from_raw(status),
         tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_maxrss as f64 / 1024.0,
     )
 }
 
@@ -461,21 +466,93 @@ fn done_count(journal: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks that every file was uploaded exactly once.
-fn exactly_once(emu: &Emulator, journal: &Path, n: u64) {
-    let complete = emu.videos().iter().filter(|v| v.complete).count() as u64;
-    assert_eq!(done_count(journal), n, "every file done");
-    assert_eq!(complete, n, "every file uploaded exactly once");
+/// `ingestd emulator` in a process of its own (so that neither its work nor
+/// the benchmark's polling shares a process with what is measured), killed
+/// when dropped.
+struct EmulatorProcess {
+    child: Child,
+    base: String,
 }
 
-/// The daemon over the files in `watch`: seconds until all are done, CPU.
-fn daemon_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64) {
+impl EmulatorProcess {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(ingestd_bin())
+            .args(["emulator", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+            .arg("--data")
+            .arg(dir.join("emulator"))
+            .args(["--token", TOKEN])
+            .env("INGESTD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the emulator");
+        let out = child.stdout.take().expect("emulator stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("emulator address");
+        let base = line
+            .trim()
+            .strip_prefix("emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected emulator output: {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    fn get(&self, rt: &tokio::runtime::Runtime, what: &str) -> serde_json::Value {
+        let body = rt.block_on(async {
+            reqwest::get(format!("{}/_emulator/{what}", self.base))
+                .await
+                .expect("emulator request")
+                .bytes()
+                .await
+                .expect("emulator reply")
+        });
+        serde_json::from_slice(&body).expect("emulator JSON")
+    }
+
+    fn accepted_chunks(&self, rt: &tokio::runtime::Runtime) -> u64 {
+        self.get(rt, "stats")["accepted_chunks"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Checks that every file was uploaded exactly once.
+    fn exactly_once(&self, rt: &tokio::runtime::Runtime, journal: &Path, n: u64) {
+        let videos = self.get(rt, "videos");
+        let complete = videos
+            .as_array()
+            .expect("a list of videos")
+            .iter()
+            .filter(|v| v["complete"] == serde_json::Value::Bool(true))
+            .count() as u64;
+        assert_eq!(done_count(journal), n, "every file done");
+        assert_eq!(complete, n, "every file uploaded exactly once");
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon over the files in `watch`: seconds until all are done, CPU,
+/// peak RSS.
+/// Each file is one chunk: the emulator's count of them says when to look
+/// at the journal, so the journal is not read while the daemon works.
+fn daemon_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let emu = emulator(rt, dir.path());
-    let (cfg, journal) = polled_config(dir.path(), &emu.base_url(), watch);
+    let emu = EmulatorProcess::start(dir.path());
+    let (cfg, journal) = polled_config(dir.path(), &emu.base, watch);
     let t0 = Instant::now();
     let child = start(&cfg);
     wait_for("every file uploaded", Duration::from_secs(3600), || {
+        emu.accepted_chunks(rt) >= n
+    });
+    wait_for("every file done", Duration::from_secs(60), || {
         done_count(&journal) >= n
     });
     let wall = t0.elapsed().as_secs_f64();
@@ -483,16 +560,16 @@ fn daemon_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64)
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    let (_, cpu) = reap(child);
-    exactly_once(&emu, &journal, n);
-    (wall, cpu)
+    let (_, cpu, rss) = reap(child);
+    emu.exactly_once(rt, &journal, n);
+    (wall, cpu, rss)
 }
 
-/// `run --once` over the files in `watch`: seconds to exit, CPU.
-fn once_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64) {
+/// `run --once` over the files in `watch`: seconds to exit, CPU, peak RSS.
+fn once_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let emu = emulator(rt, dir.path());
-    let (cfg, journal) = polled_config(dir.path(), &emu.base_url(), watch);
+    let emu = EmulatorProcess::start(dir.path());
+    let (cfg, journal) = polled_config(dir.path(), &emu.base, watch);
     let t0 = Instant::now();
     let child = Command::new(ingestd_bin())
         .arg("--config")
@@ -503,11 +580,11 @@ fn once_pass(rt: &tokio::runtime::Runtime, watch: &Path, n: u64) -> (f64, f64) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ingestd");
-    let (status, cpu) = reap(child);
+    let (status, cpu, rss) = reap(child);
     let wall = t0.elapsed().as_secs_f64();
     assert!(status.success(), "run --once failed: {status}");
-    exactly_once(&emu, &journal, n);
-    (wall, cpu)
+    emu.exactly_once(rt, &journal, n);
+    (wall, cpu, rss)
 }
 
 fn once_vs_daemon(rt: &tokio::runtime::Runtime, sizes: &str) {
@@ -519,13 +596,14 @@ fn once_vs_daemon(rt: &tokio::runtime::Runtime, sizes: &str) {
     {
         let share = tempfile::tempdir().expect("tempdir");
         small_files(share.path(), n);
-        let (dw, dc) = daemon_pass(rt, share.path(), n);
-        let (ow, oc) = once_pass(rt, share.path(), n);
+        let (dw, dc, dr) = daemon_pass(rt, share.path(), n);
+        let (ow, oc, or) = once_pass(rt, share.path(), n);
         let per_file = oc * 1000.0 / n as f64;
         let growth = *first_per_file.get_or_insert(per_file);
         println!(
             "  {n:>6} files: daemon {dw:.1}s wall {dc:.1}s CPU; run --once {ow:.1}s wall {oc:.1}s CPU \
-             = {:.2}x wall, {:.2}x CPU; {per_file:.3} ms CPU per file ({:.2}x the smallest batch's)",
+             = {:.2}x wall, {:.2}x CPU; {per_file:.3} ms CPU per file ({:.2}x the smallest batch's); \
+             peak RSS daemon {dr:.1} MiB, run --once {or:.1} MiB",
             ow / dw,
             oc / dc,
             per_file / growth
