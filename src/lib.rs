@@ -38,6 +38,33 @@
 //! offset and the videoId are committed before the next chunk is sent, so a
 //! `kill -9` at any instant loses at most the chunk in flight.
 
+/// Standard output that may be closed (`ingestd upload … | head`): these
+/// shadow std's `println!` and `print!` in every module below, so that a
+/// write error loses the output instead of panicking, and the command goes
+/// on to its usual exit status.
+macro_rules! println {
+    () => {
+        $crate::print_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// See [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::print_out(format_args!($($arg)*))
+    };
+}
+
+/// Writes to standard output, ignoring a closed or failing stdout (the
+/// reader went away: the output is lost, the work is not).
+pub fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_fmt(args);
+}
+
 pub(crate) mod after_upload;
 pub mod apivideo;
 pub mod cli;

@@ -269,7 +269,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = config_or_exit!(config_path);
             match token::run(args, settings.api.base_url.clone()).await {
                 Ok(text) => {
-                    println!("{text}");
+                    ingestd::print_out(format_args!("{text}\n"));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -928,3 +928,58 @@ fn a_journal_deleted_while_stopped_is_an_error_not_a_fresh_start() {
     let out = upload(&env, &[&f]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `ingestd upload … | head -0`: the reader of stdout is gone before the
+/// report is printed. The files are still uploaded, nothing panics, and the
+/// exit status is the run's (0: all done); `status | head -0` likewise.
+#[test]
+fn a_closed_stdout_loses_the_report_not_the_uploads() {
+    use std::process::Stdio;
+    let env = Env::new();
+    let a = env.file("a.mp4", MIB, 41);
+    let b = env.file("b.mp4", 2 * MIB, 42);
+    for args in [
+        vec![
+            "upload".to_owned(),
+            a.display().to_string(),
+            b.display().to_string(),
+        ],
+        vec!["status".to_owned()],
+        vec!["status".to_owned(), "--json".to_owned()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = env
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end at once: every write to stdout fails (EPIPE).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    done_video(&env, &a);
+    done_video(&env, &b);
+}
+
+/// `check-config --online` against a server that is not there says why, with
+/// the whole cause (the connection refused), as `upload` does.
+#[test]
+fn check_config_online_names_the_whole_cause_of_an_unreachable_server() {
+    let env = Env::new();
+    env.write_config("8MiB", "");
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    let cfg = cfg.replace(&env.emulator.base_url(), "http://127.0.0.1:1");
+    std::fs::write(&env.config, cfg).unwrap();
+    let out = env.run(&["check-config", "--online"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("cannot reach http://127.0.0.1:1") && all.contains("Connection refused"),
+        "{all}"
+    );
+    assert!(!all.contains(TOKEN), "the token leaked: {all}");
+}

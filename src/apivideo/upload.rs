@@ -92,7 +92,7 @@ impl Client {
             .multipart(form)
             .timeout(Duration::from_secs(30));
         match request.send().await {
-            Err(e) => TokenCheck::Unreachable(e.without_url().to_string()),
+            Err(e) => TokenCheck::Unreachable(chain(&e.without_url())),
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = read_limited(r).await.unwrap_or_default();
