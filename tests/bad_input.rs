@@ -20,11 +20,6 @@ use ingestd::journal::{FileRow, FileState};
 /// How long any single expected outcome may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A TOML basic string holding `p` (JSON string escapes are valid TOML).
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
 /// A `[[watch]]` table for `path` with a short settle and poll interval.
 fn watch(path: &Path, extra: &str) -> String {
     format!(

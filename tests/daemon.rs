@@ -19,20 +19,6 @@ use ingestd::journal::{FileRow, FileState};
 /// How long any single expected outcome may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A TOML basic string holding `p` (JSON string escapes are valid TOML).
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
-/// A `[[watch]]` table for `path` with a short settle and poll interval;
-/// `extra` holds more `key = value` lines.
-fn watch(path: &Path, settle: &str, extra: &str) -> String {
-    format!(
-        "\n[[watch]]\npath = {}\nsettle = \"{settle}\"\npoll_interval = \"1s\"\n{extra}\n",
-        toml_path(path)
-    )
-}
-
 fn rows_at(env: &Env, path: &Path) -> Vec<FileRow> {
     rows(env).into_iter().filter(|r| r.path() == path).collect()
 }

@@ -34,11 +34,6 @@ fn env_duration(name: &str, default: Duration) -> Duration {
     }
 }
 
-/// A TOML basic string holding `p` (JSON string escapes are valid TOML).
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
 /// The config: `[api]`, `[journal]`, `[upload]` with `concurrency` and the
 /// `upload_extra` lines, and one `[[watch]]` on the media folder.
 fn write_config(env: &Env, chunk_size: &str, concurrency: usize, upload_extra: &str) {

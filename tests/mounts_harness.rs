@@ -14,11 +14,6 @@ use common::*;
 /// How long any single expected outcome may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A TOML basic string holding `p` (JSON string escapes are valid TOML).
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
 fn mounted_on_host(p: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let p = p.to_str().unwrap();

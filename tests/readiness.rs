@@ -42,17 +42,6 @@ fn have_ffmpeg() -> bool {
     ok
 }
 
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
-fn watch(path: &Path, settle: &str, extra: &str) -> String {
-    format!(
-        "\n[[watch]]\npath = {}\nsettle = \"{settle}\"\npoll_interval = \"1s\"\n{extra}\n",
-        toml_path(path)
-    )
-}
-
 /// The ffmpeg command of a 1280x720 test-pattern recording into `out`
 /// (`-re` first: in real time, as a camera delivers it).
 fn recorder(out: &Path, extra: &[&str]) -> Command {
@@ -94,6 +83,20 @@ fn record_killed(out: &Path, bytes: u64, extra: &[&str]) {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(grown, "the recording never reached {bytes} bytes");
+}
+
+/// An H.264 MP4 whose recorder was killed after 256 KiB (`mdat` of size 0,
+/// no `moov`), made outside the watch folder: its path.
+fn crashed_recording(env: &Env) -> PathBuf {
+    let work = env.dir.path().join("recordings");
+    fs::create_dir_all(&work).unwrap();
+    let crashed = work.join("crashed.mp4");
+    record_killed(
+        &crashed,
+        256 * 1024,
+        &["-c:v", "libx264", "-preset", "ultrafast"],
+    );
+    crashed
 }
 
 /// The top-level boxes of an MP4: (kind, offset, size).
@@ -343,14 +346,7 @@ fn an_unfinished_recording_fails_after_incomplete_timeout_and_retry_sends_it() {
         return;
     }
     let env = Env::new();
-    let work = env.dir.path().join("recordings");
-    fs::create_dir_all(&work).unwrap();
-    let crashed = work.join("crashed.mp4");
-    record_killed(
-        &crashed,
-        256 * 1024,
-        &["-c:v", "libx264", "-preset", "ultrafast"],
-    );
+    let crashed = crashed_recording(&env);
     env.write_config(
         "8MiB",
         &watch(&env.media, "300ms", "incomplete_timeout = \"2s\""),
@@ -405,14 +401,7 @@ fn readiness_settle_sends_an_unfinished_recording_once_it_settles() {
         return;
     }
     let env = Env::new();
-    let work = env.dir.path().join("recordings");
-    fs::create_dir_all(&work).unwrap();
-    let crashed = work.join("crashed.mp4");
-    record_killed(
-        &crashed,
-        256 * 1024,
-        &["-c:v", "libx264", "-preset", "ultrafast"],
-    );
+    let crashed = crashed_recording(&env);
     let clip = env.media.join("crashed.mp4");
     fs::rename(&crashed, &clip).unwrap();
     env.write_config(

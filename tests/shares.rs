@@ -18,10 +18,6 @@ use common::*;
 /// How long any single expected outcome may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(90);
 
-fn toml_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

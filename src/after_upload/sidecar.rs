@@ -124,9 +124,5 @@ fn hash_file(path: &Path) -> io::Result<String> {
         };
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::display::hex(&hasher.finalize()))
 }

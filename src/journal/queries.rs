@@ -33,35 +33,34 @@ impl<'a> From<Option<&'a [i64]>> for Scope<'a> {
     }
 }
 
-/// `AND id IN (…)` restricting a query to `scope`, or nothing.
+/// `AND +id IN (…)` restricting a query to `scope`, or nothing. The `+`
+/// keeps SQLite from driving a search by the scope's ids: a claim must walk
+/// the queue in order (see [`claim_sql`]), or it sorts every file of the
+/// batch on every claim.
 pub(super) fn scope_filter(scope: Scope<'_>) -> String {
     match scope {
         Scope::All => String::new(),
-        Scope::Ids(ids) => id_filter(Some(ids)),
-        Scope::Batch => "AND id IN (SELECT id FROM temp.batch)".to_owned(),
+        Scope::Ids(ids) => format!("AND +id IN {}", id_list(ids)),
+        Scope::Batch => "AND +id IN (SELECT id FROM temp.batch)".to_owned(),
     }
 }
 
-/// `AND id IN (…)` restricting a query to `only`, or nothing. Ids are
-/// integers, so inlining them is safe.
+/// `AND id IN (…)` restricting a query to `only`, or nothing.
 pub(super) fn id_filter(only: Option<&[i64]>) -> String {
-    match only {
-        Some(ids) => {
-            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            format!("AND id IN ({})", ids.join(","))
-        }
-        None => String::new(),
-    }
+    only.map_or_else(String::new, |ids| format!("AND id IN {}", id_list(ids)))
+}
+
+/// `(1,2,3)`. Ids are integers, so inlining them is safe.
+fn id_list(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("({})", ids.join(","))
 }
 
 /// The claim statement for a scope `filter` (see [`scope_filter`]).
 pub(super) fn claim_sql(filter: &str) -> String {
     // Two arms, so that neither sorts the queue: a queued file has no
     // `next_attempt_at`, and `files_by_state` (state, next_attempt_at,
-    // id) hands the oldest one first; the due retries are few. The
-    // scope's `+id` keeps SQLite from driving the search by the batch
-    // (which would sort every file of it on every claim).
-    let filter = filter.replace("AND id IN", "AND +id IN");
+    // id) hands the oldest one first; the due retries are few.
     format!(
         "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
          WHERE id = (SELECT min(id) FROM ( \
@@ -122,15 +121,7 @@ impl Journal {
             // break out of the statement.
             let roots: Vec<String> = skip_roots
                 .iter()
-                .map(|r| {
-                    let hex: String = r
-                        .as_os_str()
-                        .as_bytes()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    format!("X'{hex}'")
-                })
+                .map(|r| format!("X'{}'", crate::display::hex(r.as_os_str().as_bytes())))
                 .collect();
             filter.push_str(&format!(" AND root NOT IN ({})", roots.join(", ")));
         }

@@ -64,11 +64,7 @@ impl Running {
 
     /// The digest, lowercase hex.
     pub(super) fn hex(self) -> String {
-        self.hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::display::hex(&self.hasher.finalize())
     }
 
     /// A tap hashing the body of the chunk `[offset, offset + len)` on its
@@ -296,10 +292,7 @@ mod tests {
     use std::io::Write;
 
     fn hex_of(bytes: &[u8]) -> String {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::display::hex(&Sha256::digest(bytes))
     }
 
     fn temp_with(bytes: &[u8]) -> (tempfile::NamedTempFile, tokio::fs::File) {

@@ -124,8 +124,7 @@ fn fourcc(kind: &[u8]) -> String {
     if kind.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         String::from_utf8_lossy(kind).into_owned()
     } else {
-        let hex: String = kind.iter().map(|b| format!("{b:02x}")).collect();
-        format!("0x{hex}")
+        format!("0x{}", crate::display::hex(kind))
     }
 }
 

@@ -11,6 +11,20 @@ use std::time::{Duration, Instant};
 use ingestd::emulator::{Emulator, EmulatorOptions, VideoReport};
 use sha2::{Digest, Sha256};
 
+/// A TOML basic string holding `p` (JSON string escapes are valid TOML).
+pub fn toml_path(p: &Path) -> String {
+    serde_json::to_string(p.to_str().expect("test paths are UTF-8")).unwrap()
+}
+
+/// A `[[watch]]` table for `path` with a short settle and poll interval;
+/// `extra` holds more `key = value` lines.
+pub fn watch(path: &Path, settle: &str, extra: &str) -> String {
+    format!(
+        "\n[[watch]]\npath = {}\nsettle = \"{settle}\"\npoll_interval = \"1s\"\n{extra}\n",
+        toml_path(path)
+    )
+}
+
 mod daemon;
 #[allow(unused_imports)]
 pub use daemon::{stop_ok, strip_ansi, Daemon};
