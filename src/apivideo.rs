@@ -4,6 +4,7 @@
 //! - `upload`: the upload client (`POST {base_url}/upload?token=…`, one
 //!   multipart `file` part, `Content-Range` for chunks).
 //! - `problem`: replies classified once into [`ApiError`], rate-limit headers.
+//! - `tls`: a refused TLS handshake said in words, with what to do.
 //! - `tokens`: the token API (`/auth/api-key`, `/upload-tokens`) for
 //!   `ingestd token`.
 //!
@@ -11,11 +12,13 @@
 //! (the stage's) business.
 
 mod problem;
+mod tls;
 pub mod tokens;
 mod upload;
 
 pub(crate) use problem::{chain, read_limited};
 pub use problem::{classify, ApiError, ErrorClass, Problem, RateInfo, Reply};
+pub use tls::{tls_trouble, TlsTrouble};
 pub use upload::{http_client, Client, TokenCheck};
 
 /// Sent with every request, so the server side can tell who is talking.

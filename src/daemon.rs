@@ -54,6 +54,8 @@ pub enum DaemonError {
     Lock(#[from] LockError),
     #[error("the upload token was refused by the server: {0}. Files keep their state; give a valid token and run again")]
     TokenRefused(String),
+    #[error("{0}. Files keep their state; run again once the handshake works")]
+    TlsRefused(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
 }

@@ -38,6 +38,7 @@ mod retry;
 mod send;
 mod source;
 mod throttle;
+mod tls_probe;
 mod worker;
 
 use std::sync::Arc;

@@ -709,7 +709,7 @@ async fn healthz_is_200_only_while_the_token_works_and_the_watchers_run() {
     world.vitals.watchers.running();
     let (status, _, raw) = endpoint.health().await;
     assert_eq!(status, 200);
-    assert_eq!(raw, r#"{"token":"ok","watchers":"ok"}"#);
+    assert_eq!(raw, r#"{"token":"ok","tls":"ok","watchers":"ok"}"#);
 
     // A refusal reason quoting a URL with the token never shows the token.
     world.refuse_token(
@@ -758,6 +758,7 @@ async fn health_matches_the_vitals() {
         Health::of(&world.vitals),
         Health {
             token: "ok",
+            tls: "ok",
             watchers: "ok",
             reason: None
         }
@@ -1071,7 +1072,7 @@ fn the_daemon_notifies_systemd_and_serves_metrics() {
     let (status, body) = metrics("/healthz").expect("healthz answers");
     assert_eq!(
         (status, body.as_str()),
-        (200, r#"{"token":"ok","watchers":"ok"}"#)
+        (200, r#"{"token":"ok","tls":"ok","watchers":"ok"}"#)
     );
 
     // SIGHUP: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again.

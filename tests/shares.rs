@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,14 +17,6 @@ use common::*;
 
 /// How long any single expected outcome may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A watch on `media` with a short settle, a bandwidth limit that keeps a
 /// 40 MiB upload going for a few seconds, and the metrics endpoint.
@@ -37,18 +29,6 @@ fn config(env: &Env, media: &Path, port: u16) {
             toml_path(media)
         ),
     );
-}
-
-/// `GET path` on the metrics endpoint: status code and body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Some((code, body))
 }
 
 fn row_of<'a>(rows: &'a [serde_json::Value], path: &Path) -> Option<&'a serde_json::Value> {
@@ -211,7 +191,7 @@ fn a_share_that_blinks_pauses_its_uploads_and_loses_nothing() {
     let port = free_port();
     config(&env, &media, port);
     let d = Daemon::ready_in(&env, &ns);
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
 
     let big = media.join("big.mp4");
     write_random(&ns.path(&big), 40 * MIB, 1);
@@ -227,7 +207,7 @@ fn a_share_that_blinks_pauses_its_uploads_and_loses_nothing() {
     let mut health = None;
     assert!(
         wait_until(WAIT, || {
-            health = get(port, "/healthz");
+            health = http_get(port, "/healthz");
             health
                 .as_ref()
                 .is_some_and(|(c, b)| *c == 503 && b.contains(media.to_str().unwrap()))
@@ -242,7 +222,7 @@ fn a_share_that_blinks_pauses_its_uploads_and_loses_nothing() {
         "{}",
         d.log()
     );
-    let metrics = get(port, "/metrics").unwrap().1;
+    let metrics = http_get(port, "/metrics").unwrap().1;
     assert!(metrics.contains("ingestd_watchers_ok 0"), "{metrics}");
     // Nothing became gone; the upload in flight pauses with its progress.
     assert!(
@@ -269,19 +249,21 @@ fn a_share_that_blinks_pauses_its_uploads_and_loses_nothing() {
         row_of(&rows, &big).unwrap()["video_id"].as_str(),
         Some(video.as_str())
     );
-    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
 
     // Away again, and back from another device (a copy), then a new file.
     let errors_before = d.count("nothing is mounted there now");
     ns.sh(&format!("umount -l {q}"));
     assert!(
-        wait_until(WAIT, || get(port, "/healthz").is_some_and(|r| r.0 == 503)),
+        wait_until(WAIT, || http_get(port, "/healthz")
+            .is_some_and(|r| r.0 == 503)),
         "{}",
         d.log()
     );
     ns.sh(&format!("cp -a {s1}/. {s2}/ && mount --bind {s2} {q}"));
     assert!(
-        wait_until(WAIT, || get(port, "/healthz").is_some_and(|r| r.0 == 200)),
+        wait_until(WAIT, || http_get(port, "/healthz")
+            .is_some_and(|r| r.0 == 200)),
         "{}",
         d.log()
     );
@@ -424,14 +406,15 @@ fn a_root_removed_and_recreated_empty_marks_nothing_gone() {
     write_random(&env.media.join("b.mp4"), MIB, 2);
     std::fs::remove_dir_all(&env.media).unwrap();
     assert!(
-        wait_until(WAIT, || get(port, "/healthz")
+        wait_until(WAIT, || http_get(port, "/healthz")
             .is_some_and(|r| r.0 == 503 && r.1.contains("does not exist"))),
         "{}",
         d.log()
     );
     std::fs::create_dir(&env.media).unwrap();
     assert!(
-        wait_until(WAIT, || get(port, "/healthz").is_some_and(|r| r.0 == 200)),
+        wait_until(WAIT, || http_get(port, "/healthz")
+            .is_some_and(|r| r.0 == 200)),
         "{}",
         d.log()
     );
@@ -479,7 +462,7 @@ fn a_video_abandoned_mid_upload_is_listed_as_an_orphan_and_counted() {
         table.contains(&video) && table.contains("1 orphan video"),
         "{table}"
     );
-    let metrics = get(port, "/metrics").unwrap().1;
+    let metrics = http_get(port, "/metrics").unwrap().1;
     assert!(metrics.contains("ingestd_orphan_videos 1"), "{metrics}");
     stop_ok(d);
 }

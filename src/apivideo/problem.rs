@@ -124,6 +124,10 @@ pub enum ErrorClass {
     Retry,
     /// The token (or the account) is refused: pause all uploads, keep every file's state.
     Token,
+    /// The TLS handshake is refused (an untrusted authority, an expired
+    /// certificate, another name, no TLS on the port): pause all uploads
+    /// until it works again.
+    Tls,
     /// This file cannot be uploaded as it is: mark it failed.
     Permanent,
 }
@@ -136,6 +140,14 @@ pub enum ApiError {
     /// The request may or may not have been stored (reset, timeout, lost reply).
     #[error("request to {base} failed mid-way: {message}")]
     Ambiguous { base: String, message: String },
+    /// The TLS handshake failed for a reason that does not pass by itself:
+    /// nothing was sent.
+    #[error("TLS with {host} failed: {cause}; {todo}")]
+    Tls {
+        host: String,
+        cause: String,
+        todo: String,
+    },
     /// 401, or a suspended account: no upload can succeed with this token.
     #[error("upload token refused ({status}): {problem}")]
     Token { status: u16, problem: Problem },
@@ -171,6 +183,7 @@ impl ApiError {
             | ApiError::Local(_) => ErrorClass::Retry,
             ApiError::Token { .. } | ApiError::Endpoint { .. } => ErrorClass::Token,
             ApiError::Rejected { .. } => ErrorClass::Permanent,
+            ApiError::Tls { .. } => ErrorClass::Tls,
         }
     }
 
@@ -252,7 +265,19 @@ pub(crate) fn redact<'a>(text: &str, secrets: impl IntoIterator<Item = Option<&'
 
 pub(super) fn transport_error(base: &str, e: reqwest::Error, token: &UploadToken) -> ApiError {
     let connect = e.is_connect();
+    let host = e
+        .url()
+        .and_then(|u| u.host_str())
+        .unwrap_or("the server")
+        .to_owned();
     let e = e.without_url();
+    if let Some(t) = super::tls::tls_trouble(&e) {
+        return ApiError::Tls {
+            host,
+            cause: scrub(&t.cause, token),
+            todo: t.todo,
+        };
+    }
     let message = scrub(&chain(&e), token);
     if connect {
         ApiError::Connect {

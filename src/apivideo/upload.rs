@@ -13,6 +13,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Body, Url};
 
 use super::problem::{chain, classify, read_limited, transport_error, ApiError, RateInfo, Reply};
+use super::tls::tls_trouble;
 use super::{ByteRange, USER_AGENT};
 use crate::config::{ApiSettings, UploadToken};
 
@@ -34,11 +35,12 @@ pub fn http_client() -> Result<reqwest::Client, ApiError> {
         .map_err(|e| ApiError::Local(format!("cannot build the HTTP client: {}", chain(&e))))
 }
 
-/// The api.video upload client. Cheap to clone; the token can be replaced
-/// while uploads run (SIGHUP).
+/// The api.video upload client. Cheap to clone; the token and the HTTP
+/// client (with the trust store it read) can be replaced while uploads run
+/// (SIGHUP).
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Arc<RwLock<reqwest::Client>>,
     base_url: Url,
     token: Arc<RwLock<UploadToken>>,
 }
@@ -54,7 +56,7 @@ impl fmt::Debug for Client {
 impl Client {
     pub fn new(base_url: Url, token: UploadToken) -> Result<Client, ApiError> {
         Ok(Client {
-            http: http_client()?,
+            http: Arc::new(RwLock::new(http_client()?)),
             base_url,
             token: Arc::new(RwLock::new(token)),
         })
@@ -69,6 +71,21 @@ impl Client {
         // whole value; the value itself is still a valid token.
         let mut t = self.token.write().unwrap_or_else(|p| p.into_inner());
         *t = token;
+    }
+
+    /// Builds the HTTP client again, so that the trust store (the system's,
+    /// or the bundle `SSL_CERT_FILE` names) is read again. Requests on
+    /// their way finish on the old one.
+    pub fn rebuild_http(&self) -> Result<(), ApiError> {
+        let http = http_client()?;
+        // A poisoned lock only means a writer panicked mid-assignment of a
+        // whole value; the value itself is still a valid client.
+        *self.http.write().unwrap_or_else(|p| p.into_inner()) = http;
+        Ok(())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn token(&self) -> UploadToken {
@@ -87,12 +104,18 @@ impl Client {
     pub(crate) async fn check_token(&self) -> TokenCheck {
         let form = Form::new().text("check", "ingestd");
         let request = self
-            .http
+            .http()
             .post(self.upload_url(&self.token()))
             .multipart(form)
             .timeout(Duration::from_secs(30));
         match request.send().await {
-            Err(e) => TokenCheck::Unreachable(chain(&e.without_url())),
+            Err(e) => {
+                let e = e.without_url();
+                match tls_trouble(&e) {
+                    Some(t) => TokenCheck::Tls(format!("{}; {} ({})", t.cause, t.todo, chain(&e))),
+                    None => TokenCheck::Unreachable(chain(&e)),
+                }
+            }
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = read_limited(r).await.unwrap_or_default();
@@ -127,7 +150,7 @@ impl Client {
             form = form.text("videoId", v.to_owned());
         }
         form = form.part("file", part);
-        let mut req = self.http.post(self.upload_url(&token)).multipart(form);
+        let mut req = self.http().post(self.upload_url(&token)).multipart(form);
         if ranged {
             req = req.header(CONTENT_RANGE, range.content_range());
         }
@@ -162,6 +185,9 @@ pub enum TokenCheck {
     Unexpected(u16),
     /// No reply (the transport error, without the URL).
     Unreachable(String),
+    /// The TLS handshake was refused: the cause in words, what to do, and
+    /// the transport error.
+    Tls(String),
 }
 
 /// `{base}/upload`, the upload endpoint under any base path, without the token.

@@ -338,6 +338,7 @@ pub(crate) async fn check_online(settings: &Settings) -> Finding {
     let base = settings.api.base_url.to_string();
     match client.check_token().await {
         TokenCheck::Unreachable(e) => Finding::error(format!("cannot reach {base}: {e}")),
+        TokenCheck::Tls(e) => Finding::error(format!("TLS with {base} refused: {e}")),
         TokenCheck::Accepted => Finding::ok(format!("{base} accepts the upload token")),
         TokenCheck::Refused => Finding::error(format!(
             "{base} refuses the upload token (401): it is unknown, deleted or expired"

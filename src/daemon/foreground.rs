@@ -133,7 +133,7 @@ pub async fn upload_files(
         }
     }
     let run = session.run_workers(Some(ids.clone()), &shutdown).await;
-    let refused = session.uploader.gate.state().refused;
+    let gate = session.uploader.gate.state();
     // Fill in the final rows, in the order given.
     let ids_in_order: Vec<i64> = added.iter().map(|a| a.id).collect();
     let rows = journal
@@ -149,8 +149,11 @@ pub async fn upload_files(
         r.row = rows.next().flatten();
     }
     run?;
-    if let Some(why) = refused {
+    if let Some(why) = gate.refused {
         return Err(DaemonError::TokenRefused(why));
+    }
+    if let Some(why) = gate.tls {
+        return Err(DaemonError::TlsRefused(why));
     }
     Ok(results)
 }
@@ -229,7 +232,7 @@ pub async fn run_once(
         })
         .await?;
     let run = session.run_workers(Some(pending.clone()), &shutdown).await;
-    let refused = session.uploader.gate.state().refused;
+    let gate = session.uploader.gate.state();
     let reported: Vec<i64> = session
         .failed_in_doubt
         .iter()
@@ -246,8 +249,11 @@ pub async fn run_once(
         })
         .await?;
     run?;
-    if let Some(why) = refused {
+    if let Some(why) = gate.refused {
         return Err(DaemonError::TokenRefused(why));
+    }
+    if let Some(why) = gate.tls {
+        return Err(DaemonError::TlsRefused(why));
     }
     Ok(rows
         .into_iter()

@@ -12,13 +12,14 @@ use crate::config::{self, Settings};
 use crate::service::Notifier;
 use crate::upload::Uploader;
 
-/// Applies a reloaded configuration to running workers: a new token reopens
-/// the gate; the bandwidth limit and the number of workers change at once;
+/// Applies a reloaded configuration to running workers: a new token and a
+/// new HTTP client (the trust store read again) reopen the gate; the bandwidth limit and the number of workers change at once;
 /// a new list of watch folders restarts the watch stage. The journal, the
 /// server and the chunk size stay as they were (a restart changes them).
 pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
     let token = settings.require_token()?.clone();
     uploader.client.set_token(token);
+    uploader.client.rebuild_http()?;
     uploader.gate.replaced();
     uploader.throttle.set_rate(settings.upload.bandwidth_limit);
     uploader

@@ -46,6 +46,10 @@ pub enum ServiceError {
 pub struct Health {
     /// `"ok"`, or `"refused"` when the server refused the upload token.
     pub token: &'static str,
+    /// `"ok"`, or `"refused"` when the TLS handshake with the server is
+    /// refused (an untrusted authority, an expired certificate, another
+    /// name, no TLS on the port).
+    pub tls: &'static str,
     /// `"ok"`, `"starting"` (first scan not done), `"unavailable"` (a watch
     /// folder is away: a share unmounted or not answering) or `"stopped"`.
     pub watchers: &'static str,
@@ -56,7 +60,8 @@ pub struct Health {
 
 impl Health {
     pub fn of(vitals: &Vitals) -> Health {
-        let refused = vitals.gate.state().refused;
+        let gate = vitals.gate.state();
+        let refused = gate.refused;
         let watchers = vitals.watchers.state();
         let mut reasons = Vec::new();
         if let Some(why) = &refused {
@@ -64,6 +69,9 @@ impl Health {
                 "uploads paused: upload token refused: {}",
                 scrub(why)
             ));
+        }
+        if let Some(why) = &gate.tls {
+            reasons.push(format!("uploads paused: {}", scrub(why)));
         }
         if let Some(since) = vitals.journal.disk().full_since() {
             reasons.push(format!(
@@ -88,6 +96,7 @@ impl Health {
         }
         Health {
             token: if refused.is_some() { "refused" } else { "ok" },
+            tls: if gate.tls.is_some() { "refused" } else { "ok" },
             watchers: if watchers == WatchersState::Running && !vitals.shares.away().is_empty() {
                 "unavailable"
             } else {
@@ -205,6 +214,7 @@ async fn metrics(State(vitals): State<Vitals>) -> Response {
         journal,
         now_ms: now_ms(),
         token_ok: vitals.gate.state().refused.is_none(),
+        tls_ok: vitals.gate.state().tls.is_none(),
         watchers_ok: vitals.watchers.state() == WatchersState::Running
             && vitals.shares.away().is_empty(),
         watches: &watches,

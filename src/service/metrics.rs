@@ -28,6 +28,7 @@ pub(crate) struct Exposition<'a> {
     pub journal: Option<JournalView>,
     pub now_ms: i64,
     pub token_ok: bool,
+    pub tls_ok: bool,
     pub watchers_ok: bool,
     pub watches: &'a [WatchSettings],
 }
@@ -141,11 +142,12 @@ impl Exposition<'_> {
             &mut out,
             "ingestd_upload_errors_total",
             "counter",
-            "Failed upload requests by class: retry (backoff), token (uploads paused), permanent (file failed).",
+            "Failed upload requests by class: retry (backoff), token (uploads paused), tls (uploads paused: TLS refused), permanent (file failed).",
         );
         for (class, n) in [
             ("retry", c.errors_retry),
             ("token", c.errors_token),
+            ("tls", c.errors_tls),
             ("permanent", c.errors_permanent),
         ] {
             let _ = writeln!(out, "ingestd_upload_errors_total{{class=\"{class}\"}} {n}");
@@ -184,6 +186,13 @@ impl Exposition<'_> {
             "1 unless the server refused the upload token (uploads paused until it is replaced).",
         );
         let _ = writeln!(out, "ingestd_token_ok {}", u8::from(self.token_ok));
+        header(
+            &mut out,
+            "ingestd_tls_ok",
+            "gauge",
+            "1 unless the TLS handshake with the server is refused (uploads paused until it works again).",
+        );
+        let _ = writeln!(out, "ingestd_tls_ok {}", u8::from(self.tls_ok));
         header(
             &mut out,
             "ingestd_watchers_ok",

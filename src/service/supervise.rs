@@ -65,7 +65,13 @@ fn vitals_line(
     counts: Option<&BTreeMap<FileState, u64>>,
     token_refused: bool,
 ) -> String {
-    let line = status_line(counts, token_refused, &vitals.watchers.state());
+    let mut line = status_line(counts, token_refused, &vitals.watchers.state());
+    if let Some(why) = vitals.gate.state().tls {
+        line = format!(
+            "PAUSED: {} (ingestd retries by itself); {line}",
+            scrub(&why)
+        );
+    }
     match vitals.shares.summary() {
         Some(away) => format!("WAITING: {}; {line}", scrub(&away)),
         None => line,

@@ -14,9 +14,10 @@ use super::decide::{self, Attempt, Between, End, Step, Then};
 use super::digest::{self, Tap};
 use super::duplicate::Start;
 use super::plan::{chunk_at, is_chunked};
-use super::retry::backoff_delay;
+use super::retry::{backoff_delay, OUTAGE_PROBE};
 use super::send::{display_name, ChunkResult};
 use super::source::{self, Stop};
+use super::tls_probe::TLS_PROBE_CAP;
 use super::Turn;
 use super::{Outcome, Uploader, WorkerError};
 use crate::apivideo::{ByteRange, ErrorClass, RateInfo, MAX_TOTAL_BYTES};
@@ -26,6 +27,8 @@ use crate::sample::Sample;
 
 /// The note of a file given back while the token is refused.
 const PAUSED: &str = "paused: the upload token was refused";
+/// The note of a file given back while TLS with the server is refused.
+const PAUSED_TLS: &str = "paused: the TLS handshake with the server is refused";
 
 /// What a done file's row says when earlier requests that would have
 /// created its video ended in doubt.
@@ -261,13 +264,19 @@ impl Uploader {
         if cancel.is_cancelled() {
             return self.give_back(id, None, Outcome::Released).await.map(Err);
         }
-        let generation = self.gate.state().generation;
-        if self.gate.state().refused.is_some() {
+        let gate = self.gate.state();
+        if gate.closed() {
+            let note = if gate.refused.is_some() {
+                PAUSED
+            } else {
+                PAUSED_TLS
+            };
             return self
-                .give_back(id, Some(PAUSED.to_owned()), Outcome::Paused)
+                .give_back(id, Some(note.to_owned()), Outcome::Paused)
                 .await
                 .map(Err);
         }
+        let generation = gate.generation;
         Ok(Ok((turn, generation)))
     }
 
@@ -409,6 +418,19 @@ impl Uploader {
                     );
                 }
                 self.give_back(id, Some(PAUSED.to_owned()), Outcome::Paused)
+                    .await
+            }
+            Then::TlsRefused { why } => {
+                if self.gate.tls_refused(generation, why.clone()) {
+                    error!(
+                        "UPLOADS PAUSED: {why}. Every file keeps its place; ingestd tries the \
+                         handshake again (every {}s at first, then up to every {}s), resumes by \
+                         itself once it works, and at once after SIGHUP.",
+                        OUTAGE_PROBE.as_secs(),
+                        TLS_PROBE_CAP.as_secs()
+                    );
+                }
+                self.give_back(id, Some(PAUSED_TLS.to_owned()), Outcome::Paused)
                     .await
             }
             Then::RejectedRestart { why } => {

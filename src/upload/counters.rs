@@ -15,6 +15,7 @@ pub struct Metrics {
     chunks_acked: AtomicU64,
     errors_retry: AtomicU64,
     errors_token: AtomicU64,
+    errors_tls: AtomicU64,
     errors_permanent: AtomicU64,
     /// Attempts that ended `retrying` (a backoff was persisted).
     retries_scheduled: AtomicU64,
@@ -30,6 +31,7 @@ pub struct MetricsSnapshot {
     pub chunks_acked: u64,
     pub errors_retry: u64,
     pub errors_token: u64,
+    pub errors_tls: u64,
     pub errors_permanent: u64,
     pub retries_scheduled: u64,
     pub files_done: u64,
@@ -54,6 +56,7 @@ impl Metrics {
             match class {
                 ErrorClass::Retry => &self.errors_retry,
                 ErrorClass::Token => &self.errors_token,
+                ErrorClass::Tls => &self.errors_tls,
                 ErrorClass::Permanent => &self.errors_permanent,
             },
             1,
@@ -96,6 +99,7 @@ impl Metrics {
             chunks_acked: get(&self.chunks_acked),
             errors_retry: get(&self.errors_retry),
             errors_token: get(&self.errors_token),
+            errors_tls: get(&self.errors_tls),
             errors_permanent: get(&self.errors_permanent),
             retries_scheduled: get(&self.retries_scheduled),
             files_done: get(&self.files_done),

@@ -69,6 +69,9 @@ pub(crate) enum Then {
     /// The token (or the base URL) was refused: close the gate for every
     /// worker, give the file back to the queue.
     TokenRefused { why: String },
+    /// The TLS handshake was refused: close the gate for every worker
+    /// until a probe gets through, give the file back to the queue.
+    TlsRefused { why: String },
     /// `failed`: the server refused the file.
     Rejected { why: String },
     /// `failed`, and a retry starts over: the partly uploaded video is gone.
@@ -220,6 +223,7 @@ fn classify(a: &Attempt, e: ApiError) -> End {
             why: e.to_string(),
         },
         ErrorClass::Token => Then::TokenRefused { why: e.to_string() },
+        ErrorClass::Tls => Then::TlsRefused { why: e.to_string() },
         ErrorClass::Permanent if e.is_unknown_video() && a.video_id.is_some() => {
             Then::RejectedRestart {
                 why: format!(

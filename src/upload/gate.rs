@@ -1,5 +1,6 @@
 //! The token gate: one refused token pauses every upload until it is
-//! replaced. Knows nothing of files or the journal.
+//! replaced, and one refused TLS handshake until a probe gets through (or
+//! a reload). Knows nothing of files or the journal.
 
 use std::sync::Arc;
 
@@ -16,8 +17,18 @@ pub struct TokenGate {
 pub struct GateState {
     /// Bumped every time the token is replaced.
     pub generation: u64,
-    /// Why the gate is closed, when it is.
+    /// Why the gate is closed for the token, when it is.
     pub refused: Option<String>,
+    /// Why the gate is closed for TLS, when it is: opened again by a probe
+    /// that gets through, or by a reload.
+    pub tls: Option<String>,
+}
+
+impl GateState {
+    /// Whether no upload may start.
+    pub fn closed(&self) -> bool {
+        self.refused.is_some() || self.tls.is_some()
+    }
 }
 
 impl Default for TokenGate {
@@ -27,6 +38,7 @@ impl Default for TokenGate {
                 watch::channel(GateState {
                     generation: 0,
                     refused: None,
+                    tls: None,
                 })
                 .0,
             ),
@@ -51,11 +63,31 @@ impl TokenGate {
         })
     }
 
-    /// A new token is in place: open the gate.
+    /// Closes the gate for TLS, if `generation` is still the current
+    /// configuration; true if this closed it.
+    pub fn tls_refused(&self, generation: u64, why: String) -> bool {
+        self.tx.send_if_modified(|s| {
+            if s.generation == generation && s.tls.is_none() {
+                s.tls = Some(why);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// A handshake got through: open the gate for TLS; true if it was closed.
+    pub fn tls_works(&self) -> bool {
+        self.tx.send_if_modified(|s| s.tls.take().is_some())
+    }
+
+    /// A new configuration is in place (a token, an HTTP client with the
+    /// trust store read again): open the gate.
     pub fn replaced(&self) {
         self.tx.send_modify(|s| {
             s.generation += 1;
             s.refused = None;
+            s.tls = None;
         });
     }
 
@@ -63,7 +95,17 @@ impl TokenGate {
     pub(crate) async fn wait_open(&self, cancel: &CancellationToken) -> bool {
         let mut rx = self.tx.subscribe();
         tokio::select! {
-            r = rx.wait_for(|s| s.refused.is_none()) => r.is_ok(),
+            r = rx.wait_for(|s| !s.closed()) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+
+    /// Waits until the gate changes in any way; false if cancelled first.
+    pub(crate) async fn changed(&self, cancel: &CancellationToken) -> bool {
+        let mut rx = self.tx.subscribe();
+        rx.borrow_and_update();
+        tokio::select! {
+            r = rx.changed() => r.is_ok(),
             _ = cancel.cancelled() => false,
         }
     }
@@ -84,5 +126,21 @@ mod tests {
         assert!(g.state().refused.is_some());
         g.replaced();
         assert!(g.state().refused.is_none());
+    }
+
+    #[test]
+    fn tls_closes_the_gate_until_it_works_or_a_reload() {
+        let g = TokenGate::default();
+        let generation = g.state().generation;
+        assert!(g.tls_refused(generation, "untrusted".into()));
+        assert!(!g.tls_refused(generation, "again".into()));
+        assert!(g.state().closed());
+        assert!(g.tls_works());
+        assert!(!g.tls_works());
+        assert!(!g.state().closed());
+        assert!(g.tls_refused(generation, "untrusted".into()));
+        g.replaced();
+        assert!(!g.state().closed());
+        assert!(!g.tls_refused(generation, "stale".into()));
     }
 }

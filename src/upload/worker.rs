@@ -29,14 +29,23 @@ impl Uploader {
             if cancel.is_cancelled() || slot >= *self.slots.borrow() {
                 return Ok(());
             }
-            if self.gate.state().refused.is_some() {
+            let gate = self.gate.state();
+            if gate.closed() {
                 if batch.is_some() {
-                    // In the foreground there is nobody to replace the token.
+                    // In the foreground there is nobody to replace the
+                    // token or trust the server's certificate.
                     return Ok(());
                 }
-                if !self.gate.wait_open(&cancel).await {
+                // One probe stands for every worker: the first slot's.
+                let open = if slot == 0 && gate.refused.is_none() {
+                    self.probe_tls(&cancel).await
+                } else {
+                    self.gate.wait_open(&cancel).await
+                };
+                if !open {
                     return Ok(());
                 }
+                continue;
             }
             // Register interest before looking, so a notify between the
             // claim and the wait is not lost.
