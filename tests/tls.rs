@@ -284,6 +284,27 @@ fn check_config_online_names_each_tls_cause() {
         assert!(t.contains(words), "{words}:\n{t}");
         assert!(t.contains("TLS with https://localhost"), "{t}");
     }
+    // The token commands say the same.
+    let (chain, key) = server_cert(&stranger, "localhost", 30);
+    let (port, _) = terminator(&env, chain, key);
+    config_for(&env, &format!("https://localhost:{port}"), free_port());
+    let out = cmd(&env, &store, &["token", "list"])
+        .env("INGESTD_API_KEY", "a-key-of-the-test")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("TLS refused: the server's certificate is issued by an authority this machine does not trust"), "{t}");
+    assert!(!t.contains("a-key-of-the-test"), "{t}");
+    // So does a foreground upload, which keeps the file for the next run.
+    let file = env.file("refused.mp4", MIB, 3);
+    let out = cmd(&env, &store, &["upload", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not trust"), "{t}");
+    assert_eq!(row_for(&env, &file).unwrap()["state"], "queued", "{t}");
     // An https URL on a port that speaks plain HTTP (the emulator's own).
     let plain = env.emulator.addr().port();
     config_for(&env, &format!("https://127.0.0.1:{plain}"), free_port());

@@ -447,7 +447,10 @@ impl TokenClient {
     ) -> TokenError {
         let connect = e.is_connect();
         let e = e.without_url();
-        let message = self.scrub(&chain(&e), bearer);
+        let mut message = self.scrub(&chain(&e), bearer);
+        if let Some(t) = super::tls::tls_trouble(&e) {
+            message = format!("TLS refused: {}; {} ({message})", t.cause, t.todo);
+        }
         let base = self.base_url.to_string();
         if connect {
             TokenError::Connect { op, base, message }
