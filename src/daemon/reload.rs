@@ -18,8 +18,9 @@ use crate::upload::Uploader;
 /// server and the chunk size stay as they were (a restart changes them).
 pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
     let token = settings.require_token()?.clone();
-    uploader.client.set_token(token);
+    // First what can fail, so that a refused reload changes nothing.
     uploader.client.rebuild_http()?;
+    uploader.client.set_token(token);
     uploader.gate.replaced();
     uploader.throttle.set_rate(settings.upload.bandwidth_limit);
     uploader
