@@ -143,6 +143,22 @@ fn token_refused_mid_file_pauses_every_upload() {
 }
 
 #[test]
+fn a_refused_tls_handshake_pauses_every_upload_without_doubt() {
+    let result = ChunkResult::Failed(ApiError::Tls {
+        host: "ws.api.video".into(),
+        cause: "the server's certificate has expired".into(),
+        todo: "renew it".into(),
+    });
+    let e = end(next(&mid_file(), result, true));
+    assert_eq!(e.error, Some(ErrorClass::Tls));
+    assert!(e.doubt.is_none());
+    assert!(
+        matches!(&e.then, Then::TlsRefused { why } if why == "TLS with ws.api.video failed: the server's certificate has expired; renew it"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn a_wrong_base_url_pauses_like_a_refused_token() {
     let result = ChunkResult::Failed(ApiError::Endpoint {
         base: BASE.into(),
