@@ -75,8 +75,9 @@ pub struct EmulatorOptions {
     /// A valid upload token (repeat for several).
     #[arg(long = "token", required = true)]
     pub tokens: Vec<String>,
-    /// An API key accepted by `POST /auth/api-key` (repeat for several);
-    /// without one, the upload-token management endpoints refuse everyone.
+    /// An API key of the token API, through HTTP Basic or `POST /auth/api-key`
+    /// (repeat for several); without one, the upload-token management
+    /// endpoints refuse everyone.
     #[arg(long = "api-key")]
     pub api_keys: Vec<String>,
     /// Upload requests allowed per window before 429 (0 = unlimited).

@@ -184,6 +184,17 @@ async fn the_api_key_through_basic_or_bearer() {
         );
         assert!(!r.text.contains(KEY), "{r:?}");
     }
+    let resp = env
+        .http
+        .get(format!("{}/upload-tokens", env.emu.base_url()))
+        .header(
+            "Authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Basic \xe9t\xe9").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "not visible ASCII");
     let r = call(&env, get.clone(), "/upload-tokens", None, None).await;
     assert_eq!(
         (r.status, r.slug()),

@@ -96,14 +96,18 @@ fn credentials(value: &str) -> Option<Credentials> {
 
 /// Checks the `Authorization` header of an API-key endpoint.
 pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
-    let value = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(v) => Some(v.to_str().map(str::trim).unwrap_or("?")),
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::trim));
+    let found = match value {
+        None | Some(Ok("")) => {
+            return Err(Problem::new(MISSING_AUTHORIZATION_HEADER).name("Authorization"))
+        }
+        // Not visible ASCII: no scheme can be read from it.
+        Some(Err(_)) => None,
+        Some(Ok(value)) => credentials(value),
     };
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Err(Problem::new(MISSING_AUTHORIZATION_HEADER).name("Authorization"));
-    };
-    match credentials(value) {
+    match found {
         None => Err(Problem::new(INVALID_AUTHORIZATION_HEADER_VALUE)
             .name("Authorization")
             .detail(EXPECTED_SCHEMES)),

@@ -280,7 +280,9 @@ fn random_alphanumeric(prefix: &str, n: usize) -> String {
 }
 
 /// Counts the request in `bucket`, then answers it with `respond` (or 429
-/// past the limit), with the bucket's `X-RateLimit-*` headers either way.
+/// past the limit), with the bucket's `X-RateLimit-*` headers either way. A
+/// request is counted before it is authorised, as an upload is before its
+/// token is checked.
 fn limited(app: &App, bucket: RateBucket, respond: impl FnOnce() -> Response) -> Response {
     let rate = app.rate_acquire(bucket);
     let mut response = if rate.allowed {
