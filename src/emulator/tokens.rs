@@ -38,6 +38,9 @@ use super::App;
 
 /// How long an access token from `/auth/api-key` is valid (api.video: one hour).
 pub(crate) const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long a refresh token is valid. api.video publishes no lifetime; a
+/// bound keeps a long-running emulator from holding every one it handed out.
+pub(crate) const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The largest `ttl` of the `token-creation-payload` schema.
 pub(crate) const MAX_TTL: u64 = 2_147_483_647;
 const DEFAULT_PAGE_SIZE: u64 = 25;
@@ -54,14 +57,15 @@ pub(crate) struct TokenBook {
 struct Book {
     api_keys: HashSet<String>,
     access: HashMap<String, Access>,
-    /// Refresh token → the API key it was handed out for. Each one is used
-    /// up by `/auth/refresh`, which hands out the next one (the spec: "the
-    /// refresh token from the last time you used the auth/refresh endpoint").
-    refresh: HashMap<String, String>,
+    /// Refresh tokens, each used up by `/auth/refresh`, which hands out the
+    /// next one (the spec: "the refresh token from the last time you used
+    /// the auth/refresh endpoint").
+    refresh: HashMap<String, Access>,
     uploads: HashMap<String, UploadToken>,
     next_seq: u64,
 }
 
+/// An access or refresh token: the API key it was handed out for.
 struct Access {
     api_key: String,
     expires: Instant,
@@ -115,6 +119,7 @@ impl Book {
     fn purge_expired(&mut self, now: Instant) {
         self.uploads.retain(|_, t| t.is_active(now));
         self.access.retain(|_, a| now < a.expires);
+        self.refresh.retain(|_, r| now < r.expires);
     }
 
     /// A new access token and refresh token for `api_key`.
@@ -130,7 +135,13 @@ impl Book {
             },
         );
         let refresh = random_alphanumeric("", 64);
-        self.refresh.insert(refresh.clone(), api_key.to_owned());
+        self.refresh.insert(
+            refresh.clone(),
+            Access {
+                api_key: api_key.to_owned(),
+                expires: now + REFRESH_TOKEN_TTL,
+            },
+        );
         AccessPair { access, refresh }
     }
 }
@@ -172,7 +183,7 @@ impl TokenBook {
         book.api_keys = keys.into_iter().filter(|k| !k.is_empty()).collect();
         let keys = book.api_keys.clone();
         book.access.retain(|_, a| keys.contains(&a.api_key));
-        book.refresh.retain(|_, key| keys.contains(key));
+        book.refresh.retain(|_, r| keys.contains(&r.api_key));
     }
 
     /// Whether `key` is one of the configured API keys (HTTP Basic).
@@ -201,11 +212,11 @@ impl TokenBook {
     /// while its API key is configured.
     pub(crate) fn refresh(&self, refresh_token: &str) -> Option<AccessPair> {
         let mut book = lock(&self.inner);
-        let api_key = book.refresh.remove(refresh_token)?;
-        if !book.api_keys.contains(&api_key) {
+        let used = book.refresh.remove(refresh_token)?;
+        if Instant::now() >= used.expires || !book.api_keys.contains(&used.api_key) {
             return None;
         }
-        Some(book.hand_out(&api_key))
+        Some(book.hand_out(&used.api_key))
     }
 
     pub(crate) fn access_token_is_valid(&self, token: &str) -> bool {
@@ -522,6 +533,15 @@ mod tests {
         assert_ne!(second.access, first.access);
         assert_ne!(second.refresh, first.refresh);
         assert!(book.refresh(&first.refresh).is_none(), "used up");
-        assert!(book.refresh(&second.refresh).is_some());
+        let third = book.refresh(&second.refresh).unwrap();
+        // An expired refresh token is refused, and purged.
+        lock(&book.inner)
+            .refresh
+            .get_mut(&third.refresh)
+            .unwrap()
+            .expires = Instant::now();
+        assert!(book.refresh(&third.refresh).is_none());
+        book.authenticate("key").unwrap();
+        assert_eq!(lock(&book.inner).refresh.len(), 1);
     }
 }
