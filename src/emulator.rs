@@ -11,14 +11,18 @@
 //! - `PUT /_emulator/tokens`: JSON array of the valid upload tokens (they
 //!   never expire; tokens created with `POST /upload-tokens` stay).
 //!
-//! API-key endpoints (module `tokens`): `POST /auth/api-key` and
-//! `GET|POST /upload-tokens`, `GET|DELETE /upload-tokens/{id}`.
+//! API-key endpoints (modules `auth` and `tokens`): `POST /auth/api-key`,
+//! `POST /auth/refresh` and `GET|POST /upload-tokens`,
+//! `GET|DELETE /upload-tokens/{id}`, authorised by HTTP Basic (the API key
+//! as user name) or a bearer access token. Uploads, reads and writes have
+//! their own rate-limit buckets ([`RateBucket`]).
 //!
 //! [`Emulator::set_down`] takes the whole server down (connections refused,
 //! open ones dropped) and brings it back on the same address.
 //!
 //! Layout: `serve` (router, connections, down/up), `conn` (one connection's kill switch), `upload` (`POST /upload`),
-//! `tokens` (API keys, upload tokens), `control` (`/_emulator/*`), `faults`,
+//! `auth` (`/auth/*`, the `Authorization` check), `tokens` (the credentials'
+//! book, `/upload-tokens*`), `control` (`/_emulator/*`), `faults`,
 //! `rate`, `range` (`Content-Range`), `store` (videos and their files),
 //! `catalogue` (errors). This file holds the public surface and the state the
 //! handlers share.
@@ -28,6 +32,7 @@
 //! client against the service's rules and not against the client's own code;
 //! `tests/emulator_island.rs` checks this.
 
+mod auth;
 mod catalogue;
 mod conn;
 mod control;
@@ -53,9 +58,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::faults::{Fault, RandomFaults};
+pub use self::rate::{RateBucket, PRODUCTION_READS_PER_MINUTE, PRODUCTION_WRITES_PER_MINUTE};
 
 use self::faults::FaultState;
-use self::rate::{RateInfo, RateLimiter};
+use self::rate::{Buckets, RateInfo};
 use self::serve::{router, serve, Phase};
 use self::store::{lock, Store};
 use self::tokens::TokenBook;
@@ -69,16 +75,39 @@ pub struct EmulatorOptions {
     /// A valid upload token (repeat for several).
     #[arg(long = "token", required = true)]
     pub tokens: Vec<String>,
-    /// An API key accepted by `POST /auth/api-key` (repeat for several);
-    /// without one, the upload-token management endpoints refuse everyone.
+    /// An API key of the token API, through HTTP Basic or `POST /auth/api-key`
+    /// (repeat for several); without one, the upload-token management
+    /// endpoints refuse everyone.
     #[arg(long = "api-key")]
     pub api_keys: Vec<String>,
     /// Upload requests allowed per window before 429 (0 = unlimited).
     #[arg(long, default_value_t = 100)]
     pub rate_limit: u32,
-    /// Length of the rate-limit window.
+    /// Length of the rate-limit window (of every bucket).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub rate_window: Duration,
+}
+
+/// The rate limits of the API-key endpoints, counted apart from uploads
+/// (also flags of `ingestd emulator`). The defaults are api.video's
+/// production limits; its sandbox allows 100 reads and 40 writes a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct ApiRateLimits {
+    /// Reads (GET /upload-tokens…) allowed per window before 429 (0 = unlimited)
+    #[arg(long = "rate-limit-reads", default_value_t = PRODUCTION_READS_PER_MINUTE)]
+    pub reads: u32,
+    /// Writes (POST /upload-tokens, DELETE /upload-tokens/…) allowed per window before 429 (0 = unlimited)
+    #[arg(long = "rate-limit-writes", default_value_t = PRODUCTION_WRITES_PER_MINUTE)]
+    pub writes: u32,
+}
+
+impl Default for ApiRateLimits {
+    fn default() -> ApiRateLimits {
+        ApiRateLimits {
+            reads: PRODUCTION_READS_PER_MINUTE,
+            writes: PRODUCTION_WRITES_PER_MINUTE,
+        }
+    }
 }
 
 /// How a video is being uploaded (fixed by its first accepted request).
@@ -153,8 +182,18 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Binds `listen` (port 0 for any) and starts serving in the background.
+    /// Binds `listen` (port 0 for any) and starts serving in the background,
+    /// with api.video's production limits of reads and writes.
     pub async fn start(listen: SocketAddr, opts: EmulatorOptions) -> std::io::Result<Emulator> {
+        Emulator::start_with_limits(listen, opts, ApiRateLimits::default()).await
+    }
+
+    /// [`Emulator::start`] with the given limits of reads and writes.
+    pub async fn start_with_limits(
+        listen: SocketAddr,
+        opts: EmulatorOptions,
+        limits: ApiRateLimits,
+    ) -> std::io::Result<Emulator> {
         let data_dir = opts.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(data_dir))
             .await
@@ -164,11 +203,13 @@ impl Emulator {
             data_dir: opts.data_dir.clone(),
             tokens: TokenBook::new(&opts.tokens, &opts.api_keys),
             faults: Mutex::new(FaultState::default()),
-            rate: Mutex::new(RateLimiter::new(
+            rates: Buckets::new(
                 opts.rate_limit,
+                limits.reads,
+                limits.writes,
                 opts.rate_window,
                 Instant::now(),
-            )),
+            ),
             counters: Counters::default(),
         });
         let listener = TcpListener::bind(listen).await?;
@@ -236,9 +277,17 @@ impl Emulator {
         lock(&self.app.faults).set_random(faults);
     }
 
-    /// Changes the rate limit (0 = unlimited) and starts a fresh window.
+    /// Changes the rate limit of uploads (0 = unlimited) and starts a fresh window.
     pub fn set_rate_limit(&self, limit: u32, window: Duration) {
-        lock(&self.app.rate).reconfigure(limit, window, Instant::now());
+        self.set_bucket_rate_limit(RateBucket::Uploads, limit, window);
+    }
+
+    /// Changes the rate limit of one bucket (0 = unlimited) and starts a
+    /// fresh window for it.
+    pub fn set_bucket_rate_limit(&self, bucket: RateBucket, limit: u32, window: Duration) {
+        self.app
+            .rates
+            .reconfigure(bucket, limit, window, Instant::now());
     }
 
     /// Every video, oldest first.
@@ -308,9 +357,10 @@ impl Drop for Emulator {
 pub async fn run_standalone(
     listen: SocketAddr,
     opts: EmulatorOptions,
+    limits: ApiRateLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let emulator = Emulator::start(listen, opts).await?;
+    let emulator = Emulator::start_with_limits(listen, opts, limits).await?;
     println!("emulator listening on {}", emulator.base_url());
     shutdown.cancelled().await;
     emulator.shutdown().await;
@@ -323,7 +373,7 @@ pub(crate) struct App {
     data_dir: PathBuf,
     tokens: TokenBook,
     faults: Mutex<FaultState>,
-    rate: Mutex<RateLimiter>,
+    rates: Buckets,
     counters: Counters,
 }
 
@@ -341,12 +391,13 @@ impl App {
         lock(&self.faults).next()
     }
 
-    fn rate_acquire(&self) -> RateInfo {
-        lock(&self.rate).acquire(Instant::now())
+    fn rate_acquire(&self, bucket: RateBucket) -> RateInfo {
+        self.rates.acquire(bucket, Instant::now())
     }
 
+    /// The upload bucket's values, for responses no other bucket counts.
     fn rate_peek(&self) -> RateInfo {
-        lock(&self.rate).peek(Instant::now())
+        self.rates.peek(RateBucket::Uploads, Instant::now())
     }
 
     fn token_is_valid(&self, token: &str) -> bool {

@@ -86,6 +86,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         options: emulator::EmulatorOptions,
+        #[command(flatten)]
+        limits: emulator::ApiRateLimits,
     },
     /// Show the whole pipeline against a built-in emulator and a temporary folder
     Demo,
@@ -259,10 +261,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = config_or_exit!(config_path);
             Ok(check_config::run(&settings, online).await)
         }
-        Command::Emulator { listen, options } => {
+        Command::Emulator {
+            listen,
+            options,
+            limits,
+        } => {
             logging::init(LogFormat::Auto, "info");
             let shutdown = shutdown_on_signals()?;
-            emulator::run_standalone(listen, options, shutdown).await?;
+            emulator::run_standalone(listen, options, limits, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => {

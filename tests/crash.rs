@@ -158,7 +158,7 @@ fn crash_suite(big: u64, medium: u64, bandwidth: &str, policy: &str) {
     let mut orphans = 0;
     let mut in_doubt = 0;
     for f in &files {
-        let title = f.file_stem().and_then(|s| s.to_str()).unwrap();
+        let title = f.file_name().and_then(|s| s.to_str()).unwrap();
         let row = rows.iter().find(|r| &r.path() == f).unwrap();
         let c = complete.get(title).copied().unwrap_or(0);
         let u = unfinished.get(title).copied().unwrap_or(0);

@@ -154,7 +154,10 @@ fn a_part_file_renamed_to_mp4_is_uploaded_once_as_the_mp4() {
     let mp4 = env.media.join("clip.mp4");
     std::fs::rename(&part, &mp4).unwrap();
     let row = assert_uploaded(&env, &d, &mp4);
-    assert_eq!(env.video(row.video_id.as_deref().unwrap()).title, "clip");
+    assert_eq!(
+        env.video(row.video_id.as_deref().unwrap()).title,
+        "clip.mp4"
+    );
 
     let all = rows(&env);
     assert_eq!(all.len(), 2, "{all:#?}");

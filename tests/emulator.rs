@@ -219,7 +219,7 @@ async fn whole_file_upload_returns_full_video_and_sha256() {
     assert_eq!(r.status, 201, "{r:?}");
     let id = r.video_id();
     assert!(is_video_id(&id), "{id}");
-    assert_full_video(&r.json, &id, "holiday.2024");
+    assert_full_video(&r.json, &id, "holiday.2024.mp4");
     assert!(r.header("x-ratelimit-limit").is_some());
 
     let videos = env.emu.videos();
@@ -256,7 +256,7 @@ async fn bytes_mode_chunked_upload_chains_video_id() {
         if to < total {
             assert_eq!(r.json, json!({ "videoId": id }), "intermediate reply");
         } else {
-            assert_full_video(&r.json, &id, "clip");
+            assert_full_video(&r.json, &id, "clip.mp4");
         }
         video_id = Some(id);
     }
@@ -296,7 +296,7 @@ async fn bytes_mode_out_of_order_with_late_total() {
     )
     .await;
     assert_eq!(r.status, 201, "{r:?}");
-    assert_full_video(&r.json, &id, "clip");
+    assert_full_video(&r.json, &id, "clip.mp4");
     let v = &env.emu.videos()[0];
     assert!(v.complete);
     assert_eq!(v.sha256.as_deref(), Some(sha256(&bytes).as_str()));
@@ -344,7 +344,7 @@ async fn range_too_small_unless_last() {
     // The last range may be small, even when it is the only one.
     let r = upload(&env, None, Some(&bytes_range(0, MIB, Some(MIB))), &bytes).await;
     assert_eq!(r.status, 201, "{r:?}");
-    assert_full_video(&r.json, &r.video_id(), "clip");
+    assert_full_video(&r.json, &r.video_id(), "clip.mp4");
 }
 
 #[tokio::test]
@@ -460,7 +460,7 @@ async fn part_mode_out_of_order() {
     assert_problem(&r, 400, "video-content-range-by-part-part-too-high-total");
     let r = upload(&env, Some(&id), Some("part 2/*"), p2).await;
     assert_eq!(r.status, 201, "{r:?}");
-    assert_full_video(&r.json, &id, "clip");
+    assert_full_video(&r.json, &id, "clip.mp4");
     let v = &env.emu.videos()[0];
     assert_eq!(v.mode, UploadMode::Part);
     assert!(v.complete);
@@ -494,7 +494,7 @@ async fn part_mode_rules() {
     // `part 1/1` of a small file is a complete upload (TS and Python clients).
     let r = upload(&env, None, Some("part 1/1"), &small).await;
     assert_eq!(r.status, 201);
-    assert_full_video(&r.json, &r.video_id(), "clip");
+    assert_full_video(&r.json, &r.video_id(), "clip.mp4");
     // total_parts lower than a part already sent.
     let r = upload(&env, None, Some("part 3/*"), &big).await;
     let id = r.video_id();
@@ -577,7 +577,7 @@ async fn video_id_field_after_the_file_part() {
     .await
     .unwrap();
     assert_eq!(r.status, 201, "{r:?}");
-    assert_full_video(&r.json, &id, "late");
+    assert_full_video(&r.json, &id, "late.mov");
     let videos = env.emu.videos();
     assert_eq!(videos.len(), 1);
     assert_eq!(videos[0].sha256.as_deref(), Some(sha256(&bytes).as_str()));
@@ -598,9 +598,16 @@ async fn multipart_file_rules() {
     let empty = Form::new().part("file", file_part(&[], "a.mp4"));
     let r = send_form(&env, Some(TOKEN), None, empty).await.unwrap();
     assert_problem(&r, 400, "uploaded-file-empty");
-    let misnamed = Form::new().part("clip.mp4", file_part(&bytes, "clip.mp4"));
-    let r = send_form(&env, Some(TOKEN), None, misnamed).await.unwrap();
-    assert_problem(&r, 400, "uploaded-file-no-file");
+    // Two file parts, neither named `file`: still two files.
+    let two = Form::new()
+        .part("a.mp4", file_part(&bytes, "a.mp4"))
+        .part("b.mp4", file_part(&bytes, "b.mp4"));
+    let r = send_form(&env, Some(TOKEN), None, two).await.unwrap();
+    assert_problem(&r, 400, "uploaded-file-multiple-files");
+    assert_eq!(
+        r.json["title"],
+        "There are more than one uploaded file in the request."
+    );
     let raw = env
         .client
         .post(format!("{}/upload?token={TOKEN}", env.emu.base_url()))
@@ -611,8 +618,47 @@ async fn multipart_file_rules() {
     assert_eq!(raw.status().as_u16(), 400);
     assert!(env.emu.videos().is_empty());
     // Every file-part byte read is counted, accepted or not.
-    assert_eq!(env.emu.stats().body_bytes, 3 * 1000);
+    assert_eq!(env.emu.stats().body_bytes, 4 * 1000);
     assert_eq!(env.emu.stats().rejected_requests, 5);
+}
+
+/// The official Node.js client names the file part after the file
+/// (`formData.append(filename, stream, filename)`); api.video takes the one
+/// file part whatever its field name, and the title is the whole file name.
+#[tokio::test]
+async fn any_single_file_part_whatever_its_field_name() {
+    let env = env().await;
+    let whole = data(1000, 40);
+    let form = Form::new().part("10m.mp4.part.a", file_part(&whole, "10m.mp4.part.a"));
+    let r = send_form(&env, Some(TOKEN), None, form).await.unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_full_video(&r.json, &r.video_id(), "10m.mp4.part.a");
+
+    // A progressive session as that client sends it: `part N/*`, then
+    // `part N/N`, the file part named after each part's file, `videoId` after.
+    let total = 6 * MIB;
+    let bytes = data(total, 41);
+    let first = Form::new().part("rec.part.a", file_part(&bytes[..5 * MIB], "rec.part.a"));
+    let r = send_form(&env, Some(TOKEN), Some("part 1/*"), first)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.video_id();
+    assert_eq!(r.json, json!({ "videoId": id }));
+    let last = Form::new()
+        .part("rec.part.b", file_part(&bytes[5 * MIB..], "rec.part.b"))
+        .text("videoId", id.clone());
+    let r = send_form(&env, Some(TOKEN), Some("part 2/2"), last)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_full_video(&r.json, &id, "rec.part.a");
+
+    let videos = env.emu.videos();
+    assert_eq!(videos.len(), 2);
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha256(&whole).as_str()));
+    assert_eq!(videos[1].title, "rec.part.a");
+    assert_eq!(videos[1].sha256.as_deref(), Some(sha256(&bytes).as_str()));
 }
 
 #[tokio::test]
@@ -869,7 +915,7 @@ async fn expect_100_continue() {
     let text = String::from_utf8_lossy(&rest);
     assert!(text.contains("HTTP/1.1 201"), "{text}");
     let v = &env.emu.videos()[0];
-    assert_eq!(v.title, "curl");
+    assert_eq!(v.title, "curl.mp4");
     assert_eq!(v.sha256.as_deref(), Some(sha256(&payload).as_str()));
 }
 
@@ -894,6 +940,7 @@ async fn run_standalone_serves_until_cancelled() {
     let task = tokio::spawn(ingestd::emulator::run_standalone(
         addr,
         opts,
+        ingestd::emulator::ApiRateLimits::default(),
         cancel.clone(),
     ));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -53,7 +53,7 @@ fn write_config(env: &Env, chunk_size: &str, concurrency: usize, upload_extra: &
 /// up holding for it.
 struct Media {
     path: PathBuf,
-    /// The video title the emulator gives it: the name without extension.
+    /// The video title the emulator gives it: the file name.
     title: String,
     sha: String,
     chunked: bool,
@@ -63,7 +63,7 @@ fn media(env: &Env, name: &str, size: u64, seed: u64, chunk: u64) -> Media {
     let path = env.file(name, size, seed);
     Media {
         title: Path::new(name)
-            .file_stem()
+            .file_name()
             .unwrap()
             .to_string_lossy()
             .into_owned(),

@@ -1,11 +1,87 @@
-//! Fixed-window rate limit of upload requests and the `X-RateLimit-*` headers.
+//! Fixed-window rate limits and the `X-RateLimit-*` headers, one bucket per
+//! kind of request as api.video counts them: uploads, and the API-key
+//! endpoints' reads and writes (its limits per minute: uploads 100, writes
+//! 200, reads 500 in production; 40, 40 and 100 in the sandbox).
 //!
-//! It counts and formats; refusing a request is the upload handler's job.
+//! It counts and formats; refusing a request is the handlers' job.
 //! Imports nothing from the product.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
+
+use super::store::lock;
+
+/// api.video's production limit of reads (`GET` of the API-key endpoints) per minute.
+pub const PRODUCTION_READS_PER_MINUTE: u32 = 500;
+/// api.video's production limit of writes (`POST`, `DELETE` …) per minute.
+pub const PRODUCTION_WRITES_PER_MINUTE: u32 = 200;
+
+/// Which rate-limit bucket a request counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateBucket {
+    /// `POST /upload`.
+    Uploads,
+    /// `GET /upload-tokens`, `GET /upload-tokens/{id}`.
+    Reads,
+    /// `POST /upload-tokens`, `DELETE /upload-tokens/{id}`.
+    Writes,
+}
+
+/// The three buckets, each with its own limit and windows.
+#[derive(Debug)]
+pub(crate) struct Buckets {
+    uploads: Mutex<RateLimiter>,
+    reads: Mutex<RateLimiter>,
+    writes: Mutex<RateLimiter>,
+}
+
+impl Buckets {
+    /// Limits of uploads, reads and writes per `window` (0 = unlimited).
+    pub(crate) fn new(
+        uploads: u32,
+        reads: u32,
+        writes: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Buckets {
+        Buckets {
+            uploads: Mutex::new(RateLimiter::new(uploads, window, now)),
+            reads: Mutex::new(RateLimiter::new(reads, window, now)),
+            writes: Mutex::new(RateLimiter::new(writes, window, now)),
+        }
+    }
+
+    fn bucket(&self, bucket: RateBucket) -> &Mutex<RateLimiter> {
+        match bucket {
+            RateBucket::Uploads => &self.uploads,
+            RateBucket::Reads => &self.reads,
+            RateBucket::Writes => &self.writes,
+        }
+    }
+
+    /// Counts one request in `bucket`.
+    pub(crate) fn acquire(&self, bucket: RateBucket, now: Instant) -> RateInfo {
+        lock(self.bucket(bucket)).acquire(now)
+    }
+
+    /// The current values of `bucket`, without counting a request.
+    pub(crate) fn peek(&self, bucket: RateBucket, now: Instant) -> RateInfo {
+        lock(self.bucket(bucket)).peek(now)
+    }
+
+    /// Changes one bucket's limit and window, starting a fresh window.
+    pub(crate) fn reconfigure(
+        &self,
+        bucket: RateBucket,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) {
+        lock(self.bucket(bucket)).reconfigure(limit, window, now);
+    }
+}
 
 pub(crate) const LIMIT_HEADER: &str = "x-ratelimit-limit";
 pub(crate) const REMAINING_HEADER: &str = "x-ratelimit-remaining";
@@ -125,6 +201,26 @@ mod tests {
         assert!(d.allowed);
         assert_eq!((d.remaining, d.retry_after), (1, 10));
         assert_eq!(rl.peek(t0 + Duration::from_secs(11)).remaining, 1);
+    }
+
+    #[test]
+    fn buckets_count_apart() {
+        let t0 = Instant::now();
+        let b = Buckets::new(1, 2, 0, Duration::from_secs(60), t0);
+        assert!(b.acquire(RateBucket::Uploads, t0).allowed);
+        assert!(!b.acquire(RateBucket::Uploads, t0).allowed);
+        let r = b.acquire(RateBucket::Reads, t0);
+        assert!(r.allowed);
+        assert_eq!((r.limit, r.remaining), (2, 1));
+        assert!(b.acquire(RateBucket::Reads, t0).allowed);
+        assert!(!b.acquire(RateBucket::Reads, t0).allowed);
+        for _ in 0..1000 {
+            assert!(b.acquire(RateBucket::Writes, t0).allowed, "0 = unlimited");
+        }
+        assert_eq!(b.peek(RateBucket::Uploads, t0).remaining, 0);
+        b.reconfigure(RateBucket::Uploads, 5, Duration::from_secs(1), t0);
+        assert_eq!(b.peek(RateBucket::Uploads, t0).remaining, 5);
+        assert_eq!(b.peek(RateBucket::Reads, t0).remaining, 0, "untouched");
     }
 
     #[test]

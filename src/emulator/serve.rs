@@ -5,7 +5,7 @@
 //! so that a fault can drop one connection without a reply.
 //!
 //! It owns connections, not request rules: those are the handlers' (`upload`,
-//! `tokens`, `control`). Imports nothing from the product.
+//! `auth`, `tokens`, `control`). Imports nothing from the product.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::catalogue::{self as cat, Problem};
 use super::conn::ConnKill;
-use super::{control, rate, tokens, upload, App};
+use super::{auth, control, rate, tokens, upload, App};
 
 /// Where the server task is, for [`Emulator::set_down`](super::Emulator::set_down).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,8 @@ pub(crate) enum Phase {
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/upload", post(upload::upload))
-        .route("/auth/api-key", post(tokens::authenticate))
+        .route("/auth/api-key", post(auth::authenticate))
+        .route("/auth/refresh", post(auth::refresh))
         .route("/upload-tokens", get(tokens::list).post(tokens::create))
         .route(
             "/upload-tokens/{token}",

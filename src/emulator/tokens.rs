@@ -1,16 +1,20 @@
-//! API-key authentication and upload-token management.
+//! Upload-token management and the book of every credential.
 //!
-//! - `POST /auth/api-key` `{"apiKey": KEY}` trades a configured API key for a
-//!   bearer access token (`{access_token, refresh_token, token_type, expires_in}`).
-//! - `GET /upload-tokens` (paginated), `POST /upload-tokens {ttl}` → 200,
-//!   `GET /upload-tokens/{id}` → 200/404, `DELETE /upload-tokens/{id}` → 204/404,
-//!   each requiring `Authorization: Bearer <access_token>`.
+//! - `GET /upload-tokens` (paginated), `GET /upload-tokens/{id}` → 200/404:
+//!   the *reads* rate-limit bucket;
+//! - `POST /upload-tokens {ttl}` → 200, `DELETE /upload-tokens/{id}` →
+//!   204/404: the *writes* bucket;
+//!
+//! each authorised by the API key (HTTP Basic or a bearer access token, see
+//! `auth`). api.video limits reads and writes apart from uploads, with the
+//! same `X-RateLimit-*` headers and 429s.
 //!
 //! Every upload token of the emulator lives in one [`TokenBook`]: the tokens
 //! given at start (or with `set_tokens`), which never expire, and those
 //! created here, which expire `ttl` seconds after creation (`ttl` 0: never).
 //! A token is valid for `POST /upload` from its creation until it expires or
-//! is deleted.
+//! is deleted. The book also holds the API keys and the access and refresh
+//! tokens handed out for them.
 //!
 //! Imports nothing from the product.
 
@@ -20,48 +24,30 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::catalogue::{self as cat, ApiError, Problem};
+use super::auth::authorize;
+use super::catalogue::{self as cat, Problem};
+use super::rate::RateBucket;
 use super::store::{atom, lock};
 use super::App;
 
 /// How long an access token from `/auth/api-key` is valid (api.video: one hour).
 pub(crate) const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long a refresh token is valid. api.video publishes no lifetime; a
+/// bound keeps a long-running emulator from holding every one it handed out.
+pub(crate) const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The largest `ttl` of the `token-creation-payload` schema.
 pub(crate) const MAX_TTL: u64 = 2_147_483_647;
 const DEFAULT_PAGE_SIZE: u64 = 25;
 const MAX_PAGE_SIZE: u64 = 100;
 
-/// The OpenAPI example reply of `POST /auth/api-key` for a wrong key.
-pub(crate) const INVALID_USER_CREDENTIALS: ApiError = ApiError {
-    slug: Some("authentication-invalid-user-credentials"),
-    status: 400,
-    title: "The user credentials were incorrect.",
-};
-// The three below are documented error pages without a published title; the
-// titles are the emulator's own wording.
-pub(crate) const MISSING_AUTHORIZATION_HEADER: ApiError = ApiError {
-    slug: Some("authentication-missing-authorization-header"),
-    status: 401,
-    title: "The authorization header is missing.",
-};
-pub(crate) const INVALID_AUTHORIZATION_HEADER_VALUE: ApiError = ApiError {
-    slug: Some("authentication-invalid-authorization-header-value"),
-    status: 401,
-    title: "The authorization header value is invalid.",
-};
-pub(crate) const INVALID_ACCESS_TOKEN: ApiError = ApiError {
-    slug: Some("authentication-invalid-access-token"),
-    status: 401,
-    title: "The access token is invalid or expired.",
-};
-
-/// API keys, the access tokens handed out for them, and every upload token.
+/// API keys, the access and refresh tokens handed out for them, and every
+/// upload token.
 #[derive(Default)]
 pub(crate) struct TokenBook {
     inner: Mutex<Book>,
@@ -71,13 +57,24 @@ pub(crate) struct TokenBook {
 struct Book {
     api_keys: HashSet<String>,
     access: HashMap<String, Access>,
+    /// Refresh tokens, each used up by `/auth/refresh`, which hands out the
+    /// next one (the spec: "the refresh token from the last time you used
+    /// the auth/refresh endpoint").
+    refresh: HashMap<String, Access>,
     uploads: HashMap<String, UploadToken>,
     next_seq: u64,
 }
 
+/// An access or refresh token: the API key it was handed out for.
 struct Access {
     api_key: String,
     expires: Instant,
+}
+
+/// What `/auth/api-key` and `/auth/refresh` hand out.
+pub(crate) struct AccessPair {
+    pub(crate) access: String,
+    pub(crate) refresh: String,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +119,30 @@ impl Book {
     fn purge_expired(&mut self, now: Instant) {
         self.uploads.retain(|_, t| t.is_active(now));
         self.access.retain(|_, a| now < a.expires);
+        self.refresh.retain(|_, r| now < r.expires);
+    }
+
+    /// A new access token and refresh token for `api_key`.
+    fn hand_out(&mut self, api_key: &str) -> AccessPair {
+        let now = Instant::now();
+        self.purge_expired(now);
+        let access = random_alphanumeric("", 64);
+        self.access.insert(
+            access.clone(),
+            Access {
+                api_key: api_key.to_owned(),
+                expires: now + ACCESS_TOKEN_TTL,
+            },
+        );
+        let refresh = random_alphanumeric("", 64);
+        self.refresh.insert(
+            refresh.clone(),
+            Access {
+                api_key: api_key.to_owned(),
+                expires: now + REFRESH_TOKEN_TTL,
+            },
+        );
+        AccessPair { access, refresh }
     }
 }
 
@@ -155,12 +176,19 @@ impl TokenBook {
         }
     }
 
-    /// Replaces the accepted API keys; access tokens of removed keys stop working.
+    /// Replaces the accepted API keys; access and refresh tokens of removed
+    /// keys stop working.
     pub(crate) fn set_api_keys(&self, keys: Vec<String>) {
         let mut book = lock(&self.inner);
         book.api_keys = keys.into_iter().filter(|k| !k.is_empty()).collect();
         let keys = book.api_keys.clone();
         book.access.retain(|_, a| keys.contains(&a.api_key));
+        book.refresh.retain(|_, r| keys.contains(&r.api_key));
+    }
+
+    /// Whether `key` is one of the configured API keys (HTTP Basic).
+    pub(crate) fn api_key_is_valid(&self, key: &str) -> bool {
+        lock(&self.inner).api_keys.contains(key)
     }
 
     /// Whether `POST /upload?token=…` accepts this token now.
@@ -172,25 +200,26 @@ impl TokenBook {
     }
 
     /// A new access token and refresh token for a configured API key.
-    fn authenticate(&self, api_key: &str) -> Option<(String, String)> {
-        let now = Instant::now();
+    pub(crate) fn authenticate(&self, api_key: &str) -> Option<AccessPair> {
         let mut book = lock(&self.inner);
         if !book.api_keys.contains(api_key) {
             return None;
         }
-        book.purge_expired(now);
-        let access = random_alphanumeric("", 64);
-        book.access.insert(
-            access.clone(),
-            Access {
-                api_key: api_key.to_owned(),
-                expires: now + ACCESS_TOKEN_TTL,
-            },
-        );
-        Some((access, random_alphanumeric("", 64)))
+        Some(book.hand_out(api_key))
     }
 
-    fn access_token_is_valid(&self, token: &str) -> bool {
+    /// Trades a refresh token (used up) for a new access and refresh token,
+    /// while its API key is configured.
+    pub(crate) fn refresh(&self, refresh_token: &str) -> Option<AccessPair> {
+        let mut book = lock(&self.inner);
+        let used = book.refresh.remove(refresh_token)?;
+        if Instant::now() >= used.expires || !book.api_keys.contains(&used.api_key) {
+            return None;
+        }
+        Some(book.hand_out(&used.api_key))
+    }
+
+    pub(crate) fn access_token_is_valid(&self, token: &str) -> bool {
         let book = lock(&self.inner);
         book.access
             .get(token)
@@ -261,64 +290,19 @@ fn random_alphanumeric(prefix: &str, n: usize) -> String {
     s
 }
 
-/// Checks `Authorization: Bearer <access token>`.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(Problem::new(MISSING_AUTHORIZATION_HEADER).name("Authorization"));
-    };
-    let bearer = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty());
-    let Some(token) = bearer else {
-        return Err(Problem::new(INVALID_AUTHORIZATION_HEADER_VALUE)
-            .name("Authorization")
-            .detail("Expected \"Bearer <access token>\" (from POST /auth/api-key)."));
-    };
-    if app.tokens.access_token_is_valid(token) {
-        Ok(())
+/// Counts the request in `bucket`, then answers it with `respond` (or 429
+/// past the limit), with the bucket's `X-RateLimit-*` headers either way. A
+/// request is counted before it is authorised, as an upload is before its
+/// token is checked.
+fn limited(app: &App, bucket: RateBucket, respond: impl FnOnce() -> Response) -> Response {
+    let rate = app.rate_acquire(bucket);
+    let mut response = if rate.allowed {
+        respond()
     } else {
-        Err(Problem::new(INVALID_ACCESS_TOKEN).name("Authorization"))
-    }
-}
-
-#[derive(Deserialize)]
-struct AuthenticatePayload {
-    #[serde(rename = "apiKey", default)]
-    api_key: Option<String>,
-}
-
-/// `POST /auth/api-key`.
-pub(super) async fn authenticate(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let payload: AuthenticatePayload = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return Problem::new(cat::INVALID_PAYLOAD)
-                .detail(e.to_string())
-                .into_response()
-        }
+        Problem::new(cat::TOO_MANY_REQUESTS).into_response()
     };
-    let Some(key) = payload.api_key.filter(|k| !k.is_empty()) else {
-        return Problem::new(cat::INVALID_ATTRIBUTE)
-            .name("apiKey")
-            .detail("The apiKey attribute is required.")
-            .into_response();
-    };
-    match app.tokens.authenticate(&key) {
-        Some((access, refresh)) => Json(json!({
-            "token_type": "Bearer",
-            "expires_in": ACCESS_TOKEN_TTL.as_secs(),
-            "access_token": access,
-            "refresh_token": refresh,
-        }))
-        .into_response(),
-        None => Problem::new(INVALID_USER_CREDENTIALS)
-            .name("apiKey")
-            .into_response(),
-    }
+    rate.apply(response.headers_mut());
+    response
 }
 
 #[derive(Deserialize)]
@@ -333,45 +317,40 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(p) = authorize(&app, &headers) {
-        return p.into_response();
-    }
+    limited(&app, RateBucket::Writes, || {
+        authorize(&app, &headers)
+            .and_then(|()| creation_ttl(&body))
+            .map_or_else(Problem::into_response, |ttl| {
+                (StatusCode::OK, Json(app.tokens.create(ttl))).into_response()
+            })
+    })
+}
+
+/// The `ttl` of a `token-creation-payload` (an empty body is `{}`).
+fn creation_ttl(body: &[u8]) -> Result<u64, Problem> {
     let payload: CreatePayload = if body.iter().all(u8::is_ascii_whitespace) {
         CreatePayload { ttl: None }
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                return Problem::new(cat::INVALID_PAYLOAD)
-                    .detail(e.to_string())
-                    .into_response()
-            }
-        }
+        serde_json::from_slice(body)
+            .map_err(|e| Problem::new(cat::INVALID_PAYLOAD).detail(e.to_string()))?
     };
-    let ttl = match payload.ttl {
-        None | Some(Value::Null) => 0,
-        Some(v) => match v.as_u64().filter(|t| *t <= MAX_TTL) {
-            Some(t) => t,
-            None => {
-                return Problem::new(cat::INVALID_ATTRIBUTE)
-                    .name("ttl")
-                    .detail(format!("ttl must be an integer from 0 to {MAX_TTL}."))
-                    .into_response()
-            }
-        },
-    };
-    (StatusCode::OK, Json(app.tokens.create(ttl))).into_response()
+    match payload.ttl {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().filter(|t| *t <= MAX_TTL).ok_or_else(|| {
+            Problem::new(cat::INVALID_ATTRIBUTE)
+                .name("ttl")
+                .detail(format!("ttl must be an integer from 0 to {MAX_TTL}."))
+        }),
+    }
 }
 
 /// `GET /upload-tokens?sortBy=createdAt|ttl&sortOrder=asc|desc&currentPage=N&pageSize=M`.
 pub(super) async fn list(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(p) = authorize(&app, &headers) {
-        return p.into_response();
-    }
-    match list_page(&app, &uri) {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    limited(&app, RateBucket::Reads, || {
+        authorize(&app, &headers)
+            .and_then(|()| list_page(&app, &uri))
+            .map_or_else(Problem::into_response, |v| Json(v).into_response())
+    })
 }
 
 fn list_page(app: &App, uri: &Uri) -> Result<Value, Problem> {
@@ -463,13 +442,15 @@ pub(super) async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(p) = authorize(&app, &headers) {
-        return p.into_response();
-    }
-    match app.tokens.get(&id) {
-        Some(v) => Json(v).into_response(),
-        None => not_found(),
-    }
+    limited(&app, RateBucket::Reads, || {
+        if let Err(p) = authorize(&app, &headers) {
+            return p.into_response();
+        }
+        match app.tokens.get(&id) {
+            Some(v) => Json(v).into_response(),
+            None => not_found(),
+        }
+    })
 }
 
 /// `DELETE /upload-tokens/{uploadToken}`.
@@ -478,14 +459,16 @@ pub(super) async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(p) = authorize(&app, &headers) {
-        return p.into_response();
-    }
-    if app.tokens.delete(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        not_found()
-    }
+    limited(&app, RateBucket::Writes, || {
+        if let Err(p) = authorize(&app, &headers) {
+            return p.into_response();
+        }
+        if app.tokens.delete(&id) {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            not_found()
+        }
+    })
 }
 
 #[cfg(test)]
@@ -530,10 +513,35 @@ mod tests {
     fn access_tokens_need_a_configured_key() {
         let book = TokenBook::new(&[], &["key".to_owned()]);
         assert!(book.authenticate("nope").is_none());
-        let (access, _) = book.authenticate("key").unwrap();
-        assert!(book.access_token_is_valid(&access));
+        assert!(book.api_key_is_valid("key") && !book.api_key_is_valid("nope"));
+        let pair = book.authenticate("key").unwrap();
+        assert!(book.access_token_is_valid(&pair.access));
         assert!(!book.access_token_is_valid("other"));
         book.set_api_keys(vec!["new".to_owned()]);
-        assert!(!book.access_token_is_valid(&access));
+        assert!(!book.access_token_is_valid(&pair.access));
+        assert!(book.refresh(&pair.refresh).is_none(), "the key is gone");
+        assert!(!book.api_key_is_valid("key"));
+    }
+
+    #[test]
+    fn a_refresh_token_is_used_up_by_its_refresh() {
+        let book = TokenBook::new(&[], &["key".to_owned()]);
+        let first = book.authenticate("key").unwrap();
+        assert!(book.refresh("nope").is_none());
+        let second = book.refresh(&first.refresh).unwrap();
+        assert!(book.access_token_is_valid(&second.access));
+        assert_ne!(second.access, first.access);
+        assert_ne!(second.refresh, first.refresh);
+        assert!(book.refresh(&first.refresh).is_none(), "used up");
+        let third = book.refresh(&second.refresh).unwrap();
+        // An expired refresh token is refused, and purged.
+        lock(&book.inner)
+            .refresh
+            .get_mut(&third.refresh)
+            .unwrap()
+            .expires = Instant::now();
+        assert!(book.refresh(&third.refresh).is_none());
+        book.authenticate("key").unwrap();
+        assert_eq!(lock(&book.inner).refresh.len(), 1);
     }
 }

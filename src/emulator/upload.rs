@@ -1,6 +1,11 @@
 //! `POST /upload?token=…`: faults, rate limit, authentication, streaming
 //! multipart parsing into a temporary file, then the video rules.
 //!
+//! A file part is a part with a file name (or a field named `file`). As at
+//! api.video, the one file part of a request is taken whatever its field
+//! name; none is `uploaded-file-no-file`, two or more are
+//! `uploaded-file-multiple-files`.
+//!
 //! It applies faults but does not choose them (`faults`), and leaves the
 //! per-video rules to `store`. Imports nothing from the product.
 
@@ -20,6 +25,7 @@ use super::catalogue::{self as cat, Problem};
 use super::conn::ConnKill;
 use super::faults::Fault;
 use super::range::{self, ContentRange};
+use super::rate::RateBucket;
 use super::store::{Accepted, Chunk, MAX_CHUNK};
 use super::App;
 
@@ -42,7 +48,7 @@ pub(super) async fn upload(State(app): State<Arc<App>>, req: Request) -> Respons
     if let Some(Fault::Latency(delay)) = &fault {
         tokio::time::sleep(*delay).await;
     }
-    let rate = app.rate_acquire();
+    let rate = app.rate_acquire(RateBucket::Uploads);
     let (parts, body) = req.into_parts();
     let mut body = body.into_data_stream();
 
@@ -148,15 +154,7 @@ async fn handle(app: &App, parts: &Parts, body: &mut BodyDataStream) -> Result<A
         (1, Some(file)) => file,
         _ => return Err(Problem::new(cat::UPLOADED_FILE_MULTIPLE_FILES).name("file")),
     };
-    if file.field != "file" {
-        return Err(Problem::new(cat::UPLOADED_FILE_NO_FILE)
-            .name("file")
-            .detail(format!(
-                "The file must be sent in the \"file\" field, not in \"{}\".",
-                file.field
-            )));
-    }
-    if file.chunk.size == 0 {
+    if file.size == 0 {
         return Err(Problem::new(cat::UPLOADED_FILE_EMPTY).name("file"));
     }
     // A server going down stores nothing more on this connection; once the
@@ -165,7 +163,7 @@ async fn handle(app: &App, parts: &Parts, body: &mut BodyDataStream) -> Result<A
     if conn.is_some_and(|k| !k.begin_store()) {
         kill_connection(conn).await;
     }
-    apply(app, received.video_id, range, file.chunk).await
+    apply(app, received.video_id, range, file).await
 }
 
 /// Applies the chunk in its own task, so that a client that goes away while
@@ -187,15 +185,12 @@ async fn apply(
     }
 }
 
-struct FilePart {
-    field: String,
-    chunk: Chunk,
-}
-
 #[derive(Default)]
 struct Received {
-    /// The first file part.
-    file: Option<FilePart>,
+    /// The first file part, whatever its field name: api.video takes the one
+    /// file of the request (the official Node.js client names the field
+    /// after the file).
+    file: Option<Chunk>,
     /// How many file parts the request held.
     file_parts: u32,
     video_id: Option<String>,
@@ -241,13 +236,10 @@ async fn receive(
             }
             out.flush().await.map_err(|e| io_problem(&e))?;
             drop(out);
-            received.file = Some(FilePart {
-                field: name,
-                chunk: Chunk {
-                    tmp,
-                    size,
-                    file_name,
-                },
+            received.file = Some(Chunk {
+                tmp,
+                size,
+                file_name,
             });
         } else if name == "videoId" {
             let mut value = Vec::new();

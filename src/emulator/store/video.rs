@@ -265,15 +265,13 @@ pub(super) fn new_video_id() -> String {
     id
 }
 
-/// The title of a new video: the file name without its extension.
+/// The title of a new video: the whole file name, extension included (the
+/// official Node.js and Go clients' sandbox tests upload `10m.mp4.part.a`
+/// with a token and expect that title).
 pub(super) fn title_of(file_name: Option<&str>) -> String {
     let name = file_name.unwrap_or_default();
     // Some clients send a full path; keep its last component.
-    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    match base.rfind('.') {
-        Some(dot) if dot > 0 => base[..dot].to_owned(),
-        _ => base.to_owned(),
-    }
+    name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned()
 }
 
 #[cfg(test)]
@@ -300,9 +298,10 @@ mod tests {
 
     #[test]
     fn titles() {
-        assert_eq!(title_of(Some("clip.mp4")), "clip");
-        assert_eq!(title_of(Some("a.b.mov")), "a.b");
-        assert_eq!(title_of(Some("dir/x/clip.mp4")), "clip");
+        assert_eq!(title_of(Some("clip.mp4")), "clip.mp4");
+        assert_eq!(title_of(Some("10m.mp4.part.a")), "10m.mp4.part.a");
+        assert_eq!(title_of(Some("dir/x/clip.mp4")), "clip.mp4");
+        assert_eq!(title_of(Some("C:\\x\\clip.mov")), "clip.mov");
         assert_eq!(title_of(Some(".hidden")), ".hidden");
         assert_eq!(title_of(Some("noext")), "noext");
         assert_eq!(title_of(None), "");
