@@ -7,8 +7,8 @@
 //! recorded done with that file's video and nothing is sent. Otherwise (or
 //! when the file cannot be read for it) it is uploaded as any other, and a
 //! hash read whole is kept as the upload's own. A resumed upload starts
-//! from its prefix read again. With `upload.sha256 = false` none of this
-//! runs, and no hash is kept.
+//! from its prefix read again. With `upload.sha256 = false` (which refuses
+//! "skip") no hash is started, and none is kept.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
