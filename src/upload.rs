@@ -14,6 +14,7 @@
 //! - `attempt`: one attempt at a file: the send loop, and the pure decision
 //!   table ([`attempt::next`]) of what each chunk result does to the file.
 //! - `send`: one chunk on the wire, watched for stalls and shutdown.
+//! - `read`: a chunk's bytes, read from the file in large blocks on a thread of its own.
 //! - `source`: is the file on disk still the row's file (before and between chunks).
 //! - `digest`: the file's SHA-256, from the chunk bodies as they are read.
 //! - `duplicate`: where an attempt's hash starts; `duplicates = "skip"`.
@@ -34,6 +35,7 @@ mod duplicate;
 mod gate;
 mod pacer;
 mod plan;
+mod read;
 mod retry;
 mod send;
 mod source;
@@ -102,6 +104,8 @@ pub struct Uploader {
     pub(crate) outage: Arc<Outage>,
     /// `upload.in_doubt`: resend, or fail, a one-request file in doubt.
     pub(crate) in_doubt: InDoubt,
+    /// `upload.sha256`: whether each upload's SHA-256 is computed.
+    pub(crate) sha256: bool,
     /// Watch roots that are unavailable: their files wait.
     pub(crate) shares: Arc<crate::roots::Shares>,
 }

@@ -89,7 +89,47 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(settings.upload.concurrency, 2);
     assert_eq!(settings.upload.bandwidth_limit, 0);
     assert_eq!(settings.upload.in_doubt, InDoubt::Resend);
+    assert!(settings.upload.sha256);
     assert!(settings.watches.is_empty());
+}
+
+#[test]
+fn sha256_can_be_turned_off_in_the_file_or_the_environment() {
+    let settings = load_toml("[upload]\nsha256 = false\n").expect("loads");
+    assert!(!settings.upload.sha256);
+    assert!(settings.render().contains("sha256 = false"));
+    let fixture = Fixture::new("[upload]\nsha256 = true\n");
+    let settings = fixture
+        .load(&[("INGESTD_UPLOAD__SHA256", "false")])
+        .expect("loads");
+    assert!(!settings.upload.sha256);
+    let error = load_toml("[upload]\nsha256 = \"maybe\"\n").expect_err("refused");
+    assert_mentions(&error, &["upload.sha256", "line 2"]);
+}
+
+#[test]
+fn duplicates_skip_is_refused_without_the_sha256_saying_what_to_change() {
+    let toml = "[upload]\nsha256 = false\n[[watch]]\npath = \"/srv/a\"\n\
+                [[watch]]\npath = \"/srv/b\"\nduplicates = \"skip\"\n";
+    let error = load_toml(toml).expect_err("refused");
+    assert_eq!(invalid_key(&error), ("watch[1].duplicates", Some(7)));
+    assert_mentions(
+        &error,
+        &[
+            "/srv/b",
+            "upload.sha256 = false",
+            "line 2",
+            "set upload.sha256 = true",
+            "duplicates = \"upload\"",
+        ],
+    );
+    // From the environment too, and named as such.
+    let fixture = Fixture::new("[[watch]]\npath = \"/srv/a\"\nduplicates = \"skip\"\n");
+    let error = fixture.error(&[("INGESTD_UPLOAD__SHA256", "false")]);
+    assert_mentions(&error, &["watch[0].duplicates", "INGESTD_UPLOAD__SHA256"]);
+    // With the hash, or without "skip", it loads.
+    assert!(fixture.load(&[]).is_ok());
+    assert!(load_toml("[upload]\nsha256 = false\n[[watch]]\npath = \"/srv/a\"\n").is_ok());
 }
 
 #[test]
@@ -892,6 +932,7 @@ fn the_example_config_parses_and_holds_the_documented_defaults() {
         settings.upload.bandwidth_limit,
         defaults.upload.bandwidth_limit
     );
+    assert_eq!(settings.upload.sha256, defaults.upload.sha256);
     // ...and its watch matches a watch with only a path.
     let bare = Fixture::new("[[watch]]\npath = \"/srv/capture\"\n")
         .load(&env)
@@ -928,6 +969,7 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "INGESTD_JOURNAL__PATH",
         "INGESTD_UPLOAD__CONCURRENCY",
         "INGESTD_UPLOAD__BANDWIDTH_LIMIT",
+        "INGESTD_UPLOAD__SHA256",
     ] {
         assert!(
             text.contains(&format!("# env: {var}")),
@@ -942,6 +984,7 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "path",
         "concurrency",
         "bandwidth_limit",
+        "sha256",
         "recursive",
         "include",
         "exclude",

@@ -292,3 +292,48 @@ fn with_duplicates_skip_the_same_sample_but_another_middle_is_uploaded() {
     assert!(second["last_error"].is_null(), "{second}");
     assert_eq!(env.videos().len(), 2, "{:?}", env.videos());
 }
+
+#[test]
+fn with_sha256_off_nothing_is_hashed_and_duplicates_skip_is_refused() {
+    let env = Env::new();
+    env.write_config("5MiB", &format!("sha256 = false\n{}", watch(&env, "")));
+    let d = Daemon::ready(&env);
+    let before = bytes_read(d.child.id());
+    let size = 12 * MIB + 5;
+    let f = env.file("unhashed.mov", size, 9);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            row_for(&env, &f).is_some_and(|r| r["state"] == "done")
+        }),
+        "{} was not uploaded:\n{}",
+        f.display(),
+        d.log()
+    );
+    let read = bytes_read(d.child.id()) - before;
+    stop_ok(d);
+    let row = done_row(&env, &f);
+    assert!(row["sha256"].is_null(), "no SHA-256 is kept: {row}");
+    // Sent whole and right all the same, in three chunks.
+    let video = env.video(row["video_id"].as_str().unwrap());
+    assert_eq!(video.sha256.as_deref(), Some(sha256sum(&f).as_str()));
+    assert_eq!(video.accepted_chunks, 3);
+    assert!(
+        read < size + 8 * MIB,
+        "the daemon read {read} bytes for a {size}-byte file"
+    );
+
+    // "skip" compares SHA-256s: refused before anything starts.
+    env.write_config(
+        "5MiB",
+        &format!("sha256 = false\n{}", watch(&env, "duplicates = \"skip\"")),
+    );
+    for args in [&["check-config"][..], &["run", "--once"]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains("watch[0].duplicates") && said.contains("set upload.sha256 = true"),
+            "{args:?}: {said}"
+        );
+    }
+}

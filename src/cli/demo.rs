@@ -158,6 +158,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
             concurrency: 2,
             bandwidth_limit: 0,
             in_doubt: Default::default(),
+            sha256: true,
         },
         log: Default::default(),
         watches: vec![watch],

@@ -53,6 +53,7 @@ pub(crate) struct RawUpload {
     pub concurrency: Option<Count>,
     pub bandwidth_limit: Option<Size>,
     pub in_doubt: Option<InDoubt>,
+    pub sha256: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,6 +77,7 @@ impl Settings {
             quote(&format_size(upload.bandwidth_limit))
         );
         let _ = writeln!(out, "in_doubt = {}", quote(upload.in_doubt.as_str()));
+        let _ = writeln!(out, "sha256 = {}", upload.sha256);
 
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "format = {}", quote(self.log.format.as_str()));

@@ -158,6 +158,10 @@ pub struct UploadSettings {
     pub bandwidth_limit: u64,
     /// What to do with a file sent in one request whose outcome is unknown.
     pub in_doubt: InDoubt,
+    /// Whether each upload's SHA-256 is computed from the bytes it sends
+    /// (`status --json`, the sidecar, `duplicates = "skip"`). It costs about
+    /// a second of CPU per GiB, and caps an upload at SHA-256's speed.
+    pub sha256: bool,
 }
 
 /// `upload.in_doubt`: a file of 5 MiB or less goes in one request; when that

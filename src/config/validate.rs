@@ -60,6 +60,7 @@ impl Validator<'_> {
             .map(|(index, raw)| self.watch(index, raw))
             .collect::<Result<Vec<_>, _>>()?;
         self.check_overlaps(&watches)?;
+        self.check_duplicates(&upload, &watches)?;
         let metrics = self.metrics(metrics)?;
         let token = if self.read_token {
             self.token(api.token, api.token_file)?
@@ -186,6 +187,7 @@ impl Validator<'_> {
             concurrency,
             bandwidth_limit,
             in_doubt: raw.in_doubt.unwrap_or_default(),
+            sha256: raw.sha256.unwrap_or(true),
         })
     }
 
@@ -314,6 +316,34 @@ impl Validator<'_> {
             incomplete_timeout,
             duplicates: raw.duplicates.unwrap_or(Duplicates::Upload),
         })
+    }
+
+    /// `duplicates = "skip"` compares SHA-256s, which `upload.sha256 =
+    /// false` does not compute.
+    fn check_duplicates(
+        &self,
+        upload: &UploadSettings,
+        watches: &[WatchSettings],
+    ) -> Result<(), ConfigError> {
+        if upload.sha256 {
+            return Ok(());
+        }
+        let Some(index) = watches
+            .iter()
+            .position(|w| w.duplicates == Duplicates::Skip)
+        else {
+            return Ok(());
+        };
+        Err(self.invalid(
+            &key(&["watch", &index.to_string(), "duplicates"]),
+            format!(
+                "\"skip\" (watch folder {}) recognises a duplicate by its SHA-256, but \
+                 upload.sha256 = false {} computes none; set upload.sha256 = true, or \
+                 duplicates = \"upload\" in this [[watch]]",
+                watches[index].path.display(),
+                self.sources.origin(&key(&["upload", "sha256"])),
+            ),
+        ))
     }
 
     /// Two watches on the same folder, or one inside the other, would see

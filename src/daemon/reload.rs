@@ -47,6 +47,7 @@ fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
             "upload.in_doubt",
             started.upload.in_doubt != new.upload.in_doubt,
         ),
+        ("upload.sha256", started.upload.sha256 != new.upload.sha256),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -100,6 +100,7 @@ impl Session {
                 metrics: Arc::new(Metrics::default()),
                 outage: Arc::default(),
                 in_doubt,
+                sha256: settings.upload.sha256,
                 shares,
             },
             concurrency: settings.upload.concurrency.max(1),

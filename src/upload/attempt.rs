@@ -5,6 +5,7 @@
 //! recorded before the next one is sent. The file's SHA-256 is taken from
 //! the bodies sent (see `digest`) and stored when the file is done.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use super::decide::{self, Attempt, Between, End, Step, Then};
 use super::digest::{self, Tap};
 use super::duplicate::Start;
 use super::plan::{chunk_at, is_chunked};
+use super::read::Buffers;
 use super::retry::{backoff_delay, OUTAGE_PROBE};
 use super::send::{display_name, ChunkResult};
 use super::source::{self, Stop};
@@ -78,7 +80,7 @@ impl Uploader {
         let path = row.path();
         let shown = show_path(&path);
         let size = row.identity.size;
-        let (mut file, sample) = match self.open_checked(&row, &shown).await? {
+        let (file, sample) = match self.open_checked(&row, &shown).await? {
             Ok(opened) => opened,
             Err(outcome) => return Ok(outcome),
         };
@@ -98,10 +100,14 @@ impl Uploader {
             in_doubt: self.in_doubt,
         };
         let mut last_log = Instant::now();
+        // The chunks' read buffers, used again from one chunk to the next.
+        let buffers = Arc::new(Buffers::default());
         if offset > 0 {
             info!(id, path = %shown, video_id = at.video_id.as_deref().unwrap_or(""), offset, size, "resuming upload");
         }
         let mut digest = match self.start_digest(&row, &file, sample, cancel).await? {
+            // `upload.sha256 = false`: nothing hashed, none stored.
+            Start::Go(_) if !self.sha256 => None,
             Start::Go(digest) => digest,
             Start::Ended(outcome) => return Ok(outcome),
         };
@@ -129,7 +135,9 @@ impl Uploader {
             let range = chunk_at(offset, size, chunk_size);
             let tap = digest.as_ref().and_then(|d| d.tap(range.offset, range.len));
             let feed = tap.as_ref().map(Tap::feed);
-            let (result, body_out) = self.send_chunk(&mut file, &at, range, feed, cancel).await;
+            let (result, body_out) = self
+                .send_chunk(&file, &at, range, feed, &buffers, cancel)
+                .await;
             // A reply, read or not: once its chunk is recorded, the files
             // waiting for the server may go (see `server_reached`).
             let reached = matches!(result, ChunkResult::Stored(_));
@@ -169,7 +177,7 @@ impl Uploader {
             let end = range.offset + range.len;
             digest = digest::after_chunk(&row, digest, tap, &file, end).await;
             let sha256 = if end == size {
-                digest::finish(&row, digest.take(), &file, cancel).await
+                self.sha256_of(&row, digest.take(), &file, cancel).await
             } else {
                 None
             };
@@ -202,13 +210,28 @@ impl Uploader {
         // acknowledged (progress is never recorded at the full size, but a
         // journal edited by hand could say so): finish the row.
         let v = at.video_id.clone();
-        let sha256 = digest::finish(&row, digest, &file, cancel).await;
+        let sha256 = self.sha256_of(&row, digest, &file, cancel).await;
         self.journal
             .call(move |j| j.mark_done_hashed(id, v.as_deref(), None, None, sha256.as_deref()))
             .await?;
         Ok(Outcome::Done {
             video_id: at.video_id.unwrap_or_default(),
         })
+    }
+
+    /// The whole file's SHA-256 once its last chunk is stored (see
+    /// [`digest::finish`]); none with `upload.sha256 = false`.
+    async fn sha256_of(
+        &self,
+        row: &FileRow,
+        digest: Option<digest::Running>,
+        file: &tokio::fs::File,
+        cancel: &CancellationToken,
+    ) -> Option<String> {
+        if !self.sha256 {
+            return None;
+        }
+        digest::finish(row, digest, file, cancel).await
     }
 
     /// Opens the row's file and checks it is still the row's, and that it can

@@ -1,12 +1,12 @@
 //! The SHA-256 of a file, computed from the bytes its upload reads anyway.
-//! Each chunk's body frames go, as they are read, to a hashing thread of
+//! Each chunk's blocks go, as they are read, to a hashing thread of
 //! their own (so the hash runs beside the network, not in front of it),
 //! and a chunk's part of the hash counts only once the server has stored
 //! the chunk: a chunk sent again after a failure is hashed once. What no
 //! body carried (the prefix a resumed upload does not send again, a
 //! duplicate check) is read from the same descriptor in 1 MiB blocks on a
-//! blocking thread. Memory stays bounded: a few body frames queued, one
-//! block per read.
+//! blocking thread. Memory stays bounded: a few blocks queued, one block
+//! per read.
 //!
 //! Hashing never decides an upload: when the hash cannot be kept (a read
 //! error), the file is read whole once more at its end, and if even that
@@ -29,9 +29,9 @@ use crate::journal::FileRow;
 
 /// The reads that hash what no chunk body carries go in blocks this large.
 const BLOCK: usize = 1024 * 1024;
-/// Body frames (256 KiB each) queued for a chunk's hashing thread: bounded
+/// Blocks read (1 MiB each) queued for a chunk's hashing thread: bounded
 /// memory, and slack enough that the network does not wait on the hash.
-const FRAMES_QUEUED: usize = 8;
+const BLOCKS_QUEUED: usize = 4;
 
 /// Why a hash that reads the file did not finish.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ impl Running {
         if offset != self.at {
             return None;
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(FRAMES_QUEUED);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(BLOCKS_QUEUED);
         let mut hasher = self.hasher.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             let mut n = 0u64;

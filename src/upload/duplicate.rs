@@ -7,7 +7,8 @@
 //! recorded done with that file's video and nothing is sent. Otherwise (or
 //! when the file cannot be read for it) it is uploaded as any other, and a
 //! hash read whole is kept as the upload's own. A resumed upload starts
-//! from its prefix read again.
+//! from its prefix read again. With `upload.sha256 = false` (which refuses
+//! "skip") no hash is started, and none is kept.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,6 +42,9 @@ impl Uploader {
         cancel: &CancellationToken,
     ) -> Result<Start, WorkerError> {
         let offset = row.bytes_uploaded;
+        if !self.sha256 && !self.skips_duplicates(row) {
+            return Ok(Start::Go(None));
+        }
         if offset == 0 && row.video_id.is_none() && self.skips_duplicates(row) {
             return self.skip_if_duplicate(row, file, sample, cancel).await;
         }

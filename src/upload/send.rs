@@ -1,7 +1,9 @@
-//! Sending one chunk: the body streamed from the file through the
-//! throttle, watched for stalls and for shutdown. It reports what happened
+//! Sending one chunk: the body streamed from the file (read in large
+//! blocks on a thread of its own, see `read`) through the throttle,
+//! watched for stalls and for shutdown. It reports what happened
 //! ([`ChunkResult`]) and decides nothing about the file (see `attempt`).
 
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,18 +12,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::Attempt;
 use super::digest::Feed;
+use super::read::{self, Buffers};
 use super::Uploader;
 use crate::apivideo::{ApiError, ByteRange, Reply};
 
-/// Bytes read from disk per body frame: large enough that per-frame costs
-/// vanish, small enough that memory stays flat whatever the chunk size.
-const READ_BUF: usize = 256 * 1024;
+/// Bytes per body frame handed to the connection (a slice of a block read,
+/// not a copy): fine enough for the bandwidth limit, and for the stall
+/// watch, which sees progress a frame at a time.
+const FRAME: usize = 256 * 1024;
 /// No byte of a chunk body taken by the connection for this long: a stall.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the last byte is sent, how long the server may take to answer
@@ -70,6 +72,21 @@ pub(super) fn display_name(path: &Path) -> String {
     name.replace(['\r', '\n'], " ")
 }
 
+/// A block read, in frames of at most [`FRAME`] bytes.
+fn frames(block: std::io::Result<Bytes>) -> Vec<std::io::Result<Bytes>> {
+    match block {
+        Ok(mut b) => {
+            let mut out = Vec::with_capacity(b.len().div_ceil(FRAME));
+            while b.len() > FRAME {
+                out.push(Ok(b.split_to(FRAME)));
+            }
+            out.push(Ok(b));
+            out
+        }
+        Err(e) => vec![Err(e)],
+    }
+}
+
 pub(crate) enum ChunkResult {
     /// A 2xx reply (not yet proof of storage: see its videoId).
     Stored(Reply),
@@ -82,22 +99,21 @@ pub(crate) enum ChunkResult {
 impl Uploader {
     /// Sends one chunk of the attempt `at` (its file's name, videoId and
     /// whether it goes in ranges), streamed from the file, watching for
-    /// stalls and shutdown; each body frame also goes to `feed` (the
-    /// chunk's hash).
+    /// stalls and shutdown; each block read (into one of `buffers`) also
+    /// goes to `feed` (the chunk's hash).
     pub(super) async fn send_chunk(
         &self,
-        file: &mut tokio::fs::File,
+        file: &tokio::fs::File,
         at: &Attempt,
         range: ByteRange,
         feed: Option<Arc<Feed>>,
+        buffers: &Arc<Buffers>,
         cancel: &CancellationToken,
     ) -> (ChunkResult, bool) {
-        if let Err(e) = file.seek(std::io::SeekFrom::Start(range.offset)).await {
-            let e = ApiError::Local(format!("cannot seek in the file: {e}"));
-            return (ChunkResult::Failed(e), false);
-        }
-        let reader = match file.try_clone().await {
-            Ok(f) => f.take(range.len),
+        // A descriptor of its own for the chunk's reader thread (`dup`
+        // never blocks): the same open file, so the same file's bytes.
+        let reader = match file.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::fs::File::from(fd),
             Err(e) => {
                 let e = ApiError::Local(format!("cannot read the file: {e}"));
                 return (ChunkResult::Failed(e), false);
@@ -111,26 +127,33 @@ impl Uploader {
         });
         let throttle = self.throttle.clone();
         let p = progress.clone();
-        let stream = ReaderStream::with_capacity(reader, READ_BUF).then(move |item| {
-            let throttle = throttle.clone();
-            let p = p.clone();
-            let hash = feed.as_ref().and_then(|f| f.sender());
-            async move {
-                if let Ok(b) = &item {
-                    p.throttled.store(true, Ordering::Relaxed);
-                    throttle.take(b.len()).await;
-                    p.throttled.store(false, Ordering::Relaxed);
-                    p.touch(b.len());
-                    if let Some(hash) = hash {
+        let stream = read::blocks(reader, range.offset, range.len, buffers.clone())
+            .then(move |block| {
+                let hash = feed.as_ref().and_then(|f| f.sender());
+                async move {
+                    if let (Ok(b), Some(hash)) = (&block, hash) {
                         // The same bytes, not a copy. A hash no longer
-                        // wanted drops the frame: what it misses is read
+                        // wanted drops the block: what it misses is read
                         // from the file if the chunk turns out stored.
                         let _ = hash.send(b.clone()).await;
                     }
+                    block
                 }
-                item.map(|b: Bytes| b)
-            }
-        });
+            })
+            .flat_map(|block| futures_util::stream::iter(frames(block)))
+            .then(move |frame| {
+                let throttle = throttle.clone();
+                let p = p.clone();
+                async move {
+                    if let Ok(b) = &frame {
+                        p.throttled.store(true, Ordering::Relaxed);
+                        throttle.take(b.len()).await;
+                        p.throttled.store(false, Ordering::Relaxed);
+                        p.touch(b.len());
+                    }
+                    frame
+                }
+            });
         let body = reqwest::Body::wrap_stream(stream);
         let send = self
             .client
