@@ -140,8 +140,8 @@ pub enum ApiError {
     /// The request may or may not have been stored (reset, timeout, lost reply).
     #[error("request to {base} failed mid-way: {message}")]
     Ambiguous { base: String, message: String },
-    /// The TLS handshake failed for a reason that does not pass by itself:
-    /// nothing was sent.
+    /// The TLS handshake failed, while connecting, for a reason that does
+    /// not pass by itself: nothing was sent.
     #[error("TLS with {host} failed: {cause}; {todo}")]
     Tls {
         host: String,
@@ -271,14 +271,25 @@ pub(super) fn transport_error(base: &str, e: reqwest::Error, token: &UploadToken
         .unwrap_or("the server")
         .to_owned();
     let e = e.without_url();
-    if let Some(t) = super::tls::tls_trouble(&e) {
+    let tls = super::tls::tls_trouble(&e);
+    if let (true, Some(t)) = (connect, &tls) {
+        // Refused while connecting: nothing of the request was sent.
         return ApiError::Tls {
             host,
             cause: scrub(&t.cause, token),
-            todo: t.todo,
+            todo: t.todo.clone(),
         };
     }
-    let message = scrub(&chain(&e), token);
+    let mut message = scrub(&chain(&e), token);
+    if let Some(t) = tls {
+        // TLS trouble on a connection already up (a record garbled, an
+        // alert mid-reply): the request may have got through, so it is in
+        // doubt like any other broken exchange.
+        message = format!(
+            "TLS broke off mid-request: {} ({message})",
+            scrub(&t.cause, token)
+        );
+    }
     if connect {
         ApiError::Connect {
             base: base.to_owned(),

@@ -447,10 +447,11 @@ impl TokenClient {
     ) -> TokenError {
         let connect = e.is_connect();
         let e = e.without_url();
-        let mut message = self.scrub(&chain(&e), bearer);
+        let mut message = chain(&e);
         if let Some(t) = super::tls::tls_trouble(&e) {
             message = format!("TLS refused: {}; {} ({message})", t.cause, t.todo);
         }
+        let message = self.scrub(&message, bearer);
         let base = self.base_url.to_string();
         if connect {
             TokenError::Connect { op, base, message }

@@ -12,7 +12,9 @@ use reqwest::header::CONTENT_RANGE;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Body, Url};
 
-use super::problem::{chain, classify, read_limited, transport_error, ApiError, RateInfo, Reply};
+use super::problem::{
+    chain, classify, read_limited, scrub, transport_error, ApiError, RateInfo, Reply,
+};
 use super::tls::tls_trouble;
 use super::{ByteRange, USER_AGENT};
 use crate::config::{ApiSettings, UploadToken};
@@ -102,18 +104,38 @@ impl Client {
     /// upload request without a file is refused for the missing file (400
     /// `uploaded-file-no-file`) only once the token was accepted.
     pub(crate) async fn check_token(&self) -> TokenCheck {
+        self.check_token_with(&self.http()).await
+    }
+
+    /// [`Client::check_token`] over a new HTTP client (the trust store read
+    /// again, no pooled connection, so a real handshake); when the
+    /// handshake gets through, later requests use that client too.
+    pub(crate) async fn probe_tls(&self) -> Result<TokenCheck, ApiError> {
+        let fresh = http_client()?;
+        let check = self.check_token_with(&fresh).await;
+        if !matches!(check, TokenCheck::Tls(_)) {
+            *self.http.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+        Ok(check)
+    }
+
+    async fn check_token_with(&self, http: &reqwest::Client) -> TokenCheck {
+        let token = self.token();
         let form = Form::new().text("check", "ingestd");
-        let request = self
-            .http()
-            .post(self.upload_url(&self.token()))
+        let request = http
+            .post(self.upload_url(&token))
             .multipart(form)
             .timeout(Duration::from_secs(30));
         match request.send().await {
             Err(e) => {
+                let connect = e.is_connect();
                 let e = e.without_url();
-                match tls_trouble(&e) {
-                    Some(t) => TokenCheck::Tls(format!("{}; {} ({})", t.cause, t.todo, chain(&e))),
-                    None => TokenCheck::Unreachable(chain(&e)),
+                let text = scrub(&chain(&e), &token);
+                match tls_trouble(&e).filter(|_| connect) {
+                    Some(t) => {
+                        TokenCheck::Tls(scrub(&format!("{}; {} ({text})", t.cause, t.todo), &token))
+                    }
+                    None => TokenCheck::Unreachable(text),
                 }
             }
             Ok(r) => {

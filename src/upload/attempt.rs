@@ -447,8 +447,8 @@ impl Uploader {
                 if self.gate.tls_refused(generation, why.clone()) {
                     error!(
                         "UPLOADS PAUSED: {why}. Every file keeps its place; ingestd tries the \
-                         handshake again (every {}s at first, then up to every {}s), resumes by \
-                         itself once it works, and at once after SIGHUP.",
+                         handshake again (every {}s at first, then up to every {}s, reading the trust \
+                         store again each time), resumes by itself once it works, and at once after SIGHUP.",
                         OUTAGE_PROBE.as_secs(),
                         TLS_PROBE_CAP.as_secs()
                     );

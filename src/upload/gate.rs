@@ -76,9 +76,12 @@ impl TokenGate {
         })
     }
 
-    /// A handshake got through: open the gate for TLS; true if it was closed.
-    pub fn tls_works(&self) -> bool {
-        self.tx.send_if_modified(|s| s.tls.take().is_some())
+    /// A handshake got through: open the gate for TLS, if `generation` is
+    /// still the current configuration (a probe that began before a reload
+    /// proves nothing of the new one); true if it was closed.
+    pub fn tls_works(&self, generation: u64) -> bool {
+        self.tx
+            .send_if_modified(|s| s.generation == generation && s.tls.take().is_some())
     }
 
     /// A new configuration is in place (a token, an HTTP client with the
@@ -100,14 +103,9 @@ impl TokenGate {
         }
     }
 
-    /// Waits until the gate changes in any way; false if cancelled first.
-    pub(crate) async fn changed(&self, cancel: &CancellationToken) -> bool {
-        let mut rx = self.tx.subscribe();
-        rx.borrow_and_update();
-        tokio::select! {
-            r = rx.changed() => r.is_ok(),
-            _ = cancel.cancelled() => false,
-        }
+    /// Every change of the gate from now on.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<GateState> {
+        self.tx.subscribe()
     }
 }
 
@@ -135,8 +133,12 @@ mod tests {
         assert!(g.tls_refused(generation, "untrusted".into()));
         assert!(!g.tls_refused(generation, "again".into()));
         assert!(g.state().closed());
-        assert!(g.tls_works());
-        assert!(!g.tls_works());
+        assert!(
+            !g.tls_works(generation + 1),
+            "another configuration's probe"
+        );
+        assert!(g.tls_works(generation));
+        assert!(!g.tls_works(generation));
         assert!(!g.state().closed());
         assert!(g.tls_refused(generation, "untrusted".into()));
         g.replaced();

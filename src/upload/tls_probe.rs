@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Uploader, OUTAGE_PROBE};
 use crate::apivideo::TokenCheck;
@@ -15,35 +15,49 @@ pub const TLS_PROBE_CAP: Duration = Duration::from_secs(60);
 
 impl Uploader {
     /// Probes until the gate opens for TLS (the probe got through, or a
-    /// reload opened it); false if cancelled first.
+    /// reload opened it); false if cancelled first. Each probe is a new
+    /// HTTP client (the trust store read again) making a real handshake: a
+    /// pooled connection from before the trouble would prove nothing.
     pub(crate) async fn probe_tls(&self, cancel: &CancellationToken) -> bool {
+        let mut gate = self.gate.subscribe();
         let mut delay = OUTAGE_PROBE;
         loop {
+            let generation = {
+                let state = gate.borrow_and_update();
+                if state.tls.is_none() {
+                    return true;
+                }
+                state.generation
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                changed = self.gate.changed(cancel) => if !changed { return false },
+                // A reload (or anything else) changed the gate: look again.
+                changed = gate.changed() => if changed.is_err() { return false } else { continue },
+                _ = cancel.cancelled() => return false,
             }
-            if cancel.is_cancelled() {
-                return false;
-            }
-            if self.gate.state().tls.is_none() {
-                return true;
-            }
-            match self.client.check_token().await {
-                TokenCheck::Tls(why) => {
+            let check = tokio::select! {
+                check = self.client.probe_tls() => check,
+                _ = gate.changed() => continue,
+                _ = cancel.cancelled() => return false,
+            };
+            match check {
+                Ok(TokenCheck::Tls(why)) => {
                     debug!("TLS probe: still refused: {why}");
+                    delay = (delay * 2).min(TLS_PROBE_CAP);
+                }
+                Err(e) => {
+                    warn!("TLS probe: {e}");
                     delay = (delay * 2).min(TLS_PROBE_CAP);
                 }
                 // Any reply, or any other failure, is no longer this TLS
                 // trouble: the uploads themselves say what comes next.
-                _ => {
-                    if self.gate.tls_works() {
+                Ok(_) => {
+                    if self.gate.tls_works(generation) {
                         info!(
                             server = %self.client.base_url(),
                             "the TLS handshake with the server works again; uploads resume"
                         );
                     }
-                    return true;
                 }
             }
         }
