@@ -379,7 +379,7 @@ fn a_full_journal_disk_pauses_everything_and_loses_nothing() {
     assert!(text.contains("has room again"), "{text}");
     let videos = env.videos();
     for f in &files {
-        let name = f.file_stem().unwrap().to_str().unwrap();
+        let name = f.file_name().unwrap().to_str().unwrap();
         let complete: Vec<_> = videos
             .iter()
             .filter(|v| v.complete && v.title == name)

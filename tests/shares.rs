@@ -48,12 +48,10 @@ fn wait_done(env: &Env, d: &Daemon, paths: &[PathBuf]) -> Vec<serde_json::Value>
     rows
 }
 
-/// Whether the video is named after the file (with or without its
-/// extension, as emulators and api.video differ there).
+/// Whether the video is named after the file (its whole name, as api.video
+/// names a token upload's video).
 fn titled(v: &ingestd::emulator::VideoReport, p: &Path) -> bool {
-    let name = p.file_name().unwrap().to_str().unwrap();
-    let stem = p.file_stem().unwrap().to_str().unwrap();
-    v.title == name || v.title == stem
+    v.title == p.file_name().unwrap().to_str().unwrap()
 }
 
 /// Every file once, complete, with its bytes; no other video at all.

@@ -30,7 +30,7 @@ fn small_file_goes_in_one_request() {
     let v = env.video(&vid);
     assert!(v.complete);
     assert_eq!(v.sha256.as_deref(), Some(sha256(&f).as_str()));
-    assert_eq!(v.title, "clip");
+    assert_eq!(v.title, "clip.mp4");
     assert_eq!(env.emulator.stats().upload_requests, 1);
 }
 
