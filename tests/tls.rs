@@ -256,30 +256,22 @@ fn pauses_then_resumes_after_reload(
     stop_ok(d);
 }
 
-#[test]
-fn an_unknown_issuer_pauses_uploads_until_it_is_trusted_and_reloaded() {
+/// A server certificate from an authority trusted only later.
+fn unknown_issuer(sighup: bool) {
     let ca = authority("studio authority");
     let (chain, key) = server_cert(&ca, "localhost", 30);
-    pauses_then_resumes_after_reload(
-        chain,
-        key,
-        &ca,
-        "issued by an authority this machine does not trust",
-        true,
-    );
+    let words = "issued by an authority this machine does not trust";
+    pauses_then_resumes_after_reload(chain, key, &ca, words, sighup);
+}
+
+#[test]
+fn an_unknown_issuer_pauses_uploads_until_it_is_trusted_and_reloaded() {
+    unknown_issuer(true);
 }
 
 #[test]
 fn an_authority_trusted_later_is_found_by_the_probe_without_a_reload() {
-    let ca = authority("studio authority");
-    let (chain, key) = server_cert(&ca, "localhost", 30);
-    pauses_then_resumes_after_reload(
-        chain,
-        key,
-        &ca,
-        "issued by an authority this machine does not trust",
-        false,
-    );
+    unknown_issuer(false);
 }
 
 #[test]
