@@ -325,6 +325,13 @@ fn check_config_online_names_each_tls_cause() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("does not trust"), "{t}");
     assert_eq!(row_for(&env, &file).unwrap()["state"], "queued", "{t}");
+    // And run --once, over the watch folder.
+    let out = cmd(&env, &store, &["run", "--once"]).output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not trust"), "{t}");
+    assert_eq!(row_for(&env, &file).unwrap()["state"], "queued", "{t}");
+    assert_eq!(env.videos().len(), 0);
     // An https URL on a port that speaks plain HTTP (the emulator's own).
     let plain = env.emulator.addr().port();
     config_for(&env, &format!("https://127.0.0.1:{plain}"), free_port());
