@@ -271,17 +271,15 @@ pub(super) fn transport_error(base: &str, e: reqwest::Error, token: &UploadToken
         .unwrap_or("the server")
         .to_owned();
     let e = e.without_url();
-    let tls = super::tls::tls_trouble(&e);
-    if let (true, Some(t)) = (connect, &tls) {
-        // Refused while connecting: nothing of the request was sent.
+    if let Some(t) = super::tls::refused_handshake(&e) {
         return ApiError::Tls {
             host,
             cause: scrub(&t.cause, token),
-            todo: t.todo.clone(),
+            todo: t.todo,
         };
     }
     let mut message = scrub(&chain(&e), token);
-    if let Some(t) = tls {
+    if let Some(t) = super::tls::tls_trouble(&e) {
         // TLS trouble on a connection already up (a record garbled, an
         // alert mid-reply): the request may have got through, so it is in
         // doubt like any other broken exchange.

@@ -37,6 +37,12 @@ pub fn tls_trouble(e: &(dyn StdError + 'static)) -> Option<TlsTrouble> {
     None
 }
 
+/// The TLS failure of a request refused while connecting: nothing of it
+/// was sent. (TLS trouble on a connection already up is not this.)
+pub(crate) fn refused_handshake(e: &reqwest::Error) -> Option<TlsTrouble> {
+    e.is_connect().then(|| tls_trouble(e)).flatten()
+}
+
 /// A rustls error, directly or inside `io::Error`s (whose `source()` skips
 /// the error each wraps; the connector wraps one in another).
 fn as_tls<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a TlsError> {

@@ -15,7 +15,7 @@ use reqwest::{Body, Url};
 use super::problem::{
     chain, classify, read_limited, scrub, transport_error, ApiError, RateInfo, Reply,
 };
-use super::tls::tls_trouble;
+use super::tls::refused_handshake;
 use super::{ByteRange, USER_AGENT};
 use crate::config::{ApiSettings, UploadToken};
 
@@ -79,11 +79,14 @@ impl Client {
     /// or the bundle `SSL_CERT_FILE` names) is read again. Requests on
     /// their way finish on the old one.
     pub fn rebuild_http(&self) -> Result<(), ApiError> {
-        let http = http_client()?;
+        self.set_http(http_client()?);
+        Ok(())
+    }
+
+    fn set_http(&self, http: reqwest::Client) {
         // A poisoned lock only means a writer panicked mid-assignment of a
         // whole value; the value itself is still a valid client.
         *self.http.write().unwrap_or_else(|p| p.into_inner()) = http;
-        Ok(())
     }
 
     fn http(&self) -> reqwest::Client {
@@ -114,7 +117,7 @@ impl Client {
         let fresh = http_client()?;
         let check = self.check_token_with(&fresh).await;
         if !matches!(check, TokenCheck::Tls(_)) {
-            *self.http.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.set_http(fresh);
         }
         Ok(check)
     }
@@ -128,10 +131,9 @@ impl Client {
             .timeout(Duration::from_secs(30));
         match request.send().await {
             Err(e) => {
-                let connect = e.is_connect();
                 let e = e.without_url();
                 let text = scrub(&chain(&e), &token);
-                match tls_trouble(&e).filter(|_| connect) {
+                match refused_handshake(&e) {
                     Some(t) => {
                         TokenCheck::Tls(scrub(&format!("{}; {} ({text})", t.cause, t.todo), &token))
                     }

@@ -53,22 +53,27 @@ impl TokenGate {
 
     /// Closes the gate, if `generation` is still the current token.
     pub fn refuse(&self, generation: u64, why: String) -> bool {
-        self.tx.send_if_modified(|s| {
-            if s.generation == generation && s.refused.is_none() {
-                s.refused = Some(why);
-                true
-            } else {
-                false
-            }
-        })
+        self.close(generation, why, |s| &mut s.refused)
     }
 
     /// Closes the gate for TLS, if `generation` is still the current
     /// configuration; true if this closed it.
     pub fn tls_refused(&self, generation: u64, why: String) -> bool {
+        self.close(generation, why, |s| &mut s.tls)
+    }
+
+    /// Sets the reason `slot` picks, unless it is set or `generation` is stale.
+    fn close(
+        &self,
+        generation: u64,
+        why: String,
+        slot: impl FnOnce(&mut GateState) -> &mut Option<String>,
+    ) -> bool {
         self.tx.send_if_modified(|s| {
-            if s.generation == generation && s.tls.is_none() {
-                s.tls = Some(why);
+            let current = s.generation == generation;
+            let reason = slot(s);
+            if current && reason.is_none() {
+                *reason = Some(why);
                 true
             } else {
                 false
