@@ -23,21 +23,26 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::ErrorCode;
+
+use sql::{Conn, DbError};
 
 mod digest;
 mod handle;
 mod identity;
 mod lock;
 mod open;
+mod postgres;
 mod queries;
 mod row;
+pub(crate) mod sql;
 mod transitions;
 
 pub use digest::DoneTwin;
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
+pub use postgres::PgTarget;
 pub use queries::Scope;
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
@@ -84,8 +89,31 @@ pub enum JournalError {
     Query {
         op: &'static str,
         path: PathBuf,
-        source: rusqlite::Error,
+        source: DbError,
     },
+    #[error("cannot reach the journal's database {url}: {cause}; {todo}")]
+    Connect {
+        url: String,
+        cause: String,
+        todo: &'static str,
+    },
+    #[error("the journal's database {url} is not an ingestd journal ({reason}); refusing to use it. Point journal.url at ingestd's own database (an empty one is set up on first start)")]
+    ForeignDatabase { url: String, reason: String },
+    #[error("the journal's database {url} has schema version {found}, but this ingestd knows only up to {supported}: it was set up by a newer ingestd. Upgrade ingestd on this node (the journal was left untouched)")]
+    DatabaseTooNew {
+        url: String,
+        found: i64,
+        supported: usize,
+    },
+    #[error("the node name {node:?} is in use by another ingestd (on {host}, pid {pid}, heard from {}s ago); give this node its own journal.node (INGESTD_JOURNAL__NODE), or stop the other one", ago_ms / 1000)]
+    NodeInUse {
+        node: String,
+        host: String,
+        pid: i64,
+        ago_ms: i64,
+    },
+    #[error("file {id}: this node's lease on it was lost (another node took it over after it went silent for longer than journal.lease); its upload stops here, nothing more is written or sent for it")]
+    LeaseLost { id: i64 },
     #[error("file {id} is {}, not {expected}: {op} refused", actual.map_or("not in the journal", FileState::as_str))]
     WrongState {
         op: &'static str,
@@ -97,8 +125,11 @@ pub enum JournalError {
     Closed,
 }
 
-fn disk_hint(e: &rusqlite::Error) -> &'static str {
-    match e.sqlite_error_code() {
+fn disk_hint(e: &DbError) -> &'static str {
+    if e.is_unreachable() {
+        return " (the database is away; everything that needs the journal waits for it)";
+    }
+    match e.sqlite_code() {
         Some(ErrorCode::DiskFull) => " (the disk is full: free space; nothing was lost)",
         Some(ErrorCode::ReadOnly) => " (the journal is read-only: check the disk and permissions)",
         Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
@@ -117,14 +148,25 @@ impl JournalError {
     /// same call can be made again once there is room.
     pub(crate) fn is_disk_full(&self) -> bool {
         matches!(self, JournalError::Query { source, .. }
-            if source.sqlite_error_code() == Some(ErrorCode::DiskFull))
+            if source.sqlite_code() == Some(ErrorCode::DiskFull))
+    }
+
+    /// The journal's database could not be reached, or the connection
+    /// broke: the same call can be made again once it is back.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, JournalError::Query { source, .. } if source.is_unreachable())
+            || matches!(self, JournalError::Connect { .. })
     }
 }
 
-/// The SQLite journal. Not `Sync`: give it one owner ([`JournalHandle`]).
+/// The journal, in SQLite or PostgreSQL. Not `Sync`: give it one owner
+/// ([`JournalHandle`]).
 pub struct Journal {
-    conn: Connection,
+    conn: Conn,
+    /// The SQLite file, or the PostgreSQL URL without its password.
     path: PathBuf,
+    /// In a journal shared by several nodes: this node's name and leases.
+    cluster: Option<postgres::Cluster>,
 }
 
 impl fmt::Debug for Journal {
@@ -138,8 +180,12 @@ impl Journal {
         &self.path
     }
 
-    fn query_err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> JournalError + '_ {
-        move |source| match source.sqlite_error_code() {
+    fn query_err<E: Into<DbError>>(&self, op: &'static str) -> impl FnOnce(E) -> JournalError + '_ {
+        move |source| self.classify(op, source.into())
+    }
+
+    fn classify(&self, op: &'static str, source: DbError) -> JournalError {
+        match source.sqlite_code() {
             Some(ErrorCode::NotADatabase) => JournalError::NotAJournal {
                 path: self.path.clone(),
                 reason: "not a SQLite database, or a damaged one".into(),
@@ -164,24 +210,13 @@ impl Journal {
     ) -> Result<R, JournalError> {
         // Called inside another `atomically`, this is a nested savepoint: an
         // error undoes only its own writes, and the caller decides.
-        let outermost = self.conn.is_autocommit();
-        self.conn
-            .execute_batch("SAVEPOINT atomically")
-            .map_err(self.query_err("begin a transaction"))?;
+        let outermost = self.begin()?;
         let r = f(self).and_then(|r| {
-            self.conn
-                .execute_batch("RELEASE atomically")
-                .map_err(self.query_err("commit"))?;
+            self.commit(outermost)?;
             Ok(r)
         });
-        if r.is_err() && !self.conn.is_autocommit() {
-            // Best effort: SQLite may already have rolled back on its own.
-            let _ = if outermost {
-                self.conn.execute_batch("ROLLBACK")
-            } else {
-                self.conn
-                    .execute_batch("ROLLBACK TO atomically; RELEASE atomically")
-            };
+        if r.is_err() {
+            self.roll_back(outermost);
         }
         r
     }

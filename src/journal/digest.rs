@@ -3,10 +3,9 @@
 //! file that may be a copy of one already uploaded (`duplicates = "skip"`).
 //! No I/O besides SQL.
 
-use rusqlite::{params, OptionalExtension};
-
 use super::queries::state_filter;
 use super::row::{row_to_file, to_i64, COLUMNS, COLUMN_COUNT};
+use super::sql::args;
 use super::{FileRow, FileState, Journal, JournalError};
 use crate::sample::Sample;
 
@@ -36,10 +35,11 @@ impl Journal {
             let Some(sha256) = sha256 else {
                 return Ok(());
             };
-            j.conn
-                .prepare_cached("UPDATE files SET sha256 = ?2 WHERE id = ?1 AND state = 'done'")
-                .and_then(|mut st| st.execute(params![id, sha256]))
-                .map_err(j.query_err("store a file's SHA-256"))?;
+            j.exec(
+                "store a file's SHA-256",
+                "UPDATE files SET sha256 = ?2 WHERE id = ?1 AND state = 'done'",
+                args![id, sha256],
+            )?;
             Ok(())
         })
     }
@@ -47,11 +47,7 @@ impl Journal {
     /// The SHA-256 stored for a file: only a done one has one, and not
     /// every done one (those done by an older ingestd have none).
     pub fn sha256(&self, id: i64) -> Result<Option<String>, JournalError> {
-        self.conn
-            .prepare_cached("SELECT sha256 FROM files WHERE id = ?1")
-            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
-            .map(Option::flatten)
-            .map_err(self.query_err("read a file's SHA-256"))
+        self.text_of("read a file's SHA-256", "sha256", id)
     }
 
     /// [`Journal::list`], each row with its SHA-256, read in one statement.
@@ -61,26 +57,26 @@ impl Journal {
         &self,
         states: Option<&[FileState]>,
     ) -> Result<Vec<(FileRow, Option<String>)>, JournalError> {
-        let has_column: bool = self
-            .conn
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('files') WHERE name = 'sha256'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.query_err("inspect schema"))?;
+        // A PostgreSQL journal has had the column from its first version.
+        let has_column = self.is_postgres()
+            || self
+                .scalar(
+                    "inspect schema",
+                    "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'sha256'",
+                    &[],
+                )?
+                .unwrap_or(0)
+                > 0;
         let sha256 = if has_column { "sha256" } else { "NULL" };
         let sql = format!(
             "SELECT {COLUMNS}, {sha256} FROM files {} ORDER BY id",
             state_filter(states)
         );
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((row_to_file(r)?, r.get(COLUMN_COUNT)?)))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(self.query_err("list files"))
+        const OP: &str = "list files";
+        let rows = self.rows(OP, &sql, &[])?;
+        self.map_rows(OP, rows, |r| {
+            Ok((row_to_file(r)?, r.opt_text(COLUMN_COUNT)?))
+        })
     }
 
     /// The done files other than `id` with this size and content sample, a
@@ -91,22 +87,22 @@ impl Journal {
         size: u64,
         sample: Sample,
     ) -> Result<Vec<DoneTwin>, JournalError> {
-        self.conn
-            .prepare_cached(&format!(
+        const OP: &str = "look for a done copy of a file";
+        let rows = self.rows(
+            OP,
+            &format!(
                 "SELECT {COLUMNS}, sha256, video_json FROM files \
                  WHERE sample = ?1 AND size = ?2 AND id != ?3 AND state = 'done' \
                  AND sha256 IS NOT NULL AND video_id IS NOT NULL ORDER BY id"
-            ))
-            .and_then(|mut st| {
-                st.query_map(params![sample.0.to_vec(), to_i64(size), id], |r| {
-                    Ok(DoneTwin {
-                        row: row_to_file(r)?,
-                        sha256: r.get(COLUMN_COUNT)?,
-                        video_json: r.get(COLUMN_COUNT + 1)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
+            ),
+            args![sample.0.to_vec(), to_i64(size), id],
+        )?;
+        self.map_rows(OP, rows, |r| {
+            Ok(DoneTwin {
+                row: row_to_file(r)?,
+                sha256: r.text(COLUMN_COUNT)?,
+                video_json: r.opt_text(COLUMN_COUNT + 1)?,
             })
-            .map_err(self.query_err("look for a done copy of a file"))
+        })
     }
 }

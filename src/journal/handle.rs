@@ -23,7 +23,10 @@ const FULL_RETRY_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct DiskState {
     /// When the current episode began (ms since the epoch), 0 when none.
     full_since: AtomicI64,
-    /// Shutting down: a write waiting for space gives up (its rows resume
+    /// Whether the current episode is the journal's database being away
+    /// (unreachable, restarting) rather than its disk being full.
+    away: AtomicBool,
+    /// Shutting down: a call waiting for space or the database gives up (its rows resume
     /// at the next start), so a stop never hangs on a full disk.
     give_up: AtomicBool,
 }
@@ -34,13 +37,29 @@ impl DiskState {
         self.give_up.store(true, Ordering::Relaxed);
     }
 
-    /// Since when writes have been waiting for space, if they are.
+    /// Since when calls have been waiting for space, if they are.
     pub(crate) fn full_since(&self) -> Option<i64> {
+        self.since().filter(|_| !self.away.load(Ordering::Relaxed))
+    }
+
+    /// Since when calls have been waiting for the journal's database to
+    /// answer again, if they are.
+    pub(crate) fn away_since(&self) -> Option<i64> {
+        self.since().filter(|_| self.away.load(Ordering::Relaxed))
+    }
+
+    /// Since when calls have been waiting, for space or for the database.
+    pub(crate) fn waiting_since(&self) -> Option<i64> {
+        self.since()
+    }
+
+    fn since(&self) -> Option<i64> {
         Some(self.full_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
 
     /// True when this starts an episode.
-    fn enter(&self) -> bool {
+    fn enter(&self, away: bool) -> bool {
+        self.away.store(away, Ordering::Relaxed);
         self.full_since
             .compare_exchange(0, now_ms().max(1), Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
@@ -121,28 +140,47 @@ impl JournalHandle {
                         // Nobody waits for the answer any more, or ingestd is
                         // stopping: stop trying.
                         Err(e)
-                            if e.is_disk_full()
+                            if (e.is_disk_full() || e.is_unreachable())
                                 && !tx.is_closed()
                                 && !disk.give_up.load(Ordering::Relaxed) =>
                         {
                             waited = true;
-                            if disk.enter() {
-                                tracing::error!(
-                                    "{e}; everything that needs the journal waits for space, \
-                                     trying again every few seconds"
-                                );
+                            let away = e.is_unreachable();
+                            if disk.enter(away) {
+                                if away {
+                                    tracing::error!(
+                                        "{e}; everything that needs the journal waits for its \
+                                         database (no file is claimed meanwhile), trying again \
+                                         every few seconds"
+                                    );
+                                } else {
+                                    tracing::error!(
+                                        "{e}; everything that needs the journal waits for space, \
+                                         trying again every few seconds"
+                                    );
+                                }
                             }
                             std::thread::sleep(wait);
                             wait = (wait * 2).min(FULL_RETRY_MAX);
+                            if away {
+                                // Its next call says whether this worked.
+                                let _ = j.reconnect();
+                            }
                         }
                         r => break r,
                     }
                 };
                 // Calls run one at a time: this one was the one waiting.
                 if waited {
+                    let away = disk.away.load(Ordering::Relaxed);
                     if let Some(since) = disk.leave() {
                         let waited_s = (now_ms() - since).max(0) / 1000;
-                        if r.is_ok() {
+                        if r.is_ok() && away {
+                            tracing::warn!(
+                                waited_s,
+                                "the journal's database answers again; resuming"
+                            );
+                        } else if r.is_ok() {
                             tracing::warn!(waited_s, "the journal's disk has room again; resuming");
                         } else {
                             tracing::warn!(

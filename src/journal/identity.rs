@@ -6,10 +6,10 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::row::{path_from_blob, to_i64, to_u64};
+use super::sql::{args, Value};
 use super::{now_ms, Added, FileIdentity, FileRow, FileState, Journal, JournalError};
 use crate::sample::Sample;
 
@@ -86,37 +86,33 @@ impl Journal {
         now: &FileIdentity,
         sample: Option<Sample>,
     ) -> Result<(), JournalError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE files SET rel_path = ?2, mtime_ns = ?3, dev = ?4, inode = ?5, ctime_ns = ?6, \
-                 sample = coalesce(sample, ?7), updated_at = ?8 WHERE id = ?1 AND size = ?9",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id,
-                    now.rel_path.as_os_str().as_bytes(),
-                    now.mtime_ns,
-                    to_i64(now.dev),
-                    to_i64(now.inode),
-                    now.ctime_ns,
-                    sample.map(|s| s.0.to_vec()),
-                    now_ms(),
-                    to_i64(now.size),
-                ])
-            })
-            .map_err(self.query_err("re-identify a file"))?;
+        self.exec(
+            "re-identify a file",
+            "UPDATE files SET rel_path = ?2, mtime_ns = ?3, dev = ?4, inode = ?5, ctime_ns = ?6, \
+             sample = coalesce(sample, ?7), updated_at = ?8 WHERE id = ?1 AND size = ?9",
+            args![
+                id,
+                now.rel_path.as_os_str().as_bytes(),
+                now.mtime_ns,
+                to_i64(now.dev),
+                to_i64(now.inode),
+                now.ctime_ns,
+                sample.map(|s| s.0.to_vec()),
+                now_ms(),
+                to_i64(now.size),
+            ],
+        )?;
         Ok(())
     }
 
     /// Stores the content sample of a row that had none (one written by an
     /// older ingestd, sampled the first time it is needed).
     pub(crate) fn set_sample(&mut self, id: i64, sample: Sample) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "UPDATE files SET sample = ?2 WHERE id = ?1 AND sample IS NULL",
-                params![id, sample.0.to_vec()],
-            )
-            .map_err(self.query_err("store a content sample"))?;
+        self.exec(
+            "store a content sample",
+            "UPDATE files SET sample = ?2 WHERE id = ?1 AND sample IS NULL",
+            args![id, sample.0.to_vec()],
+        )?;
         Ok(())
     }
 
@@ -129,15 +125,13 @@ impl Journal {
         self.atomically(|j| {
             let mut queued = Vec::with_capacity(ready.len());
             for (id, sample) in ready {
-                let changed = j
-                    .conn
-                    .prepare_cached(
-                        "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3, \
-                         last_error = NULL, next_attempt_at = NULL \
-                         WHERE id = ?1 AND state = 'settling'",
-                    )
-                    .and_then(|mut st| st.execute(params![id, sample.0.to_vec(), now_ms()]))
-                    .map_err(j.query_err("mark ready"))?;
+                let changed = j.exec(
+                    "mark ready",
+                    "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3, \
+                     last_error = NULL, next_attempt_at = NULL \
+                     WHERE id = ?1 AND state = 'settling'",
+                    args![*id, sample.0.to_vec(), now_ms()],
+                )?;
                 if changed == 1 {
                     queued.push(*id);
                 }
@@ -164,7 +158,7 @@ impl Journal {
             id,
             &[FileState::Settling],
             "last_error = ?3, next_attempt_at = COALESCE(next_attempt_at, ?4)",
-            &[&note, &deadline],
+            args![note.as_str(), deadline],
         )?;
         Ok(self
             .get(id)?
@@ -188,13 +182,12 @@ impl Journal {
                 to.as_str()
             );
             j.transition("revive", id, &[FileState::Gone], &set, &[])?;
-            j.conn
-                .execute(
-                    "DELETE FROM orphans WHERE file_id = ?1 AND video_id IS NOT NULL \
-                     AND video_id = (SELECT video_id FROM files WHERE id = ?1)",
-                    [id],
-                )
-                .map_err(j.query_err("revive"))?;
+            j.exec(
+                "revive",
+                "DELETE FROM orphans WHERE file_id = ?1 AND video_id IS NOT NULL \
+                 AND video_id = (SELECT video_id FROM files WHERE id = ?1)",
+                args![id],
+            )?;
             Ok(())
         })
     }
@@ -209,20 +202,18 @@ impl Journal {
         self.select_rows(
             "look up a content sample",
             "WHERE sample = ?1 AND root = ?2 ORDER BY id",
-            params![sample.0.to_vec(), root.as_os_str().as_bytes()],
+            args![sample.0.to_vec(), root.as_os_str().as_bytes()],
         )
     }
 
     /// Deletes a settling row that turned out to be a second look at a file
     /// already journaled (its twin keeps the file's history).
     pub(crate) fn drop_settling(&mut self, id: i64) -> Result<(), JournalError> {
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM files WHERE id = ?1 AND state = 'settling'",
-                [id],
-            )
-            .map_err(self.query_err("drop a duplicate row"))?;
+        let n = self.exec(
+            "drop a duplicate row",
+            "DELETE FROM files WHERE id = ?1 AND state = 'settling'",
+            args![id],
+        )?;
         if n == 1 {
             return Ok(());
         }
@@ -237,105 +228,96 @@ impl Journal {
     /// After a row became `gone`: if its upload had started (it has a
     /// videoId), that video is an orphan.
     pub(super) fn orphan_if_started(&mut self, id: i64, why: &str) -> Result<(), JournalError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO orphans (file_id, root, rel_path, video_id, at, why) \
-                 SELECT id, root, rel_path, video_id, ?2, ?3 FROM files \
-                 WHERE id = ?1 AND video_id IS NOT NULL AND bytes_uploaded < size",
-            )
-            .and_then(|mut st| st.execute(params![id, now_ms(), why]))
-            .map_err(self.query_err("record an orphan video"))?;
+        self.exec(
+            "record an orphan video",
+            "INSERT INTO orphans (file_id, root, rel_path, video_id, at, why) \
+             SELECT id, root, rel_path, video_id, ?2, ?3 FROM files \
+             WHERE id = ?1 AND video_id IS NOT NULL AND bytes_uploaded < size",
+            args![id, now_ms(), why],
+        )?;
         Ok(())
     }
 
     /// The request creating the video of row `id` ended without a known
     /// outcome: api.video may hold a video nobody will finish or use.
     pub(super) fn orphan_in_doubt(&mut self, id: i64) -> Result<(), JournalError> {
-        self.orphans_in_doubt_where("id = ?1", params![id])
+        self.orphans_in_doubt_where("id = ?1", args![id])
     }
 
     /// [`Journal::orphan_in_doubt`] for every row `filter` selects.
     pub(super) fn orphans_in_doubt_where(
         &mut self,
         filter: &str,
-        args: impl rusqlite::Params,
+        args: &[Value],
     ) -> Result<(), JournalError> {
         let sql = format!(
             "INSERT INTO orphans (file_id, root, rel_path, video_id, at, why) \
              SELECT id, root, rel_path, NULL, {now}, {IN_DOUBT_WHY} FROM files WHERE {filter}",
             now = now_ms()
         );
-        self.conn
-            .execute(&sql, args)
-            .map_err(self.query_err("record an orphan video"))?;
+        self.exec("record an orphan video", &sql, args)?;
         Ok(())
     }
 
     /// Every orphan, oldest first.
     pub fn orphans(&self) -> Result<Vec<Orphan>, JournalError> {
-        self.conn
-            .prepare_cached(
-                "SELECT file_id, root, rel_path, video_id, at, why FROM orphans ORDER BY id",
-            )
-            .and_then(|mut st| {
-                st.query_map([], |r| {
-                    let root = path_from_blob(r.get(1)?);
-                    let rel = path_from_blob(r.get(2)?);
-                    Ok(Orphan {
-                        file_id: r.get(0)?,
-                        path: root.join(rel),
-                        video_id: r.get(3)?,
-                        at: r.get(4)?,
-                        why: r.get(5)?,
-                    })
-                })?
-                .collect()
+        const OP: &str = "list orphan videos";
+        let rows = self.rows(
+            OP,
+            "SELECT file_id, root, rel_path, video_id, at, why FROM orphans ORDER BY id",
+            &[],
+        )?;
+        self.map_rows(OP, rows, |r| {
+            let root = path_from_blob(r.bytes(1)?);
+            let rel = path_from_blob(r.bytes(2)?);
+            Ok(Orphan {
+                file_id: r.i64(0)?,
+                path: root.join(rel),
+                video_id: r.opt_text(3)?,
+                at: r.i64(4)?,
+                why: r.text(5)?,
             })
-            .map_err(self.query_err("list orphan videos"))
+        })
     }
 
     /// How many orphans there are (for `/metrics`).
     pub(crate) fn orphan_count(&self) -> Result<u64, JournalError> {
-        self.conn
-            .query_row("SELECT count(*) FROM orphans", [], |r| r.get::<_, i64>(0))
-            .map(to_u64)
-            .map_err(self.query_err("count orphan videos"))
+        self.scalar("count orphan videos", "SELECT count(*) FROM orphans", &[])
+            .map(|n| to_u64(n.unwrap_or(0)))
     }
 
     /// The identity `root` had when it was last seen available.
     pub(crate) fn root_record(&self, root: &Path) -> Result<Option<RootRecord>, JournalError> {
-        self.conn
-            .prepare_cached("SELECT dev, inode, mount_point FROM roots WHERE root = ?1")
-            .and_then(|mut st| {
-                st.query_row([root.as_os_str().as_bytes()], |r| {
-                    Ok(RootRecord {
-                        dev: to_u64(r.get(0)?),
-                        inode: to_u64(r.get(1)?),
-                        mount_point: r.get(2)?,
-                    })
-                })
-                .optional()
+        const OP: &str = "read a watch root's identity";
+        let rows = self.rows(
+            OP,
+            "SELECT dev, inode, mount_point FROM roots WHERE root = ?1",
+            args![root.as_os_str().as_bytes()],
+        )?;
+        let recs = self.map_rows(OP, rows, |r| {
+            Ok(RootRecord {
+                dev: to_u64(r.i64(0)?),
+                inode: to_u64(r.i64(1)?),
+                mount_point: r.i64(2)? != 0,
             })
-            .map_err(self.query_err("read a watch root's identity"))
+        })?;
+        Ok(recs.into_iter().next())
     }
 
     /// Records the identity of `root`, seen available now.
     pub(crate) fn save_root(&mut self, root: &Path, rec: RootRecord) -> Result<(), JournalError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO roots (root, dev, inode, mount_point, seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (root) DO UPDATE SET dev = ?2, inode = ?3, mount_point = ?4, seen_at = ?5",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    root.as_os_str().as_bytes(),
-                    to_i64(rec.dev),
-                    to_i64(rec.inode),
-                    rec.mount_point,
-                    now_ms()
-                ])
-            })
-            .map_err(self.query_err("record a watch root's identity"))?;
+        self.exec(
+            "record a watch root's identity",
+            "INSERT INTO roots (root, dev, inode, mount_point, seen_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (root) DO UPDATE SET dev = ?2, inode = ?3, mount_point = ?4, seen_at = ?5",
+            args![
+                root.as_os_str().as_bytes(),
+                to_i64(rec.dev),
+                to_i64(rec.inode),
+                rec.mount_point,
+                now_ms()
+            ],
+        )?;
         Ok(())
     }
 
@@ -442,6 +424,7 @@ mod tests {
 
     #[test]
     fn a_version_2_journal_keeps_every_row_and_gets_samples_lazily() {
+        use rusqlite::params;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.db");
         {

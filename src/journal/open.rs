@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{Migrations, M};
 
+use super::sql::Conn;
 use super::{Journal, JournalError};
 
 /// The schema, one numbered migration per file; applied on open.
@@ -92,18 +93,13 @@ impl Journal {
                 source,
             })?;
         let journal = Journal {
-            conn,
+            conn: Conn::Sqlite(conn),
             path: path.to_path_buf(),
+            cluster: None,
         };
         journal.configure(flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY))?;
-        let problems: Vec<String> = journal
-            .conn
-            .prepare("PRAGMA quick_check(3)")
-            .and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<_>>()
-            })
-            .map_err(journal.query_err("check"))?;
+        let rows = journal.rows("check", "PRAGMA quick_check(3)", &[])?;
+        let problems = journal.map_rows("check", rows, |r| r.text(0))?;
         match problems.as_slice() {
             [ok] if ok == "ok" => Ok(journal),
             _ => Err(JournalError::Damaged {
@@ -126,27 +122,35 @@ impl Journal {
         Ok(version)
     }
 
+    /// The SQLite connection (opening and migrating are SQLite's own).
+    fn sqlite(&mut self) -> Result<&mut Connection, JournalError> {
+        match &mut self.conn {
+            Conn::Sqlite(c) => Ok(c),
+            Conn::Pg(_) => Err(JournalError::Closed),
+        }
+    }
+
     fn configure(&self, read_only: bool) -> Result<(), JournalError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
+        let Conn::Sqlite(conn) = &self.conn else {
+            return Ok(());
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(self.query_err("configure"))?;
         if !read_only {
             // WAL lets `status` read while the daemon writes. FULL syncs the WAL
             // on every commit: an acknowledged chunk survives a power cut too.
-            self.conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
                 .map_err(self.query_err("configure"))?;
-            self.conn
-                .pragma_update(None, "synchronous", "FULL")
+            conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(self.query_err("configure"))?;
         }
         Ok(())
     }
 
     fn schema_version(&self) -> Result<i64, JournalError> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.query_err("read schema version"))
+        Ok(self
+            .scalar("read schema version", "PRAGMA user_version", &[])?
+            .unwrap_or(0))
     }
 
     /// The schema version, refused when a newer ingestd wrote it.
@@ -166,14 +170,13 @@ impl Journal {
         let version = self.known_version()?;
         if version == 0 {
             // A database someone else made: never write our schema into it.
-            let foreign: i64 = self
-                .conn
-                .query_row(
+            let foreign = self
+                .scalar(
+                    "inspect schema",
                     "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(self.query_err("inspect schema"))?;
+                    &[],
+                )?
+                .unwrap_or(0);
             if foreign > 0 {
                 return Err(JournalError::NotAJournal {
                     path: self.path.clone(),
@@ -182,11 +185,9 @@ impl Journal {
             }
         }
         let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        let path = self.path.clone();
         migrations
-            .to_latest(&mut self.conn)
-            .map_err(|source| JournalError::Migrate {
-                path: self.path.clone(),
-                source,
-            })
+            .to_latest(self.sqlite()?)
+            .map_err(|source| JournalError::Migrate { path, source })
     }
 }

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension};
-
 use super::row::{path_from_blob, row_to_file, to_u64, COLUMNS};
+use super::sql::{args, Value};
 use super::{FileRow, FileState, Journal, JournalError};
 
 /// Which files a query of the queue looks at.
@@ -41,9 +40,13 @@ pub(super) fn scope_filter(scope: Scope<'_>) -> String {
     match scope {
         Scope::All => String::new(),
         Scope::Ids(ids) => format!("AND +id IN {}", id_list(ids)),
-        Scope::Batch => "AND +id IN (SELECT id FROM temp.batch)".to_owned(),
+        Scope::Batch => format!("AND +id IN (SELECT id FROM {BATCH})"),
     }
 }
+
+/// The foreground batch's table: a temporary one, the connection's own, in
+/// SQLite as in PostgreSQL.
+const BATCH: &str = "temp_batch";
 
 /// `AND id IN (…)` restricting a query to `only`, or nothing.
 pub(super) fn id_filter(only: Option<&[i64]>) -> String {
@@ -66,12 +69,12 @@ pub(super) fn claim_sql(filter: &str) -> String {
          WHERE id = (SELECT min(id) FROM ( \
            SELECT id FROM (SELECT id FROM files \
              WHERE state = 'queued' AND next_attempt_at IS NULL {filter} \
-             ORDER BY id LIMIT 1) \
+             ORDER BY id LIMIT 1) AS fresh \
            UNION ALL \
            SELECT id FROM (SELECT id FROM files \
              WHERE state IN ('queued', 'retrying') AND next_attempt_at IS NOT NULL \
                AND (next_attempt_at <= ?1 OR next_attempt_at > ?2) {filter} \
-             ORDER BY id LIMIT 1))) \
+             ORDER BY id LIMIT 1) AS due) AS candidates) \
          RETURNING {COLUMNS}"
     )
 }
@@ -121,28 +124,27 @@ impl Journal {
             // break out of the statement.
             let roots: Vec<String> = skip_roots
                 .iter()
-                .map(|r| format!("X'{}'", crate::display::hex(r.as_os_str().as_bytes())))
+                .map(|r| self.blob_literal(r.as_os_str().as_bytes()))
                 .collect();
             filter.push_str(&format!(" AND root NOT IN ({})", roots.join(", ")));
         }
+        if self.is_postgres() {
+            return self.claim_leased(now, horizon, &filter);
+        }
         let sql = claim_sql(&filter);
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| st.query_row(params![now, horizon], row_to_file).optional())
-            .map_err(self.query_err("claim a file"))
+        let rows = self.select("claim a file", &sql, args![now, horizon])?;
+        Ok(rows.into_iter().next())
     }
 
     pub fn get(&self, id: i64) -> Result<Option<FileRow>, JournalError> {
-        self.conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"))
-            .and_then(|mut st| st.query_row([id], row_to_file).optional())
-            .map_err(self.query_err("read a file"))
+        let rows = self.select_rows("read a file", "WHERE id = ?1", args![id])?;
+        Ok(rows.into_iter().next())
     }
 
     /// All rows (in id order), or those in `states`.
     pub fn list(&self, states: Option<&[FileState]>) -> Result<Vec<FileRow>, JournalError> {
         let filter = state_filter(states);
-        self.select_rows("list files", &format!("{filter} ORDER BY id"), [])
+        self.select_rows("list files", &format!("{filter} ORDER BY id"), &[])
     }
 
     /// The rows `SELECT {COLUMNS} FROM files <tail>` finds, `args` bound.
@@ -150,27 +152,27 @@ impl Journal {
         &self,
         op: &'static str,
         tail: &str,
-        args: impl rusqlite::Params,
+        args: &[Value],
     ) -> Result<Vec<FileRow>, JournalError> {
-        self.conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM files {tail}"))
-            .and_then(|mut st| {
-                st.query_map(args, row_to_file)?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(self.query_err(op))
+        self.select(op, &format!("SELECT {COLUMNS} FROM files {tail}"), args)
+    }
+
+    /// The rows of a statement returning [`COLUMNS`].
+    pub(super) fn select(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Value],
+    ) -> Result<Vec<FileRow>, JournalError> {
+        let rows = self.rows(op, sql, args)?;
+        self.map_rows(op, rows, row_to_file)
     }
 
     /// How many files are in each state.
     pub fn counts(&self) -> Result<BTreeMap<FileState, u64>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT state, count(*) FROM files GROUP BY state")
-            .map_err(self.query_err("count files"))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.query_err("count files"))?;
+        const OP: &str = "count files";
+        let rows = self.rows(OP, "SELECT state, count(*) FROM files GROUP BY state", &[])?;
+        let rows = self.map_rows(OP, rows, |r| Ok((r.text(0)?, r.i64(1)?)))?;
         Ok(rows
             .into_iter()
             .filter_map(|(s, n)| Some((FileState::from_str(&s).ok()?, to_u64(n))))
@@ -181,19 +183,18 @@ impl Journal {
     /// replacing any earlier one. A temporary table: it is the run's, and
     /// goes with the connection (a crash leaves nothing behind).
     pub(crate) fn set_batch(&mut self, ids: &[i64]) -> Result<(), JournalError> {
+        const OP: &str = "start a batch";
         self.atomically(|j| {
-            j.conn
-                .execute_batch(
-                    "CREATE TEMP TABLE IF NOT EXISTS batch (id INTEGER PRIMARY KEY); \
-                     DELETE FROM temp.batch;",
-                )
-                .map_err(j.query_err("start a batch"))?;
-            let mut st = j
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO temp.batch (id) VALUES (?1)")
-                .map_err(j.query_err("start a batch"))?;
+            j.batch(
+                OP,
+                &format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {BATCH} (id BIGINT PRIMARY KEY); \
+                     DELETE FROM {BATCH};"
+                ),
+            )?;
+            let sql = format!("INSERT INTO {BATCH} (id) VALUES (?1) ON CONFLICT DO NOTHING");
             for id in ids {
-                st.execute([id]).map_err(j.query_err("start a batch"))?;
+                j.exec(OP, &sql, args![*id])?;
             }
             Ok(())
         })
@@ -201,57 +202,50 @@ impl Journal {
 
     /// `id` leaves the foreground batch: this run is done with it.
     pub(crate) fn leave_batch(&mut self, id: i64) -> Result<(), JournalError> {
-        self.conn
-            .execute("DELETE FROM temp.batch WHERE id = ?1", [id])
-            .map(|_| ())
-            .map_err(self.query_err("leave the batch"))
+        self.exec(
+            "leave the batch",
+            &format!("DELETE FROM {BATCH} WHERE id = ?1"),
+            args![id],
+        )
+        .map(|_| ())
     }
 
     /// The earliest `next_attempt_at` of a retrying file (to sleep until).
     pub(crate) fn next_retry_at(&self, scope: Scope<'_>) -> Result<Option<i64>, JournalError> {
         let filter = scope_filter(scope);
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT min(next_attempt_at) FROM files WHERE state = 'retrying' {filter}"
-                ),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.query_err("find the next retry"))
+        self.scalar(
+            "find the next retry",
+            &format!("SELECT min(next_attempt_at) FROM files WHERE state = 'retrying' {filter}"),
+            &[],
+        )
     }
 
     /// How many of the files of `scope` still have work ahead of them.
     pub(crate) fn unfinished(&self, scope: Scope<'_>) -> Result<u64, JournalError> {
         let filter = scope_filter(scope);
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT count(*) FROM files WHERE state IN \
-                     ('settling', 'queued', 'uploading', 'retrying') {filter}"
-                ),
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(to_u64)
-            .map_err(self.query_err("count unfinished files"))
+        self.scalar(
+            "count unfinished files",
+            &format!(
+                "SELECT count(*) FROM files WHERE state IN \
+                 ('settling', 'queued', 'uploading', 'retrying') {filter}"
+            ),
+            &[],
+        )
+        .map(|n| to_u64(n.unwrap_or(0)))
     }
 
     /// How many files under each root still have work ahead of them
     /// (settling, queued, uploading, retrying), for monitoring. Roots with
     /// none are absent.
     pub(crate) fn unfinished_by_root(&self) -> Result<BTreeMap<PathBuf, u64>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT root, count(*) FROM files WHERE state IN \
-                 ('settling', 'queued', 'uploading', 'retrying') GROUP BY root",
-            )
-            .map_err(self.query_err("count unfinished files by folder"))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.query_err("count unfinished files by folder"))?;
+        const OP: &str = "count unfinished files by folder";
+        let rows = self.rows(
+            OP,
+            "SELECT root, count(*) FROM files WHERE state IN \
+             ('settling', 'queued', 'uploading', 'retrying') GROUP BY root",
+            &[],
+        )?;
+        let rows = self.map_rows(OP, rows, |r| Ok((r.bytes(0)?, r.i64(1)?)))?;
         Ok(rows
             .into_iter()
             .map(|(root, n)| (path_from_blob(root), to_u64(n)))
@@ -261,13 +255,11 @@ impl Journal {
     /// When the file waiting longest for an upload (queued or retrying) was
     /// journaled, in Unix milliseconds; `None` when nothing waits.
     pub(crate) fn oldest_waiting_since(&self) -> Result<Option<i64>, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT min(created_at) FROM files WHERE state IN ('queued', 'retrying')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.query_err("find the oldest waiting file"))
+        self.scalar(
+            "find the oldest waiting file",
+            "SELECT min(created_at) FROM files WHERE state IN ('queued', 'retrying')",
+            &[],
+        )
     }
 
     /// Every row of one watch root (the reconcile scan loads a folder once
@@ -276,7 +268,7 @@ impl Journal {
         self.select_rows(
             "list a watch folder",
             "WHERE root = ?1 ORDER BY id",
-            [root.as_os_str().as_bytes()],
+            args![root.as_os_str().as_bytes()],
         )
     }
 
@@ -289,16 +281,26 @@ impl Journal {
         self.select_rows(
             "look up a path",
             "WHERE root = ?1 AND rel_path = ?2 ORDER BY id",
-            params![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
+            args![root.as_os_str().as_bytes(), rel_path.as_os_str().as_bytes()],
         )
     }
 
     /// The Video object (JSON) of the reply that completed a file's upload.
     pub(crate) fn video_json(&self, id: i64) -> Result<Option<String>, JournalError> {
-        self.conn
-            .prepare_cached("SELECT video_json FROM files WHERE id = ?1")
-            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
-            .map(Option::flatten)
-            .map_err(self.query_err("read a file's video"))
+        self.text_of("read a file's video", "video_json", id)
+    }
+
+    /// One text column of a row, if the row is there and the column set.
+    pub(super) fn text_of(
+        &self,
+        op: &'static str,
+        column: &str,
+        id: i64,
+    ) -> Result<Option<String>, JournalError> {
+        let sql = format!("SELECT {column} FROM files WHERE id = ?1");
+        match self.row(op, &sql, args![id])? {
+            Some(r) => r.opt_text(0).map_err(self.query_err(op)),
+            None => Ok(None),
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The row types (`FileState`, `FileIdentity`, `FileRow` and the results of
-//! journaling) and their mapping to and from SQLite columns. It must not run
+//! journaling) and their mapping to and from the journal's columns. It must not run
 //! statements: the queries and transitions that use these types live beside it.
 
 use std::ffi::OsStr;
@@ -8,9 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rusqlite::Row;
 use serde::Serialize;
 
+use super::sql::{DbError, SqlRow};
 use crate::sample::Sample;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -216,36 +216,34 @@ pub(super) fn to_u64(v: i64) -> u64 {
     v as u64
 }
 
-pub(super) fn row_to_file(row: &Row<'_>) -> rusqlite::Result<FileRow> {
-    let state: String = row.get(7)?;
-    let state = FileState::from_str(&state).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
+pub(super) fn row_to_file(row: &SqlRow) -> Result<FileRow, DbError> {
+    let state = FileState::from_str(&row.text(7)?).map_err(|_| DbError::Type {
+        index: 7,
+        expected: "a state",
     })?;
     Ok(FileRow {
-        id: row.get(0)?,
+        id: row.i64(0)?,
         identity: FileIdentity {
-            root: path_from_blob(row.get(1)?),
-            rel_path: path_from_blob(row.get(2)?),
-            size: to_u64(row.get(3)?),
-            mtime_ns: row.get(4)?,
-            dev: to_u64(row.get(5)?),
-            inode: to_u64(row.get(6)?),
-            ctime_ns: row.get(19)?,
+            root: path_from_blob(row.bytes(1)?),
+            rel_path: path_from_blob(row.bytes(2)?),
+            size: to_u64(row.i64(3)?),
+            mtime_ns: row.i64(4)?,
+            dev: to_u64(row.i64(5)?),
+            inode: to_u64(row.i64(6)?),
+            ctime_ns: row.opt_i64(19)?,
         },
         state,
-        chunk_size: row.get::<_, Option<i64>>(8)?.map(to_u64),
-        bytes_uploaded: to_u64(row.get(9)?),
-        video_id: row.get(10)?,
-        attempts: row.get(11)?,
-        next_attempt_at: row.get(12)?,
-        last_error: row.get(13)?,
-        created_at: row.get(14)?,
-        updated_at: row.get(15)?,
-        started_at: row.get(16)?,
-        done_at: row.get(17)?,
-        sends_in_doubt: row.get(18)?,
-        sample: row
-            .get::<_, Option<Vec<u8>>>(20)?
-            .and_then(|b| Sample::from_bytes(&b)),
+        chunk_size: row.opt_i64(8)?.map(to_u64),
+        bytes_uploaded: to_u64(row.i64(9)?),
+        video_id: row.opt_text(10)?,
+        attempts: row.u32(11)?,
+        next_attempt_at: row.opt_i64(12)?,
+        last_error: row.opt_text(13)?,
+        created_at: row.i64(14)?,
+        updated_at: row.i64(15)?,
+        started_at: row.opt_i64(16)?,
+        done_at: row.opt_i64(17)?,
+        sends_in_doubt: row.u32(18)?,
+        sample: row.opt_bytes(20)?.and_then(|b| Sample::from_bytes(&b)),
     })
 }

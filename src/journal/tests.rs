@@ -476,16 +476,12 @@ fn claiming_walks_the_queue_in_order_without_sorting_it() {
     }
     let ids: Vec<i64> = j.list(None).unwrap().iter().map(|r| r.id).collect();
     j.set_batch(&ids).unwrap();
-    j.conn.execute_batch("ANALYZE").unwrap();
+    j.batch("analyze", "ANALYZE").unwrap();
     for scope in [Scope::All, Scope::Batch, Scope::Ids(&ids[..3])] {
         let filter = super::queries::scope_filter(scope);
         let sql = format!("EXPLAIN QUERY PLAN {}", super::queries::claim_sql(&filter));
-        let mut st = j.conn.prepare(&sql).unwrap();
-        let plan: Vec<String> = st
-            .query_map([0_i64, 0_i64], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = j.rows("explain", &sql, sql::args![0_i64, 0_i64]).unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.text(3).unwrap()).collect();
         let plan = plan.join("\n");
         assert!(
             plan.contains("INDEX files_by_state (state=? AND next_attempt_at=?)"),

@@ -6,10 +6,9 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use rusqlite::params;
-
 use super::queries::id_filter;
 use super::row::to_i64;
+use super::sql::{args, Value};
 use super::{now_ms, Added, FileIdentity, FileState, Journal, JournalError, Resettled};
 use crate::sample::Sample;
 
@@ -70,30 +69,28 @@ impl Journal {
         state: FileState,
     ) -> Result<i64, JournalError> {
         let now = now_ms();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, ctime_ns, sample, \
-                 state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-                 RETURNING id",
-            )
-            .and_then(|mut st| {
-                st.query_row(
-                    params![
-                        f.root.as_os_str().as_bytes(),
-                        f.rel_path.as_os_str().as_bytes(),
-                        to_i64(f.size),
-                        f.mtime_ns,
-                        to_i64(f.dev),
-                        to_i64(f.inode),
-                        f.ctime_ns,
-                        sample.as_ref().map(|s| s.0.to_vec()),
-                        state.as_str(),
-                        now
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(self.query_err("add files"))
+        let row = self.row(
+            "add files",
+            "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, ctime_ns, sample, \
+             state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             RETURNING id",
+            args![
+                f.root.as_os_str().as_bytes(),
+                f.rel_path.as_os_str().as_bytes(),
+                to_i64(f.size),
+                f.mtime_ns,
+                to_i64(f.dev),
+                to_i64(f.inode),
+                f.ctime_ns,
+                sample.as_ref().map(|s| s.0.to_vec()),
+                state.as_str(),
+                now
+            ],
+        )?;
+        match row {
+            Some(r) => r.i64(0).map_err(self.query_err("add files")),
+            None => Err(JournalError::Closed),
+        }
     }
 
     /// One guarded transition: `sql` must update the row `id` only when it is
@@ -104,23 +101,32 @@ impl Journal {
         id: i64,
         from: &[FileState],
         set: &str,
-        extra: &[&dyn rusqlite::ToSql],
+        extra: &[Value],
     ) -> Result<(), JournalError> {
         let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        let sql = format!(
+        let mut sql = format!(
             "UPDATE files SET {set}, updated_at = ?2 WHERE id = ?1 AND state IN ({})",
             states.join(", ")
         );
-        let now = now_ms();
-        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&id, &now];
+        let mut args = vec![Value::Int(id), Value::Int(now_ms())];
         args.extend_from_slice(extra);
-        let changed = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut st| st.execute(args.as_slice()))
-            .map_err(self.query_err(op))?;
+        // In a shared journal, a write of an upload this node claimed names
+        // the claim's epoch: a node whose lease was taken over writes nothing.
+        let fenced = from.contains(&FileState::Uploading);
+        if let Some((cond, epoch)) = self.fence(id, args.len() + 1).filter(|_| fenced) {
+            sql.push_str(&cond);
+            args.push(epoch);
+        }
+        let changed = self.exec(op, &sql, &args)?;
         if changed == 1 {
+            // Every transition that sets a state leaves `uploading`.
+            if set.starts_with("state = ") {
+                self.forget_lease(id);
+            }
             return Ok(());
+        }
+        if fenced && self.lost_lease(id)? {
+            return Err(JournalError::LeaseLost { id });
         }
         let actual = self.get(id)?.map(|r| r.state);
         Err(JournalError::WrongState {
@@ -147,16 +153,23 @@ impl Journal {
     /// that would have created a video may have been on its way when it died:
     /// that one counts as sent in doubt.
     pub(crate) fn requeue_interrupted(&mut self) -> Result<usize, JournalError> {
+        let mine = self.interrupted_filter();
+        let unlease = if self.is_postgres() {
+            ", lease_until = NULL, epoch = epoch + 1"
+        } else {
+            ""
+        };
         self.atomically(|j| {
-            j.orphans_in_doubt_where("state = 'uploading' AND creating = 1", [])?;
-            j.conn
-                .execute(
+            j.orphans_in_doubt_where(&format!("state = 'uploading' AND creating = 1{mine}"), &[])?;
+            j.exec(
+                "requeue interrupted uploads",
+                &format!(
                     "UPDATE files SET state = 'queued', updated_at = ?1, \
-                     sends_in_doubt = sends_in_doubt + creating, creating = 0 \
-                     WHERE state = 'uploading'",
-                    [now_ms()],
-                )
-                .map_err(j.query_err("requeue interrupted uploads"))
+                     sends_in_doubt = sends_in_doubt + creating, creating = 0{unlease} \
+                     WHERE state = 'uploading'{mine}"
+                ),
+                args![now_ms()],
+            )
         })
     }
 
@@ -171,10 +184,11 @@ impl Journal {
         why: &dyn Fn(i64) -> String,
     ) -> Result<Vec<i64>, JournalError> {
         let limit = to_i64(one_request_max);
+        let mine = self.interrupted_filter();
         self.atomically(|j| {
             j.orphans_in_doubt_where(
-                "state = 'uploading' AND creating = 1 AND size <= ?1",
-                [limit],
+                &format!("state = 'uploading' AND creating = 1 AND size <= ?1{mine}"),
+                args![limit],
             )?;
             j.fail_interrupted_in_doubt_now(limit, why)
         })
@@ -185,24 +199,26 @@ impl Journal {
         limit: i64,
         why: &dyn Fn(i64) -> String,
     ) -> Result<Vec<i64>, JournalError> {
-        let ids: Vec<i64> = self
-            .conn
-            .prepare(
-                "SELECT id FROM files WHERE state = 'uploading' AND creating = 1 AND size <= ?1 \
-                 ORDER BY id",
-            )
-            .and_then(|mut st| st.query_map([limit], |r| r.get(0))?.collect())
-            .map_err(self.query_err("find uploads in doubt"))?;
+        const OP: &str = "find uploads in doubt";
+        let mine = self.interrupted_filter();
+        let rows = self.rows(
+            OP,
+            &format!(
+                "SELECT id FROM files WHERE state = 'uploading' AND creating = 1 AND size <= ?1\
+                 {mine} ORDER BY id"
+            ),
+            args![limit],
+        )?;
+        let ids = self.map_rows(OP, rows, |r| r.i64(0))?;
         let now = now_ms();
         for id in &ids {
-            self.conn
-                .execute(
-                    "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
-                     sends_in_doubt = sends_in_doubt + 1, creating = 0, last_error = ?2 \
-                     WHERE id = ?3 AND state = 'uploading' AND creating = 1",
-                    params![now, why(*id), id],
-                )
-                .map_err(self.query_err("fail uploads in doubt"))?;
+            self.exec(
+                "fail uploads in doubt",
+                "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
+                 sends_in_doubt = sends_in_doubt + 1, creating = 0, last_error = ?2 \
+                 WHERE id = ?3 AND state = 'uploading' AND creating = 1",
+                args![now, why(*id), *id],
+            )?;
         }
         Ok(ids)
     }
@@ -214,8 +230,9 @@ impl Journal {
             "fix the chunk plan",
             id,
             &[FileState::Uploading],
-            "chunk_size = coalesce(chunk_size, ?3), creating = (video_id IS NULL)",
-            &[&to_i64(chunk_size)],
+            "chunk_size = coalesce(chunk_size, ?3), \
+             creating = CASE WHEN video_id IS NULL THEN 1 ELSE 0 END",
+            args![to_i64(chunk_size)],
         )?;
         let row = self.get(id)?;
         Ok(row.and_then(|r| r.chunk_size).unwrap_or(chunk_size))
@@ -235,7 +252,7 @@ impl Journal {
             &[FileState::Uploading],
             "video_id = ?3, bytes_uploaded = ?4, attempts = 0, next_attempt_at = NULL, last_error = NULL, \
              creating = 0",
-            &[&video_id, &to_i64(bytes_uploaded)],
+            args![video_id, to_i64(bytes_uploaded)],
         )
     }
 
@@ -254,7 +271,7 @@ impl Journal {
             &[FileState::Uploading],
             "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
              done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
-            &[&video_id, &video_json, &note],
+            args![video_id, video_json, note],
         )
     }
 
@@ -271,7 +288,7 @@ impl Journal {
             id,
             &[FileState::Uploading],
             "state = 'retrying', attempts = ?3, next_attempt_at = ?4, last_error = ?5, creating = 0",
-            &[&attempts, &next_attempt_at, &error],
+            args![attempts, next_attempt_at, error],
         )
     }
 
@@ -283,16 +300,14 @@ impl Journal {
         // In slices, so that a large backlog never makes an over-long statement.
         for slice in ids.chunks(500) {
             let filter = id_filter(Some(slice));
-            moved += self
-                .conn
-                .execute(
-                    &format!(
-                        "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
-                         WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
-                    ),
-                    [now],
-                )
-                .map_err(self.query_err("make retries due"))?;
+            moved += self.exec(
+                "make retries due",
+                &format!(
+                    "UPDATE files SET next_attempt_at = ?1, updated_at = ?1 \
+                     WHERE state = 'retrying' AND next_attempt_at > ?1 {filter}"
+                ),
+                args![now],
+            )?;
         }
         Ok(moved)
     }
@@ -309,7 +324,7 @@ impl Journal {
                 FileState::Settling,
             ],
             "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
-            &[&error],
+            args![error],
         )
     }
 
@@ -322,7 +337,7 @@ impl Journal {
             &[FileState::Uploading],
             "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
              bytes_uploaded = 0, chunk_size = NULL, creating = 0",
-            &[&error],
+            args![error],
         )
     }
 
@@ -340,7 +355,7 @@ impl Journal {
                     FileState::Settling,
                 ],
                 "state = 'gone', last_error = ?3, next_attempt_at = NULL, creating = 0",
-                &[&reason],
+                args![reason],
             )?;
             j.orphan_if_started(id, reason)
         })
@@ -383,7 +398,7 @@ impl Journal {
                 &[FileState::Uploading],
                 "state = 'failed', last_error = ?3, next_attempt_at = NULL, \
                  sends_in_doubt = sends_in_doubt + 1, creating = 0",
-                &[&error],
+                args![error],
             )?;
             j.orphan_in_doubt(id)
         })
@@ -397,7 +412,7 @@ impl Journal {
             id,
             &[FileState::Uploading],
             "state = 'queued', last_error = coalesce(?3, last_error), creating = 0",
-            &[&note],
+            args![note],
         )
     }
 
@@ -468,12 +483,12 @@ impl Journal {
                 &[FileState::Settling],
                 "size = ?3, mtime_ns = ?4, dev = ?5, inode = ?6, ctime_ns = ?7, sample = NULL, \
                  last_error = NULL, next_attempt_at = NULL",
-                &[
-                    &to_i64(identity.size),
-                    &identity.mtime_ns,
-                    &to_i64(identity.dev),
-                    &to_i64(identity.inode),
-                    &identity.ctime_ns,
+                args![
+                    to_i64(identity.size),
+                    identity.mtime_ns,
+                    to_i64(identity.dev),
+                    to_i64(identity.inode),
+                    identity.ctime_ns,
                 ],
             )?;
             Ok(Resettled::Updated)
@@ -489,7 +504,7 @@ impl Journal {
         ids: &[i64],
         from: &[FileState],
         set: &str,
-        extra: &[&dyn rusqlite::ToSql],
+        extra: &[Value],
     ) -> Result<Vec<i64>, JournalError> {
         let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
         let sql = format!(
@@ -497,22 +512,18 @@ impl Journal {
             states.join(", ")
         );
         let now = now_ms();
-        let path = self.path.clone();
-        let err = move |source| JournalError::Query { op, path, source };
-        let tx = self.conn.savepoint().map_err(err.clone())?;
-        let mut changed = Vec::with_capacity(ids.len());
-        {
-            let mut st = tx.prepare_cached(&sql).map_err(err.clone())?;
+        self.atomically(|j| {
+            let mut changed = Vec::with_capacity(ids.len());
+            let mut args = vec![Value::Null, Value::Int(now)];
+            args.extend_from_slice(extra);
             for id in ids {
-                let mut args: Vec<&dyn rusqlite::ToSql> = vec![id, &now];
-                args.extend_from_slice(extra);
-                if st.execute(args.as_slice()).map_err(err.clone())? == 1 {
+                args[0] = Value::Int(*id);
+                if j.exec(op, &sql, &args)? == 1 {
                     changed.push(*id);
                 }
             }
-        }
-        tx.commit().map_err(err)?;
-        Ok(changed)
+            Ok(changed)
+        })
     }
 
     /// settling → queued for many files in one transaction (a restart with
@@ -541,7 +552,7 @@ impl Journal {
                 ids,
                 &[FileState::Settling, FileState::Queued, FileState::Retrying],
                 "state = 'gone', last_error = ?3, next_attempt_at = NULL",
-                &[&reason],
+                args![reason],
             )?;
             for id in &changed {
                 j.orphan_if_started(*id, reason)?;

@@ -73,6 +73,12 @@ impl Health {
         if let Some(why) = &gate.tls {
             reasons.push(format!("uploads paused: {}", scrub(why)));
         }
+        if let Some(since) = vitals.journal.disk().away_since() {
+            reasons.push(format!(
+                "everything paused: the journal's database does not answer (for {}s); no file is claimed, every file keeps its state, and work resumes by itself when it is back",
+                (now_ms() - since).max(0) / 1000
+            ));
+        }
         if let Some(since) = vitals.journal.disk().full_since() {
             reasons.push(format!(
                 "everything paused: the journal's disk is full (for {}s); free space on it and work resumes by itself",

@@ -139,9 +139,9 @@ pub async fn supervise_every(
                 watchers_open = changed.is_ok();
             }
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
-                // A journal waiting for space on a full disk is alive and
+                // A journal waiting for space on a full disk, or for its database, is alive and
                 // will go on by itself: a restart would not help.
-                let silent = if vitals.journal.disk().full_since().is_some() {
+                let silent = if vitals.journal.disk().waiting_since().is_some() {
                     journal_ok_at = Instant::now();
                     Duration::ZERO
                 } else {
@@ -196,6 +196,8 @@ pub async fn supervise_every(
                         let refused = vitals.gate.state().refused.is_some();
                         let what = if vitals.journal.disk().full_since().is_some() {
                             "PAUSED: the journal's disk is full (free space; work resumes by itself)"
+                        } else if vitals.journal.disk().away_since().is_some() {
+                            "PAUSED: the journal's database does not answer (work resumes by itself when it is back)"
                         } else {
                             "JOURNAL NOT ANSWERING"
                         };

@@ -68,7 +68,9 @@ impl Uploader {
                     Ok(o) => o,
                     // Someone else moved this row (the watch stage saw the
                     // file vanish, say): this file is no longer ours.
-                    Err(WorkerError::Journal(e @ JournalError::WrongState { .. })) => {
+                    Err(WorkerError::Journal(
+                        e @ (JournalError::WrongState { .. } | JournalError::LeaseLost { .. }),
+                    )) => {
                         warn!(id, "dropping this upload: {e}");
                         continue;
                     }

@@ -1,0 +1,432 @@
+//! The journal in PostgreSQL, shared by several nodes: connecting, the
+//! numbered migrations (applied under a transaction-scoped advisory lock, a
+//! newer schema refused), this node's registration, and the leases: a claim
+//! takes a file `FOR UPDATE SKIP LOCKED` and raises its fencing epoch, every
+//! write of that attempt names the epoch, the node renews its leases on a
+//! timer, and files whose lease ran out are taken over. The statements of
+//! the state machine itself are shared with SQLite (see `sql`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::row::COLUMNS;
+use super::sql::{args, pg_words, Conn, PgConn, Value};
+use super::{FileRow, Journal, JournalError};
+
+/// The PostgreSQL schema, one numbered migration per file.
+pub(super) const PG_MIGRATIONS: &[&str] = &[include_str!("migrations/postgresql/0001_journal.sql")];
+
+/// Any number unlikely to be another program's: the advisory lock held
+/// while the schema is checked and migrated.
+const MIGRATION_LOCK: i64 = 0x696e_6765_7374_6431;
+
+/// The database's clock in Unix milliseconds: leases are judged by one
+/// clock, whatever the nodes' own say.
+pub(super) const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// How to reach the journal's database and who this node is.
+#[derive(Clone)]
+pub struct PgTarget {
+    /// The URL as configured (it may hold a password: never shown).
+    pub url: String,
+    /// The URL with any password replaced, for messages.
+    pub shown: String,
+    pub password: Option<String>,
+    pub node: String,
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("url", &self.shown)
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// This node's part of a shared journal: its name, its lease length, and
+/// the epoch of each file it holds.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    pub(super) node: String,
+    pub(super) lease_ms: i64,
+    /// Held files: id → the epoch its claim set.
+    pub(super) leases: HashMap<i64, i64>,
+    target: PgTarget,
+}
+
+fn connect(target: &PgTarget) -> Result<postgres::Client, JournalError> {
+    let mut config: postgres::Config =
+        target
+            .url
+            .parse()
+            .map_err(|e: postgres::Error| JournalError::Connect {
+                url: target.shown.clone(),
+                cause: pg_words(&e),
+                todo: "check journal.url",
+            })?;
+    if let Some(p) = &target.password {
+        config.password(p);
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    config.application_name(&format!("ingestd {}", target.node));
+    config
+        .connect(postgres::NoTls)
+        .map_err(|e| JournalError::Connect {
+            url: target.shown.clone(),
+            todo: if e.as_db_error().is_some_and(|d| d.code().code() == "28P01") {
+                "the password was refused: check journal.password_file (or \
+                 $CREDENTIALS_DIRECTORY/journal-password)"
+            } else if e.as_db_error().is_some() {
+                "check journal.url (the user, the database) and the server's pg_hba.conf"
+            } else {
+                "check that the server runs and that journal.url names its host and port"
+            },
+            cause: pg_words(&e),
+        })
+}
+
+impl Journal {
+    /// Connects to the journal in PostgreSQL, refusing a database that is
+    /// not ingestd's or one with a newer schema, and applies the migrations.
+    pub fn open_postgres(target: &PgTarget) -> Result<Journal, JournalError> {
+        let client = connect(target)?;
+        let journal = Journal {
+            conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(client)))),
+            path: PathBuf::from(&target.shown),
+            cluster: Some(Cluster {
+                node: target.node.clone(),
+                lease_ms: i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX),
+                leases: HashMap::new(),
+                target: target.clone(),
+            }),
+        };
+        journal.migrate_postgres()?;
+        Ok(journal)
+    }
+
+    /// The schema version of the journal's database: 0 when it has none.
+    /// A database holding other tables and no version is not ingestd's.
+    fn pg_version(&self) -> Result<i64, JournalError> {
+        let has_table = self
+            .scalar(
+                "inspect schema",
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'ingestd_schema'",
+                &[],
+            )?
+            .unwrap_or(0)
+            > 0;
+        if has_table {
+            return Ok(self
+                .scalar(
+                    "read schema version",
+                    "SELECT max(version) FROM ingestd_schema",
+                    &[],
+                )?
+                .unwrap_or(0));
+        }
+        let foreign = self
+            .scalar(
+                "inspect schema",
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema()",
+                &[],
+            )?
+            .unwrap_or(0);
+        if foreign > 0 {
+            return Err(JournalError::ForeignDatabase {
+                url: self.path.display().to_string(),
+                reason: format!("it holds {foreign} tables of another program"),
+            });
+        }
+        Ok(0)
+    }
+
+    fn migrate_postgres(&self) -> Result<(), JournalError> {
+        self.atomically_ref(|j| {
+            j.exec(
+                "lock the schema",
+                "SELECT pg_advisory_xact_lock(?1)::text",
+                args![MIGRATION_LOCK],
+            )?;
+            let version = j.pg_version()?;
+            let supported = PG_MIGRATIONS.len();
+            if version > supported as i64 {
+                return Err(JournalError::DatabaseTooNew {
+                    url: j.path.display().to_string(),
+                    found: version,
+                    supported,
+                });
+            }
+            if version == 0 {
+                j.batch(
+                    "set up the schema",
+                    "CREATE TABLE ingestd_schema (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)",
+                )?;
+            }
+            let first = usize::try_from(version).unwrap_or(0);
+            for (i, sql) in PG_MIGRATIONS.iter().enumerate().skip(first) {
+                j.batch("migrate the journal", sql)?;
+                j.exec(
+                    "migrate the journal",
+                    &format!("INSERT INTO ingestd_schema (version, applied_at) VALUES (?1, {DB_NOW})"),
+                    args![i as i64 + 1],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Journal::atomically`] for the opening steps, which hold `&self`.
+    fn atomically_ref<R>(
+        &self,
+        f: impl FnOnce(&Journal) -> Result<R, JournalError>,
+    ) -> Result<R, JournalError> {
+        let outermost = self.begin()?;
+        let r = f(self).and_then(|r| {
+            self.commit(outermost)?;
+            Ok(r)
+        });
+        if r.is_err() {
+            self.roll_back(outermost);
+        }
+        r
+    }
+
+    /// This node's name in a shared journal.
+    pub fn node(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node.as_str())
+    }
+
+    /// Claims the next due file `FOR UPDATE SKIP LOCKED` (nodes claiming at
+    /// once each get another file), taking its lease and raising its epoch.
+    pub(super) fn claim_leased(
+        &mut self,
+        now: i64,
+        horizon: i64,
+        filter: &str,
+    ) -> Result<Option<FileRow>, JournalError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let returning: Vec<String> = COLUMNS
+            .split(',')
+            .map(|c| format!("f.{}", c.trim()))
+            .collect();
+        let sql = format!(
+            "WITH c AS (SELECT id FROM files \
+               WHERE ((state = 'queued' AND next_attempt_at IS NULL) \
+                  OR (state IN ('queued', 'retrying') AND next_attempt_at IS NOT NULL \
+                      AND (next_attempt_at <= ?1 OR next_attempt_at > ?2))) {filter} \
+               ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             UPDATE files AS f SET state = 'uploading', started_at = ?1, updated_at = ?1, \
+               owner = ?3, lease_until = {DB_NOW} + ?4, epoch = f.epoch + 1 \
+             FROM c WHERE f.id = c.id RETURNING {}, f.epoch",
+            returning.join(", ")
+        );
+        let (node, lease) = (cluster.node.clone(), cluster.lease_ms);
+        const OP: &str = "claim a file";
+        let rows = self.rows(OP, &sql, args![now, horizon, node, lease])?;
+        let claimed = self.map_rows(OP, rows, |r| {
+            Ok((
+                super::row::row_to_file(r)?,
+                r.i64(super::row::COLUMN_COUNT)?,
+            ))
+        })?;
+        Ok(claimed.into_iter().next().map(|(row, epoch)| {
+            if let Some(c) = &mut self.cluster {
+                c.leases.insert(row.id, epoch);
+            }
+            row
+        }))
+    }
+
+    /// The fencing condition for a write of `id`'s attempt, as the `n`th
+    /// argument: `AND epoch = ?n`, when this node holds it.
+    pub(super) fn fence(&self, id: i64, n: usize) -> Option<(String, Value)> {
+        let epoch = *self.cluster.as_ref()?.leases.get(&id)?;
+        Some((format!(" AND epoch = ?{n}"), Value::Int(epoch)))
+    }
+
+    /// After a fenced write that changed nothing: the lease was lost if the
+    /// row's epoch is not the one this node's claim set.
+    pub(super) fn lost_lease(&mut self, id: i64) -> Result<bool, JournalError> {
+        let Some(held) = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leases.get(&id).copied())
+        else {
+            return Ok(false);
+        };
+        let epoch = self.scalar(
+            "check a lease",
+            "SELECT epoch FROM files WHERE id = ?1",
+            args![id],
+        )?;
+        if epoch != Some(held) {
+            self.forget_lease(id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The attempt on `id` is over (the row left `uploading`).
+    pub(super) fn forget_lease(&mut self, id: i64) {
+        if let Some(c) = &mut self.cluster {
+            c.leases.remove(&id);
+        }
+    }
+
+    /// Renews every lease this node holds; the files whose lease was lost
+    /// (taken over while this node was silent), which it must stop sending.
+    pub fn renew_leases(&mut self) -> Result<Vec<i64>, JournalError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(Vec::new());
+        };
+        let (node, lease) = (cluster.node.clone(), cluster.lease_ms);
+        const OP: &str = "renew leases";
+        let rows = self.rows(
+            OP,
+            &format!(
+                "UPDATE files SET lease_until = {DB_NOW} + ?2 \
+                 WHERE owner = ?1 AND state = 'uploading' RETURNING id, epoch"
+            ),
+            args![node.as_str(), lease],
+        )?;
+        let held = self.map_rows(OP, rows, |r| Ok((r.i64(0)?, r.i64(1)?)))?;
+        self.exec(
+            OP,
+            &format!("UPDATE nodes SET heartbeat_at = {DB_NOW} WHERE name = ?1"),
+            args![node.as_str()],
+        )?;
+        let held: HashMap<i64, i64> = held.into_iter().collect();
+        let mut lost = Vec::new();
+        if let Some(c) = &mut self.cluster {
+            c.leases.retain(|id, epoch| {
+                let kept = held.get(id) == Some(epoch);
+                if !kept {
+                    lost.push(*id);
+                }
+                kept
+            });
+        }
+        lost.sort_unstable();
+        Ok(lost)
+    }
+
+    /// The `WHERE` condition, beside `state = 'uploading'`, of the files
+    /// whose upload was interrupted: in SQLite every one (the process that
+    /// held them is gone); in a shared journal only this node's own (from
+    /// its previous run) and those whose lease ran out.
+    pub(super) fn interrupted_filter(&self) -> String {
+        match &self.cluster {
+            None => String::new(),
+            Some(c) => format!(
+                " AND (owner = '{}' OR lease_until IS NULL OR lease_until < {DB_NOW})",
+                c.node.replace('\'', "''")
+            ),
+        }
+    }
+
+    /// Registers this node, refusing when another process runs under the
+    /// same name (it renewed within a lease, from another host or pid).
+    pub fn register_node(&mut self, host: &str, pid: u32) -> Result<(), JournalError> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let (node, lease) = (c.node.clone(), c.lease_ms);
+        self.atomically(|j| {
+            const OP: &str = "register this node";
+            let rows = j.rows(
+                OP,
+                &format!(
+                    "SELECT host, pid, {DB_NOW} - heartbeat_at FROM nodes WHERE name = ?1 FOR UPDATE"
+                ),
+                args![node.as_str()],
+            )?;
+            let other = j.map_rows(OP, rows, |r| Ok((r.text(0)?, r.i64(1)?, r.i64(2)?)))?;
+            if let Some((h, p, ago)) = other.into_iter().next() {
+                if ago < lease && !(h == host && p == i64::from(pid)) {
+                    return Err(JournalError::NodeInUse {
+                        node: node.clone(),
+                        host: h,
+                        pid: p,
+                        ago_ms: ago,
+                    });
+                }
+            }
+            j.exec(
+                OP,
+                &format!(
+                    "INSERT INTO nodes (name, host, pid, started_at, heartbeat_at) \
+                     VALUES (?1, ?2, ?3, {DB_NOW}, {DB_NOW}) ON CONFLICT (name) DO UPDATE \
+                     SET host = ?2, pid = ?3, started_at = {DB_NOW}, heartbeat_at = {DB_NOW}"
+                ),
+                args![node.as_str(), host, i64::from(pid)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Takes, or renews, the lead of each of `roots` that no other node
+    /// holds (or whose leader went silent past a lease): the roots this
+    /// node now scans. A clean stop gives them up ([`Journal::resign`]).
+    pub fn lead_roots(&mut self, roots: &[PathBuf]) -> Result<Vec<PathBuf>, JournalError> {
+        let Some(c) = &self.cluster else {
+            return Ok(roots.to_vec());
+        };
+        let (node, lease) = (c.node.clone(), c.lease_ms);
+        let sql = format!(
+            "INSERT INTO leaders (root, node, lease_until) VALUES (?1, ?2, {DB_NOW} + ?3) \
+             ON CONFLICT (root) DO UPDATE SET node = excluded.node, lease_until = excluded.lease_until \
+             WHERE leaders.node = excluded.node OR leaders.lease_until < {DB_NOW} RETURNING node"
+        );
+        let mut led = Vec::new();
+        for root in roots {
+            let bytes = root.as_os_str().as_bytes();
+            if self
+                .row(
+                    "lead a watch folder",
+                    &sql,
+                    args![bytes, node.as_str(), lease],
+                )?
+                .is_some()
+            {
+                led.push(root.clone());
+            }
+        }
+        Ok(led)
+    }
+
+    /// A clean stop: this node's leads are given up, so another node scans
+    /// its folders at once instead of after a lease.
+    pub fn resign(&mut self) -> Result<(), JournalError> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let node = c.node.clone();
+        self.exec(
+            "give up the lead of the watch folders",
+            "DELETE FROM leaders WHERE node = ?1",
+            args![node.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Connects again after the database was lost (statements prepared on
+    /// the old connection go with it, and so does any open transaction).
+    pub(super) fn reconnect(&mut self) -> Result<(), JournalError> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let client = connect(&c.target)?;
+        self.conn = Conn::Pg(Box::new(RefCell::new(PgConn::new(client))));
+        Ok(())
+    }
+}
