@@ -12,6 +12,7 @@
 //!
 //! What each stage does is its own module's business; this one only wires.
 
+mod cluster;
 mod foreground;
 mod reload;
 mod session;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::apivideo::ApiError;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Live, Settings};
 use crate::journal::{JournalError, LockError};
 use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
 use crate::upload::WorkerError;
@@ -82,8 +83,12 @@ pub async fn run(
         Some(addr) => Some(MetricsServer::bind(addr).await?),
         None => None,
     };
+    let journal_at = match &settings.journal.postgres {
+        Some(p) => format!("{} (node {})", p.redacted_url(), p.node),
+        None => settings.journal.path.display().to_string(),
+    };
     info!(
-        journal = %settings.journal.path.display(),
+        journal = %journal_at,
         server = %settings.api.base_url,
         concurrency = session.concurrency,
         "ingestd running"
@@ -123,7 +128,20 @@ pub async fn run(
         let stop = stop.clone();
         let watchers = vitals.watchers.clone();
         let shares = session.uploader.shares.clone();
-        let folders = session.uploader.watches.subscribe();
+        // In a shared journal, this node scans only the folders it leads.
+        let folders = match session.heartbeat {
+            Some(heartbeat) => {
+                let scanned = Live::new(Vec::new());
+                let folders = scanned.subscribe();
+                let (uploader, stop) = (session.uploader.clone(), stop.clone());
+                stages.spawn(
+                    Stage::Leases,
+                    cluster::keep(uploader, scanned, heartbeat, stop),
+                );
+                folders
+            }
+            None => session.uploader.watches.subscribe(),
+        };
         stages.spawn_fallible(Stage::Watch, async move {
             // However this task ends (a panic included), the daemon stops:
             // uploading without watching would look healthy and do half.

@@ -95,6 +95,16 @@ enum Command {
     Token(token::TokenArgs),
 }
 
+/// Runs `f` on a thread of the blocking pool: the journal's PostgreSQL
+/// client must not block the runtime's own threads.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, std::io::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Loads the configuration, then starts logging in the format it asks for.
 fn load_config(cli_path: Option<&PathBuf>, read_token: bool) -> Result<Settings, ExitCode> {
     let path = cli_path.map(|p| p.as_path());
@@ -250,12 +260,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // No token needed to look: `status` works while it is broken.
             let settings = config_or_exit!(config_path, false);
-            status::status(&settings, json, &states, orphans)?;
+            // The journal's clients block: off the runtime's threads.
+            blocking(move || status::status(&settings, json, &states, orphans)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { ids, failed } => {
             let settings = config_or_exit!(config_path, false);
-            Ok(retry::retry(&settings, &ids, failed)?)
+            Ok(blocking(move || retry::retry(&settings, &ids, failed)).await??)
         }
         Command::CheckConfig { online } => {
             let settings = config_or_exit!(config_path);

@@ -13,6 +13,7 @@ use super::EXIT_CONFIG;
 use crate::apivideo::{Client, TokenCheck};
 use crate::config::{AfterUpload, Settings, TokenSource, WatchMode, WatchSettings};
 use crate::display::show_path;
+use crate::journal::{Journal, PgTarget};
 use crate::roots::mountinfo::{self, AttrCache, Mount};
 
 /// How serious a finding is.
@@ -305,6 +306,10 @@ pub fn check(settings: &Settings) -> Vec<Finding> {
         )),
     }
     let journal = &settings.journal.path;
+    if settings.journal.postgres.is_some() {
+        // A shared journal is checked by connecting to it (see `run`).
+        return out;
+    }
     match existing_ancestor(journal.parent().unwrap_or(Path::new("."))) {
         Some(dir) => match writable(&dir) {
             Ok(()) => out.push(Finding::ok(format!(
@@ -352,9 +357,41 @@ pub(crate) async fn check_online(settings: &Settings) -> Finding {
 /// `ingestd check-config [--online]`: the settings as understood, then one
 /// line per finding. Exit 78 without a token, 1 when the machine does not
 /// fit the configuration.
+/// Connects to the shared journal and says whether its schema is this
+/// ingestd's (an empty database is set up by the first `ingestd run`).
+async fn check_shared_journal(target: PgTarget) -> Finding {
+    let shown = target.shown.clone();
+    let node = target.node.clone();
+    let r = tokio::task::spawn_blocking(move || Journal::postgres_schema(&target)).await;
+    match r {
+        Ok(Ok((0, _))) => Finding::ok(format!(
+            "the shared journal {shown} answers; its database is empty: the first `ingestd run` \
+             sets it up (this node: {node})"
+        )),
+        Ok(Ok((found, supported))) if found == supported as i64 => Finding::ok(format!(
+            "the shared journal {shown} answers, with the schema this ingestd writes \
+             (version {found}; this node: {node})"
+        )),
+        Ok(Ok((found, supported))) if found < supported as i64 => Finding::ok(format!(
+            "the shared journal {shown} answers, with schema version {found}: the first \
+             `ingestd run` of this version brings it to {supported} (nodes running an older \
+             ingestd should be upgraded too)"
+        )),
+        Ok(Ok((found, supported))) => Finding::error(format!(
+            "the shared journal {shown} has schema version {found}, newer than this ingestd's \
+             {supported}: upgrade ingestd on this node"
+        )),
+        Ok(Err(e)) => Finding::error(e.to_string()),
+        Err(e) => Finding::error(format!("the shared journal {shown}: {e}")),
+    }
+}
+
 pub async fn run(settings: &Settings, online: bool) -> ExitCode {
     print!("{}", settings.render());
     let mut findings = check(settings);
+    if let Some(p) = &settings.journal.postgres {
+        findings.push(check_shared_journal(PgTarget::from(p)).await);
+    }
     if online {
         findings.push(check_online(settings).await);
     }

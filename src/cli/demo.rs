@@ -209,7 +209,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
                 .map_err(io("write the sample files"))?;
             camera = None;
         }
-        let rows = match Journal::open_read_only(&settings.journal.path) {
+        let rows = match Journal::open_configured_read_only(&settings.journal) {
             Ok(j) => j.list(None).unwrap_or_default(),
             Err(_) => Vec::new(),
         };
@@ -268,7 +268,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
 
     println!("\nEvery upload checked at the emulator (SHA-256 of the file there vs here):");
     let videos = emulator.videos();
-    let journal = Journal::open_read_only(&settings.journal.path)?;
+    let journal = Journal::open_configured_read_only(&settings.journal)?;
     let rows = journal.list(None)?;
     let mut ok = true;
     for name in EXPECTED {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{exit_status, CommandError};
 use crate::config::Settings;
-use crate::journal::{lock_journal, FileState, Journal, JournalError, LockError};
+use crate::journal::{lock_journal, FileState, Journal, JournalError, LockError, PgTarget};
 
 /// Queues `ids` (or, with `failed`, every failed file) again; prints one
 /// line per file.
@@ -16,15 +16,22 @@ pub fn retry(settings: &Settings, ids: &[i64], failed: bool) -> Result<ExitCode,
     // concurrent write safe) and it sees them at its next look, but the
     // journal is never migrated under it.
     let path = &settings.journal.path;
-    if !path.exists() {
-        return Err(JournalError::Missing { path: path.clone() }.into());
-    }
-    let lock = match lock_journal(path) {
-        Ok(lock) => Some(lock),
-        Err(LockError::Busy { .. }) => None,
-        Err(e) => return Err(e.into()),
+    let (mut journal, _lock) = match &settings.journal.postgres {
+        // A shared journal is migrated under its own lock, nodes running or not.
+        Some(p) => (Journal::open_postgres(&PgTarget::from(p))?, None),
+        None => {
+            if !path.exists() {
+                return Err(JournalError::Missing { path: path.clone() }.into());
+            }
+            let lock = match lock_journal(path) {
+                Ok(lock) => Some(lock),
+                Err(LockError::Busy { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let journal = Journal::open_existing(path, lock.is_some())?;
+            (journal, lock)
+        }
     };
-    let mut journal = Journal::open_existing(path, lock.is_some())?;
     let mut ok = true;
     // A gone file whose file is back as it was is queued again (with its
     // progress); one that is not back stays gone.

@@ -86,7 +86,7 @@ pub fn status(
     states: &[FileState],
     orphans: bool,
 ) -> Result<(), JournalError> {
-    let journal = Journal::open_read_only(&settings.journal.path)?;
+    let journal = Journal::open_configured_read_only(&settings.journal)?;
     if orphans {
         let orphans = journal.orphans()?;
         if json {

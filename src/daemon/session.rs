@@ -11,8 +11,10 @@ use tracing::{error, info};
 
 use super::DaemonError;
 use crate::apivideo::Client;
-use crate::config::{Live, Settings};
-use crate::journal::{lock_journal, lock_path, mark_lock, Journal, JournalHandle, LockError};
+use crate::config::{InDoubt, Live, Settings};
+use crate::journal::{
+    lock_journal, lock_path, mark_lock, Journal, JournalError, JournalHandle, LockError, PgTarget,
+};
 use crate::upload::{
     interrupted_in_doubt, Metrics, Pacer, Throttle, TokenGate, Uploader, ONE_REQUEST_MAX,
 };
@@ -24,8 +26,11 @@ pub struct Session {
     pub concurrency: usize,
     /// Files this start marked failed as in doubt (`upload.in_doubt = "fail"`).
     pub failed_in_doubt: Vec<i64>,
-    /// Held for the life of the session: one writer process per journal.
-    _lock: File,
+    /// Held for the life of the session: one writer process per SQLite
+    /// journal (a shared journal has its nodes and leases instead).
+    _lock: Option<File>,
+    /// In a shared journal: how often this node renews its leases.
+    pub heartbeat: Option<std::time::Duration>,
 }
 
 impl Session {
@@ -40,35 +45,39 @@ impl Session {
         });
     }
 
-    /// Opens and locks the journal, puts interrupted uploads back in the
-    /// queue, and builds the client.
+    /// Opens and locks the journal (or connects to the shared one and
+    /// registers this node), puts interrupted uploads back in the queue, and
+    /// builds the client.
     pub async fn open(settings: &Settings) -> Result<Session, DaemonError> {
         let token = settings.require_token()?.clone();
         let path = settings.journal.path.clone();
+        let shared = settings.journal.postgres.as_ref().map(PgTarget::from);
+        let heartbeat = settings.journal.postgres.as_ref().map(|p| p.heartbeat);
         let in_doubt = settings.upload.in_doubt;
         let shares = Arc::new(crate::roots::Shares::default());
         let watches = settings.watches.clone();
         let remembered = shares.clone();
         let (journal, lock, failed_in_doubt) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
             let shares = remembered;
-            // Lock first: a second process must not migrate or touch a
-            // journal another one is using.
-            let mut lock = lock_journal(&path)?;
-            let mut journal = Journal::open(&path)?;
-            mark_lock(&mut lock).map_err(|source| LockError::Lock {
-                lock: lock_path(&path),
-                source,
-            })?;
-            let failed = if in_doubt == crate::config::InDoubt::Fail {
-                journal.fail_interrupted_in_doubt(ONE_REQUEST_MAX, &interrupted_in_doubt)?
-            } else {
-                Vec::new()
+            let (mut journal, lock) = match &shared {
+                Some(target) => {
+                    let mut journal = Journal::open_postgres(target)?;
+                    journal.register_node(&host_name(), std::process::id())?;
+                    (journal, None)
+                }
+                None => {
+                    // Lock first: a second process must not migrate or touch a
+                    // journal another one is using.
+                    let mut lock = lock_journal(&path)?;
+                    let journal = Journal::open(&path)?;
+                    mark_lock(&mut lock).map_err(|source| LockError::Lock {
+                        lock: lock_path(&path),
+                        source,
+                    })?;
+                    (journal, Some(lock))
+                }
             };
-            for id in &failed {
-                error!(id, "in doubt: ingestd stopped while this file's one request was on its way; \
-                    marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`");
-            }
-            let resumed = journal.requeue_interrupted()?;
+            let (failed, resumed) = sweep_interrupted(&mut journal, in_doubt)?;
             if resumed > 0 {
                 info!(resumed, "resuming uploads interrupted by a stop or a crash");
             }
@@ -106,6 +115,37 @@ impl Session {
             concurrency: settings.upload.concurrency.max(1),
             failed_in_doubt,
             _lock: lock,
+            heartbeat,
         })
     }
+}
+
+/// Puts interrupted uploads back in the queue, each with its progress: at
+/// start-up every one this process's journal holds (in a shared journal,
+/// this node's own and those of nodes silent past their lease), then, in a
+/// shared journal, those of nodes that went silent. With `upload.in_doubt =
+/// "fail"`, a file sent in one request that may have been on its way is
+/// failed instead, for a person to check. The ids failed, and how many resume.
+pub(super) fn sweep_interrupted(
+    journal: &mut Journal,
+    in_doubt: InDoubt,
+) -> Result<(Vec<i64>, usize), JournalError> {
+    let failed = if in_doubt == InDoubt::Fail {
+        journal.fail_interrupted_in_doubt(ONE_REQUEST_MAX, &interrupted_in_doubt)?
+    } else {
+        Vec::new()
+    };
+    for id in &failed {
+        error!(id, "in doubt: ingestd stopped while this file's one request was on its way; \
+            marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`");
+    }
+    let resumed = journal.requeue_interrupted()?;
+    Ok((failed, resumed))
+}
+
+/// This machine's host name, for the journal's list of nodes.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
 }

@@ -23,13 +23,14 @@ pub(super) enum Stage {
     FirstScan,
     Reload,
     Metrics,
+    Leases,
 }
 
 impl Stage {
     /// Whether the daemon can go on without it: the uploads do not depend
     /// on the reporting stages, so their failure is logged, not fatal.
     fn is_critical(self) -> bool {
-        matches!(self, Stage::Watch | Stage::Workers)
+        matches!(self, Stage::Watch | Stage::Workers | Stage::Leases)
     }
 
     fn name(self) -> &'static str {
@@ -40,6 +41,7 @@ impl Stage {
             Stage::FirstScan => "first-scan report",
             Stage::Reload => "reloader",
             Stage::Metrics => "metrics endpoint",
+            Stage::Leases => "lease keeper",
         }
     }
 }

@@ -344,15 +344,15 @@ mod tests {
         }
     }
 
+    use crate::journal::tests::open_pg;
+
     fn open_temp() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("journal.db")).unwrap();
         (dir, j)
     }
 
-    #[test]
-    fn the_same_content_under_new_hints_is_found_and_its_hints_follow() {
-        let (_d, mut j) = open_temp();
+        fn the_same_content_under_new_hints_is_found_and_its_hints_follow(j: &mut Journal) {
         let s = Sample([7; 16]);
         let a = j
             .add_sampled(&ident("a.mp4", 10, 1), s, FileState::Queued)
@@ -371,9 +371,7 @@ mod tests {
         assert!(c.inserted);
     }
 
-    #[test]
-    fn a_gone_row_revived_resumes_and_its_orphan_is_withdrawn() {
-        let (_d, mut j) = open_temp();
+        fn a_gone_row_revived_resumes_and_its_orphan_is_withdrawn(j: &mut Journal) {
         let id = j
             .add_file(&ident("a.mp4", 100, 1), FileState::Queued)
             .unwrap()
@@ -402,9 +400,7 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_creating_request_in_doubt_is_a_possible_orphan() {
-        let (_d, mut j) = open_temp();
+        fn a_creating_request_in_doubt_is_a_possible_orphan(j: &mut Journal) {
         let id = j
             .add_file(&ident("big.mp4", 100, 1), FileState::Queued)
             .unwrap()
@@ -465,9 +461,7 @@ mod tests {
         assert_eq!(j.orphan_count().unwrap(), 0);
     }
 
-    #[test]
-    fn roots_are_remembered() {
-        let (_d, mut j) = open_temp();
+        fn roots_are_remembered(j: &mut Journal) {
         let root = Path::new("/srv/nas");
         assert_eq!(j.root_record(root).unwrap(), None);
         let rec = RootRecord {
@@ -480,9 +474,7 @@ mod tests {
         assert_eq!(j.root_record(root).unwrap().unwrap().dev, 6);
     }
 
-    #[test]
-    fn settled_files_are_queued_with_their_sample() {
-        let (_d, mut j) = open_temp();
+        fn settled_files_are_queued_with_their_sample(j: &mut Journal) {
         let id = j
             .add_file(&ident("a.mp4", 10, 1), FileState::Settling)
             .unwrap()
@@ -502,4 +494,12 @@ mod tests {
         assert_eq!(twins.len(), 1);
         assert!(j.drop_settling(id).is_err());
     }
+
+    crate::journal::tests::on_both!(
+        the_same_content_under_new_hints_is_found_and_its_hints_follow,
+        a_gone_row_revived_resumes_and_its_orphan_is_withdrawn,
+        a_creating_request_in_doubt_is_a_possible_orphan,
+        roots_are_remembered,
+        settled_files_are_queued_with_their_sample,
+    );
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::row::COLUMNS;
+use crate::config::{JournalSettings, PgJournalSettings};
 use super::sql::{args, pg_words, Conn, PgConn, Value};
 use super::{FileRow, Journal, JournalError};
 
@@ -49,6 +50,18 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
+impl From<&PgJournalSettings> for PgTarget {
+    fn from(p: &PgJournalSettings) -> PgTarget {
+        PgTarget {
+            url: p.url.clone(),
+            shown: p.redacted_url(),
+            password: p.password.as_ref().map(|s| s.expose().to_owned()),
+            node: p.node.clone(),
+            lease: p.lease,
+        }
+    }
+}
+
 /// This node's part of a shared journal: its name, its lease length, and
 /// the epoch of each file it holds.
 #[derive(Debug)]
@@ -57,6 +70,10 @@ pub(super) struct Cluster {
     pub(super) lease_ms: i64,
     /// Held files: id → the epoch its claim set.
     pub(super) leases: HashMap<i64, i64>,
+    /// Whether the uploads this node left `uploading` in its previous run
+    /// were put back in the queue (at start-up); from then on only expired
+    /// leases are taken over.
+    pub(super) swept_own: bool,
     target: PgTarget,
 }
 
@@ -92,9 +109,37 @@ fn connect(target: &PgTarget) -> Result<postgres::Client, JournalError> {
 }
 
 impl Journal {
+    /// The configured journal, to read it beside a running daemon
+    /// (`status`): the SQLite file read-only, or the shared one as it is
+    /// (never migrated from here).
+    pub fn open_configured_read_only(j: &JournalSettings) -> Result<Journal, JournalError> {
+        match &j.postgres {
+            None => Journal::open_read_only(&j.path),
+            Some(p) => Journal::connect_postgres(&PgTarget::from(p), false),
+        }
+    }
+
+    /// For `check-config`: connects to the shared journal and reads its
+    /// schema version (0: an empty database, set up at the first start),
+    /// with the version this ingestd writes. Changes nothing.
+    pub fn postgres_schema(target: &PgTarget) -> Result<(i64, usize), JournalError> {
+        let journal = Journal {
+            conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(connect(target)?)))),
+            path: PathBuf::from(&target.shown),
+            cluster: None,
+        };
+        Ok((journal.pg_version()?, PG_MIGRATIONS.len()))
+    }
+
     /// Connects to the journal in PostgreSQL, refusing a database that is
     /// not ingestd's or one with a newer schema, and applies the migrations.
     pub fn open_postgres(target: &PgTarget) -> Result<Journal, JournalError> {
+        Journal::connect_postgres(target, true)
+    }
+
+    /// [`Journal::open_postgres`]; without `migrate`, a database without the
+    /// schema this ingestd writes is refused instead of set up.
+    fn connect_postgres(target: &PgTarget, migrate: bool) -> Result<Journal, JournalError> {
         let client = connect(target)?;
         let journal = Journal {
             conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(client)))),
@@ -103,10 +148,30 @@ impl Journal {
                 node: target.node.clone(),
                 lease_ms: i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX),
                 leases: HashMap::new(),
+                swept_own: false,
                 target: target.clone(),
             }),
         };
-        journal.migrate_postgres()?;
+        if migrate {
+            journal.migrate_postgres()?;
+        } else {
+            let version = journal.pg_version()?;
+            if version == 0 {
+                return Err(JournalError::ForeignDatabase {
+                    url: target.shown.clone(),
+                    reason: "it holds no journal yet: nothing has been journaled there \
+                             (`ingestd run` sets it up)"
+                        .into(),
+                });
+            }
+            if version > PG_MIGRATIONS.len() as i64 {
+                return Err(JournalError::DatabaseTooNew {
+                    url: target.shown.clone(),
+                    found: version,
+                    supported: PG_MIGRATIONS.len(),
+                });
+            }
+        }
         Ok(journal)
     }
 
@@ -322,15 +387,23 @@ impl Journal {
 
     /// The `WHERE` condition, beside `state = 'uploading'`, of the files
     /// whose upload was interrupted: in SQLite every one (the process that
-    /// held them is gone); in a shared journal only this node's own (from
-    /// its previous run) and those whose lease ran out.
+    /// held them is gone); in a shared journal those whose lease ran out,
+    /// and at start-up this node's own (from its previous run).
     pub(super) fn interrupted_filter(&self) -> String {
         match &self.cluster {
             None => String::new(),
-            Some(c) => format!(
+            Some(c) if !c.swept_own => format!(
                 " AND (owner = '{}' OR lease_until IS NULL OR lease_until < {DB_NOW})",
                 c.node.replace('\'', "''")
             ),
+            Some(_) => format!(" AND (lease_until IS NULL OR lease_until < {DB_NOW})"),
+        }
+    }
+
+    /// This node's own interrupted uploads are back in the queue.
+    pub(super) fn swept_own(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.swept_own = true;
         }
     }
 

@@ -13,6 +13,8 @@ use super::*;
 
 /// The stored SHA-256 and the duplicate twins (`digest`).
 mod digest;
+/// Several nodes on one PostgreSQL journal: leases, fencing, leaders.
+mod cluster;
 
 fn ident(name: &str, size: u64) -> FileIdentity {
     FileIdentity {
@@ -26,15 +28,53 @@ fn ident(name: &str, size: u64) -> FileIdentity {
     }
 }
 
+/// A throwaway PostgreSQL server for the whole test binary.
+#[path = "../../../tests/common/pg.rs"]
+pub(super) mod pg_server;
+
+/// A journal in a fresh database of the shared test server; `None` (the
+/// test passes, loudly) where PostgreSQL is not installed.
+pub(super) fn open_pg() -> Option<(pg_server::PgDb, Journal)> {
+    let server = pg_server::shared()?;
+    let db = server.fresh_database("journal");
+    let target = PgTarget {
+        url: db.url.clone(),
+        shown: db.url.clone(),
+        password: Some(db.password.clone()),
+        node: "test-node".into(),
+        lease: Duration::from_secs(30),
+    };
+    let j = Journal::open_postgres(&target).unwrap();
+    Some((db, j))
+}
+
+/// Runs each test body (`fn name(j: &mut Journal)`) on both backends: a
+/// module per test with a `sqlite` and a `postgres` test.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                let (_d, mut j) = super::open_temp();
+                super::$name(&mut j);
+            }
+            #[test]
+            fn postgres() {
+                let Some((_db, mut j)) = super::open_pg() else { return };
+                super::$name(&mut j);
+            }
+        }
+    )*};
+}
+pub(super) use on_both;
+
 fn open_temp() -> (tempfile::TempDir, Journal) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&dir.path().join("sub/journal.db")).unwrap();
     (dir, j)
 }
 
-#[test]
-fn add_is_idempotent_per_identity() {
-    let (_d, mut j) = open_temp();
+fn add_is_idempotent_per_identity(j: &mut Journal) {
     let a = j.add_file(&ident("a.mp4", 10), FileState::Queued).unwrap();
     let b = j.add_file(&ident("a.mp4", 10), FileState::Queued).unwrap();
     assert!(a.inserted && !b.inserted);
@@ -45,9 +85,7 @@ fn add_is_idempotent_per_identity() {
     assert_ne!(c.id, a.id);
 }
 
-#[test]
-fn a_nested_failure_undoes_only_its_own_writes() {
-    let (_d, mut j) = open_temp();
+fn a_nested_failure_undoes_only_its_own_writes(j: &mut Journal) {
     let a = j
         .add_file(&ident("a.mp4", 10), FileState::Queued)
         .unwrap()
@@ -74,9 +112,7 @@ fn a_nested_failure_undoes_only_its_own_writes() {
     assert_eq!(j.get(b).unwrap().unwrap().state, FileState::Failed);
 }
 
-#[test]
-fn non_utf8_names_round_trip() {
-    let (_d, mut j) = open_temp();
+fn non_utf8_names_round_trip(j: &mut Journal) {
     let mut f = ident("x", 5);
     f.rel_path = PathBuf::from(OsStr::from_bytes(b"caf\xe9\nnew.mp4"));
     let a = j.add_file(&f, FileState::Queued).unwrap();
@@ -84,9 +120,7 @@ fn non_utf8_names_round_trip() {
     assert_eq!(row.identity, f);
 }
 
-#[test]
-fn happy_path_transitions() {
-    let (_d, mut j) = open_temp();
+fn happy_path_transitions(j: &mut Journal) {
     let a = j
         .add_file(&ident("a.mp4", 100), FileState::Settling)
         .unwrap();
@@ -120,9 +154,7 @@ fn happy_path_transitions() {
         .is_none());
 }
 
-#[test]
-fn guarded_transitions_refuse_wrong_state() {
-    let (_d, mut j) = open_temp();
+fn guarded_transitions_refuse_wrong_state(j: &mut Journal) {
     let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
     let err = j.record_progress(a.id, "vi1", 10).unwrap_err();
     assert!(
@@ -139,9 +171,7 @@ fn guarded_transitions_refuse_wrong_state() {
     assert!(matches!(err, JournalError::WrongState { actual: None, .. }));
 }
 
-#[test]
-fn retrying_waits_for_its_time_and_clock_jumps_back_count_as_due() {
-    let (_d, mut j) = open_temp();
+fn retrying_waits_for_its_time_and_clock_jumps_back_count_as_due(j: &mut Journal) {
     let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
     let now = now_ms();
     let cap = Duration::from_secs(300);
@@ -156,9 +186,7 @@ fn retrying_waits_for_its_time_and_clock_jumps_back_count_as_due() {
     assert_eq!(row.attempts, 2);
 }
 
-#[test]
-fn make_due_moves_only_the_given_retrying_rows_and_keeps_their_attempts() {
-    let (_d, mut j) = open_temp();
+fn make_due_moves_only_the_given_retrying_rows_and_keeps_their_attempts(j: &mut Journal) {
     let now = now_ms();
     let cap = Duration::from_secs(300);
     let a = j.add_file(&ident("a.mp4", 100), FileState::Queued).unwrap();
@@ -210,9 +238,7 @@ fn interrupted_uploads_are_resumed_with_their_progress() {
     assert_eq!(row.chunk_size, Some(40));
 }
 
-#[test]
-fn failing_with_restart_voids_the_progress() {
-    let (_d, mut j) = open_temp();
+fn failing_with_restart_voids_the_progress(j: &mut Journal) {
     let a = j.add_file(&ident("a", 100), FileState::Queued).unwrap();
     j.claim_next(now_ms(), Duration::from_secs(1), None)
         .unwrap();
@@ -226,9 +252,7 @@ fn failing_with_restart_voids_the_progress() {
     );
 }
 
-#[test]
-fn retry_failed_requeues_only_failed() {
-    let (_d, mut j) = open_temp();
+fn retry_failed_requeues_only_failed(j: &mut Journal) {
     let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
     let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
     j.mark_failed(a.id, "400 nope").unwrap();
@@ -238,9 +262,7 @@ fn retry_failed_requeues_only_failed() {
     assert_eq!(j.get(a.id).unwrap().unwrap().state, FileState::Queued);
 }
 
-#[test]
-fn claim_only_among_given_ids() {
-    let (_d, mut j) = open_temp();
+fn claim_only_among_given_ids(j: &mut Journal) {
     let _a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
     let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
     let row = j
@@ -255,9 +277,7 @@ fn claim_only_among_given_ids() {
     assert_eq!(j.unfinished(Scope::Ids(&[b.id])).unwrap(), 1);
 }
 
-#[test]
-fn a_batch_claims_only_its_files_until_they_leave_it() {
-    let (_d, mut j) = open_temp();
+fn a_batch_claims_only_its_files_until_they_leave_it(j: &mut Journal) {
     let cap = Duration::from_secs(1);
     let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
     let b = j.add_file(&ident("b", 2), FileState::Queued).unwrap();
@@ -353,9 +373,7 @@ fn read_only_open_sees_writes_and_refuses_missing() {
     assert_eq!(r.counts().unwrap().get(&FileState::Queued), Some(&1));
 }
 
-#[test]
-fn resettle_follows_a_growing_file_and_merges_into_an_existing_identity() {
-    let (_d, mut j) = open_temp();
+fn resettle_follows_a_growing_file_and_merges_into_an_existing_identity(j: &mut Journal) {
     let a = j
         .add_file(&ident("a.mp4", 10), FileState::Settling)
         .unwrap();
@@ -388,9 +406,7 @@ fn resettle_follows_a_growing_file_and_merges_into_an_existing_identity() {
     assert!(matches!(err, JournalError::WrongState { .. }), "{err}");
 }
 
-#[test]
-fn batch_transitions_skip_rows_in_other_states() {
-    let (_d, mut j) = open_temp();
+fn batch_transitions_skip_rows_in_other_states(j: &mut Journal) {
     let a = j.add_file(&ident("a", 1), FileState::Settling).unwrap();
     let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
     let c = j.add_file(&ident("c", 1), FileState::Done).unwrap();
@@ -414,9 +430,7 @@ fn batch_transitions_skip_rows_in_other_states() {
     );
 }
 
-#[test]
-fn monitoring_queries_count_work_ahead_per_root_and_the_oldest_wait() {
-    let (_d, mut j) = open_temp();
+fn monitoring_queries_count_work_ahead_per_root_and_the_oldest_wait(j: &mut Journal) {
     assert!(j.unfinished_by_root().unwrap().is_empty());
     assert_eq!(j.oldest_waiting_since().unwrap(), None);
     let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
@@ -436,9 +450,7 @@ fn monitoring_queries_count_work_ahead_per_root_and_the_oldest_wait() {
     assert_eq!(j.oldest_waiting_since().unwrap(), Some(created));
 }
 
-#[test]
-fn video_json_is_read_back() {
-    let (_d, mut j) = open_temp();
+fn video_json_is_read_back(j: &mut Journal) {
     let a = j.add_file(&ident("a", 1), FileState::Queued).unwrap();
     assert_eq!(j.video_json(a.id).unwrap(), None);
     j.claim_next(now_ms(), Duration::from_secs(1), None)
@@ -510,3 +522,21 @@ fn claiming_walks_the_queue_in_order_without_sorting_it() {
 fn column_count_matches_the_column_list() {
     assert_eq!(row::COLUMNS.split(',').count(), row::COLUMN_COUNT);
 }
+
+on_both!(
+    add_is_idempotent_per_identity,
+    a_nested_failure_undoes_only_its_own_writes,
+    non_utf8_names_round_trip,
+    happy_path_transitions,
+    guarded_transitions_refuse_wrong_state,
+    retrying_waits_for_its_time_and_clock_jumps_back_count_as_due,
+    make_due_moves_only_the_given_retrying_rows_and_keeps_their_attempts,
+    failing_with_restart_voids_the_progress,
+    retry_failed_requeues_only_failed,
+    claim_only_among_given_ids,
+    a_batch_claims_only_its_files_until_they_leave_it,
+    resettle_follows_a_growing_file_and_merges_into_an_existing_identity,
+    batch_transitions_skip_rows_in_other_states,
+    monitoring_queries_count_work_ahead_per_root_and_the_oldest_wait,
+    video_json_is_read_back,
+);

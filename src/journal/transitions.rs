@@ -171,6 +171,7 @@ impl Journal {
                 args![now_ms()],
             )
         })
+        .inspect(|_| self.swept_own())
     }
 
     /// At start-up, with `upload.in_doubt = "fail"` (before

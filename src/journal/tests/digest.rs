@@ -54,9 +54,7 @@ fn a_version_3_journal_opens_and_its_rows_have_no_sha256() {
     assert_eq!(j.sha256(rows[0].0.id).unwrap(), None);
 }
 
-#[test]
-fn the_sha256_is_stored_with_done_and_done_twins_are_found() {
-    let (_d, mut j) = open_temp();
+fn the_sha256_is_stored_with_done_and_done_twins_are_found(j: &mut Journal) {
     let s = crate::sample::Sample([4; 16]);
     let a = j
         .add_sampled(&ident("a.mp4", 100), s, FileState::Queued)
@@ -98,3 +96,7 @@ fn the_sha256_is_stored_with_done_and_done_twins_are_found() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].1.as_deref(), Some("ab"));
 }
+
+super::on_both!(
+    the_sha256_is_stored_with_done_and_done_twins_are_found,
+);
