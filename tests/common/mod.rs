@@ -29,6 +29,7 @@ mod daemon;
 #[allow(unused_imports)]
 pub use daemon::{stop_ok, strip_ansi, Daemon};
 mod mounts;
+pub mod pg;
 #[allow(unused_imports)]
 pub use mounts::{sh_quote, Ns};
 
