@@ -30,6 +30,8 @@ pub(crate) struct FileStatus {
     pub done_at: Option<i64>,
     /// The SHA-256 of the whole file (lowercase hex), once it is done.
     pub sha256: Option<String>,
+    /// In a shared journal: the node holding the file, or that last held it.
+    pub node: Option<String>,
 }
 
 impl FileStatus {
@@ -54,6 +56,7 @@ impl FileStatus {
             updated_at: r.updated_at,
             done_at: r.done_at,
             sha256: sha256.map(str::to_owned),
+            node: None,
         }
     }
 }
@@ -99,7 +102,8 @@ pub fn status(
     let filter = (!states.is_empty()).then_some(states);
     let rows = journal.list_hashed(filter)?;
     if json {
-        println!("{}", to_json(&rows));
+        let nodes = journal.file_nodes()?;
+        println!("{}", to_json(&rows, &nodes));
     } else {
         let rows: Vec<FileRow> = rows.into_iter().map(|(r, _)| r).collect();
         print!("{}", to_table(&rows));
@@ -108,10 +112,16 @@ pub fn status(
 }
 
 /// Each row with its stored SHA-256, as `status --json` prints them.
-pub(crate) fn to_json(rows: &[(FileRow, Option<String>)]) -> String {
+pub(crate) fn to_json(
+    rows: &[(FileRow, Option<String>)],
+    nodes: &std::collections::HashMap<i64, String>,
+) -> String {
     let all: Vec<FileStatus> = rows
         .iter()
-        .map(|(r, sha256)| FileStatus::of(r, sha256.as_deref()))
+        .map(|(r, sha256)| FileStatus {
+            node: nodes.get(&r.id).cloned(),
+            ..FileStatus::of(r, sha256.as_deref())
+        })
         .collect();
     // Serializing plain data with string keys cannot fail.
     serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())

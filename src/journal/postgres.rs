@@ -264,6 +264,20 @@ impl Journal {
         r
     }
 
+    /// In a shared journal, the node holding (or that last held) each file
+    /// that has been claimed; empty in SQLite.
+    pub fn file_nodes(&self) -> Result<HashMap<i64, String>, JournalError> {
+        if !self.is_postgres() {
+            return Ok(HashMap::new());
+        }
+        const OP: &str = "list the nodes of the files";
+        let rows = self.rows(OP, "SELECT id, owner FROM files WHERE owner IS NOT NULL", &[])?;
+        Ok(self
+            .map_rows(OP, rows, |r| Ok((r.i64(0)?, r.text(1)?)))?
+            .into_iter()
+            .collect())
+    }
+
     /// This node's name in a shared journal.
     pub fn node(&self) -> Option<&str> {
         self.cluster.as_ref().map(|c| c.node.as_str())

@@ -29,7 +29,7 @@ fn ident(name: &str, size: u64) -> FileIdentity {
 }
 
 /// A throwaway PostgreSQL server for the whole test binary.
-#[path = "../../../tests/common/pg.rs"]
+#[path = "../../tests/common/pg.rs"]
 pub(super) mod pg_server;
 
 /// A journal in a fresh database of the shared test server; `None` (the

@@ -1,0 +1,318 @@
+//! Several `ingestd run` nodes on one watch folder and one PostgreSQL
+//! journal (a real server, started by the tests): every file uploaded once,
+//! byte-exact; a node killed mid-upload is finished by another on the same
+//! videoId; a node paused past its lease writes and sends nothing more; the
+//! scanning leader killed is replaced; the database restarted under load.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::pg::{self, PgDb, PgServer};
+use common::{sha256, signal, toml_path, wait_until, watch, write_random, Daemon, Env, MIB};
+use ingestd::emulator::Fault;
+
+/// A shared journal in a fresh database, the emulator, and a watch folder
+/// every node watches.
+struct Cluster {
+    env: Env,
+    db: PgDb,
+}
+
+fn cluster_on(server: &PgServer, chunk: &str, extra: &str) -> Cluster {
+    let env = Env::new();
+    let db = server.fresh_database("cluster");
+    let password_file = env.dir.path().join("journal-password");
+    std::fs::write(&password_file, format!("{}\n", db.password)).unwrap();
+    let text = format!(
+        "[api]\nbase_url = \"{}\"\ntoken_file = {}\nchunk_size = \"{chunk}\"\n\n\
+         [journal]\nurl = \"{}\"\npassword_file = {}\nlease = \"3s\"\n\n\
+         [upload]\nconcurrency = 2\n{extra}\n{}",
+        env.emulator.base_url(),
+        toml_path(&env.token_file),
+        db.url,
+        toml_path(&password_file),
+        watch(&env.media, "300ms", ""),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    Cluster { env, db }
+}
+
+fn cluster(chunk: &str, extra: &str) -> Option<Cluster> {
+    Some(cluster_on(pg::shared()?, chunk, extra))
+}
+
+impl Cluster {
+    /// `ingestd run` as node `name`.
+    fn node(&self, name: &str) -> Daemon {
+        let child = self
+            .env
+            .cmd(&["run"])
+            .env("INGESTD_JOURNAL__NODE", name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Daemon::from_child(child)
+    }
+
+    /// `status --json`, by path.
+    fn rows(&self) -> BTreeMap<String, serde_json::Value> {
+        self.env
+            .status()
+            .into_iter()
+            .map(|r| (r["path"].as_str().unwrap().to_owned(), r))
+            .collect()
+    }
+
+    fn all_done(&self, n: usize) -> bool {
+        let rows = self.rows();
+        rows.len() == n && rows.values().all(|r| r["state"] == "done")
+    }
+
+    /// Every file of `files` is on the emulator once, complete and
+    /// byte-exact, and nothing else is.
+    fn assert_each_once(&self, files: &[PathBuf]) {
+        let videos = self.env.videos();
+        let mut by_title: BTreeMap<String, usize> = BTreeMap::new();
+        for v in &videos {
+            *by_title.entry(v.title.clone()).or_default() += 1;
+        }
+        assert_eq!(
+            videos.len(),
+            files.len(),
+            "one video per file, no duplicate: {by_title:?}"
+        );
+        let rows = self.rows();
+        for f in files {
+            let row = &rows[f.to_str().unwrap()];
+            let vid = row["video_id"].as_str().unwrap();
+            let v = self.env.video(vid);
+            assert!(v.complete, "{f:?}: {v:?}");
+            assert_eq!(v.sha256.as_deref(), Some(sha256(f).as_str()), "{f:?}");
+        }
+    }
+}
+
+fn files(dir: &Path, sizes: &[u64]) -> Vec<PathBuf> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let p = dir.join(format!("clip-{i:03}.mp4"));
+            write_random(&p, size, i as u64 + 1);
+            p
+        })
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(120);
+
+#[test]
+fn three_nodes_upload_every_file_once_and_share_the_work() {
+    let Some(c) = cluster("8MiB", "") else {
+        return;
+    };
+    // Latency on the first few hundred requests, so the nodes overlap.
+    c.env
+        .emulator
+        .push_faults(vec![Some(Fault::Latency(Duration::from_millis(40))); 300]);
+    let nodes: Vec<Daemon> = ["capture-01", "capture-02", "capture-03"]
+        .iter()
+        .map(|n| c.node(n))
+        .collect();
+    for d in &nodes {
+        assert!(d.wait_log("ingestd running", LONG), "{}", d.log());
+    }
+    let mut sizes = vec![41 * MIB, 42 * MIB, 45 * MIB];
+    sizes.extend((0..57).map(|i| 256 * 1024 + i * 4096));
+    let files = files(&c.env.media, &sizes);
+    assert!(
+        wait_until(LONG, || c.all_done(files.len())),
+        "not all done: {:?}\n{}",
+        c.rows().values().filter(|r| r["state"] != "done").collect::<Vec<_>>(),
+        nodes.iter().map(|d| d.log()).collect::<Vec<_>>().join("\n----\n")
+    );
+    c.assert_each_once(&files);
+    let per_node: Vec<usize> = nodes.iter().map(|d| d.count("upload done")).collect();
+    assert_eq!(per_node.iter().sum::<usize>(), files.len(), "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "one node did everything: {per_node:?}"
+    );
+    // One node scanned the folder; status names the node of each file.
+    let scanners = nodes
+        .iter()
+        .filter(|d| d.count("this node now scans the folder") > 0)
+        .count();
+    assert_eq!(scanners, 1);
+    let named: BTreeSet<String> = c
+        .rows()
+        .values()
+        .map(|r| r["node"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(named.iter().all(|n| n.starts_with("capture-0")), "{named:?}");
+    for d in nodes {
+        common::stop_ok(d);
+    }
+}
+
+/// One large file, sent slowly by `first`; the row once it has progress.
+fn started_upload(c: &Cluster, first: &Daemon) -> (PathBuf, String) {
+    assert!(first.wait_log("ingestd running", LONG), "{}", first.log());
+    let file = files(&c.env.media, &[48 * MIB]).remove(0);
+    let key = file.to_str().unwrap().to_owned();
+    assert!(
+        wait_until(LONG, || c
+            .rows()
+            .get(&key)
+            .is_some_and(|r| r["bytes_uploaded"].as_u64().unwrap_or(0) > 0)),
+        "never started: {:?}\n{}",
+        c.rows(),
+        first.log()
+    );
+    let vid = c.rows()[&key]["video_id"].as_str().unwrap().to_owned();
+    (file, vid)
+}
+
+#[test]
+fn a_node_killed_mid_upload_is_finished_by_another_on_the_same_video() {
+    let Some(c) = cluster("8MiB", "bandwidth_limit = \"8MiB\"") else {
+        return;
+    };
+    let a = c.node("node-a");
+    let (file, vid) = started_upload(&c, &a);
+    let b = c.node("node-b");
+    assert!(b.wait_log("ingestd running", LONG), "{}", b.log());
+    signal(&a.child, libc::SIGKILL);
+    let key = file.to_str().unwrap().to_owned();
+    assert!(
+        wait_until(LONG, || c.all_done(1)),
+        "{:?}\n{}",
+        c.rows(),
+        b.log()
+    );
+    let row = &c.rows()[&key];
+    assert_eq!(row["video_id"], vid.as_str(), "the same video");
+    assert_eq!(row["node"], "node-b");
+    c.assert_each_once(std::slice::from_ref(&file));
+    // At most the chunk in flight was sent twice.
+    let size = 48 * MIB;
+    let sent = c.env.emulator.stats().body_bytes;
+    assert!(sent <= size + 8 * MIB + MIB, "sent {sent} for {size}");
+    assert!(b.log().contains("took over the uploads"), "{}", b.log());
+    common::stop_ok(b);
+}
+
+#[test]
+fn a_node_paused_past_its_lease_writes_and_sends_nothing_more() {
+    let Some(c) = cluster("4MiB", "bandwidth_limit = \"4MiB\"") else {
+        return;
+    };
+    let a = c.node("node-a");
+    let (file, vid) = started_upload(&c, &a);
+    signal(&a.child, libc::SIGSTOP);
+    let b = c.node("node-b");
+    let key = file.to_str().unwrap().to_owned();
+    assert!(
+        wait_until(LONG, || c.rows()[&key]["node"] == "node-b"),
+        "never taken over: {:?}\n{}",
+        c.rows(),
+        b.log()
+    );
+    signal(&a.child, libc::SIGCONT);
+    assert!(
+        wait_until(LONG, || c.all_done(1)),
+        "{:?}\n{}\n----\n{}",
+        c.rows(),
+        a.log(),
+        b.log()
+    );
+    assert_eq!(c.rows()[&key]["video_id"], vid.as_str());
+    c.assert_each_once(std::slice::from_ref(&file));
+    assert!(
+        wait_until(Duration::from_secs(20), || a.log().contains("lease on it was lost")
+            || a.log().contains("lease on the file was lost")),
+        "node-a never noticed:\n{}",
+        a.log()
+    );
+    assert_eq!(a.count("upload done"), 0, "{}", a.log());
+    common::stop_ok(a);
+    common::stop_ok(b);
+}
+
+#[test]
+fn the_scanning_leader_killed_is_replaced_and_no_file_is_missed_or_doubled() {
+    let Some(c) = cluster("8MiB", "") else {
+        return;
+    };
+    let sizes: Vec<u64> = (0..150).map(|i| 64 * 1024 + i).collect();
+    let files = files(&c.env.media, &sizes);
+    let a = c.node("node-a");
+    assert!(
+        a.wait_log("this node now scans the folder", LONG),
+        "{}",
+        a.log()
+    );
+    let b = c.node("node-b");
+    assert!(b.wait_log("ingestd running", LONG), "{}", b.log());
+    signal(&a.child, libc::SIGKILL);
+    assert!(
+        b.wait_log("this node now scans the folder", LONG),
+        "node-b never took over the scan:\n{}",
+        b.log()
+    );
+    // A file dropped after the leader died is found by the new one.
+    let late = c.env.media.join("late.mp4");
+    write_random(&late, 100_000, 999);
+    let mut all = files.clone();
+    all.push(late);
+    assert!(
+        wait_until(LONG, || c.all_done(all.len())),
+        "{:?}\n{}",
+        c.rows().values().filter(|r| r["state"] != "done").collect::<Vec<_>>(),
+        b.log()
+    );
+    c.assert_each_once(&all);
+    common::stop_ok(b);
+}
+
+#[test]
+fn the_database_restarted_under_load_pauses_and_resumes_the_nodes() {
+    // A server of this test's own: restarting the shared one would
+    // disturb every other test of this binary.
+    let Some(server) = pg::private() else {
+        return;
+    };
+    let c = cluster_on(&server, "2MiB", "bandwidth_limit = \"8MiB\"");
+    let a = c.node("node-a");
+    let b = c.node("node-b");
+    for d in [&a, &b] {
+        assert!(d.wait_log("ingestd running", LONG), "{}", d.log());
+    }
+    let sizes: Vec<u64> = (0..12).map(|i| 3 * MIB + i * 1000).collect();
+    let files = files(&c.env.media, &sizes);
+    assert!(wait_until(LONG, || c
+        .rows()
+        .values()
+        .any(|r| r["state"] == "done")));
+    server.restart();
+    assert!(
+        wait_until(LONG, || c.all_done(files.len())),
+        "{:?}\n{}\n----\n{}",
+        c.rows(),
+        a.log(),
+        b.log()
+    );
+    c.assert_each_once(&files);
+    let logs = format!("{}\n{}", a.log(), b.log());
+    assert!(
+        logs.contains("the journal's database answers again"),
+        "no node noticed the restart:\n{logs}"
+    );
+    common::stop_ok(a);
+    common::stop_ok(b);
+}
