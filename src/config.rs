@@ -9,7 +9,9 @@
 //! - The raw values are deserialized with `deny_unknown_fields`, then checked
 //!   and converted into [`Settings`]; nothing downstream re-validates.
 //! - The upload token is a secret: it never appears in an error, a `Debug`
-//!   output or [`Settings::render`].
+//!   output or [`Settings::render`]. So is the shared journal's password,
+//!   whether from `journal.password_file`, the systemd credential or
+//!   `journal.url` itself (shown only as [`PgJournalSettings::redacted_url`]).
 //!
 //! [`load_from`] takes the environment as a parameter so that tests never touch
 //! the process environment.
@@ -17,7 +19,8 @@
 //! # Layout: raw → validated, once
 //!
 //! `sources` (file and environment layers) → `raw` (serde structs, every key
-//! optional) → `validate` (each check with its error) → `settings` (the
+//! optional) → `validate` (each check with its error; `pg_journal` for the
+//! journal shared by several nodes) → `settings` (the
 //! checked types everything else uses); `values` holds the scalar types the
 //! raw structs deserialize through, `error` the errors, `render` the
 //! effective configuration for `check-config`.
@@ -28,6 +31,7 @@
 
 mod error;
 mod live;
+mod pg_journal;
 mod raw;
 mod render;
 mod settings;
@@ -41,9 +45,10 @@ pub use error::{ConfigError, ValueOrigin};
 pub use live::Live;
 pub use settings::{
     journal_root, AfterUpload, ApiSettings, Duplicates, InDoubt, JournalSettings, LogFormat,
-    LogSettings, MetricsSettings, ModifyWindow, Readiness, Settings, TokenSource, UploadSettings,
-    UploadToken, WatchMode, WatchSettings, DEFAULT_CHUNK_SIZE, DEFAULT_CONFIG_PATH, MAX_CHUNK_SIZE,
-    MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL,
+    LogSettings, MetricsSettings, ModifyWindow, PgJournalSettings, Readiness, Secret, Settings,
+    TokenSource, UploadSettings, UploadToken, WatchMode, WatchSettings, DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONFIG_PATH, DEFAULT_LEASE, LEASE_HEARTBEATS, MAX_CHUNK_SIZE, MAX_CONCURRENCY,
+    MAX_LEASE, MAX_NODE_LEN, MIN_CHUNK_SIZE, MIN_HEARTBEAT, MIN_LEASE, MIN_POLL_INTERVAL,
 };
 
 use raw::{figment_error, RawConfig};

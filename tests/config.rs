@@ -1,5 +1,6 @@
 //! Configuration loading: defaults, file, environment, validation and the
-//! secrecy of the upload token. The environment is always passed explicitly.
+//! secrecy of the upload token and the shared journal's password. The
+//! environment is always passed explicitly (and cleared for the binary).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -855,6 +856,627 @@ fn the_token_never_appears_in_debug_or_render() {
     }
 }
 
+// --- the journal shared by several nodes (PostgreSQL) -----------------------
+
+const PG_SECRET: &str = "pgSECRETpassw0rd";
+
+fn assert_password_absent(text: &str) {
+    assert!(!text.contains(PG_SECRET), "the password leaked: {text}");
+    assert!(
+        !text.contains("SECRETpass"),
+        "part of the password leaked: {text}"
+    );
+}
+
+fn assert_error_hides_password(error: &ConfigError) {
+    assert_password_absent(&error.to_string());
+    assert_password_absent(&format!("{error:?}"));
+}
+
+fn assert_settings_hide_password(settings: &Settings) {
+    assert_password_absent(&format!("{settings:?}"));
+    assert_password_absent(&format!("{settings:#?}"));
+    assert_password_absent(&settings.render());
+}
+
+fn pg(settings: &Settings) -> &config::PgJournalSettings {
+    settings
+        .journal
+        .postgres
+        .as_ref()
+        .expect("a shared journal")
+}
+
+#[test]
+fn a_shared_journal_is_configured_by_url_and_rendered_without_its_password() {
+    let fixture = Fixture::new("");
+    let password_file = fixture.file("journal-password", &format!("{PG_SECRET}\n"));
+    std::fs::write(
+        &fixture.path,
+        format!(
+            "[journal]\nurl = \"postgresql://ingestd@db.studio.lan/ingestd\"\n\
+             password_file = {:?}\nnode = \"capture-01\"\nlease = \"45s\"\nheartbeat = \"15s\"\n",
+            password_file.display().to_string()
+        ),
+    )
+    .expect("write");
+    let settings = fixture
+        .load(&[("STATE_DIRECTORY", "/var/lib/ingestd")])
+        .expect("loads");
+    let journal = pg(&settings);
+    assert_eq!(journal.url, "postgresql://ingestd@db.studio.lan/ingestd");
+    assert_eq!(
+        journal.password.as_ref().expect("a password").expose(),
+        PG_SECRET,
+        "one trailing newline trimmed"
+    );
+    assert_eq!(
+        journal.password_source,
+        format!("from {}", password_file.display())
+    );
+    assert_eq!(journal.node, "capture-01");
+    assert_eq!(journal.lease, Duration::from_secs(45));
+    assert_eq!(journal.heartbeat, Duration::from_secs(15));
+    // The SQLite path keeps its default, unused.
+    assert_eq!(
+        settings.journal.path,
+        PathBuf::from("/var/lib/ingestd/journal.db")
+    );
+
+    assert_settings_hide_password(&settings);
+    let rendered = settings.render();
+    for expected in [
+        "url = \"postgresql://ingestd@db.studio.lan/ingestd\"",
+        &format!("password_file = {:?}", password_file.display().to_string()),
+        "# password: <redacted>, from ",
+        "node = \"capture-01\"",
+        "lease = \"45s\"",
+        "heartbeat = \"15s\"",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "{rendered}\nshould contain {expected}"
+        );
+    }
+    assert!(!rendered.contains("journal.db\""), "{rendered}");
+    // It loads back to the same.
+    let again = Fixture::new(&rendered)
+        .load(&[])
+        .expect("render loads back");
+    assert_eq!(again.journal.postgres, settings.journal.postgres);
+}
+
+#[test]
+fn without_a_url_the_journal_renders_as_before() {
+    let settings = load_toml("[journal]\npath = \"/data/journal.db\"\n").expect("loads");
+    assert_eq!(settings.journal.postgres, None);
+    let rendered = settings.render();
+    assert!(
+        rendered.contains("\n[journal]\npath = \"/data/journal.db\"\n\n[upload]"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_password_in_the_url_counts_and_is_redacted() {
+    let url =
+        format!("postgresql://ingestd:{PG_SECRET}@db.studio.lan:5433/ingestd?sslmode=require");
+    let settings =
+        load_toml(&format!("[journal]\nurl = \"{url}\"\nnode = \"n1\"\n")).expect("loads");
+    let journal = pg(&settings);
+    assert_eq!(journal.url, url, "kept as configured");
+    assert_eq!(
+        journal.password.as_ref().expect("password").expose(),
+        PG_SECRET
+    );
+    assert_eq!(journal.password_source, "in the URL");
+    assert_eq!(
+        journal.redacted_url(),
+        "postgresql://ingestd:***@db.studio.lan:5433/ingestd?sslmode=require"
+    );
+    assert_settings_hide_password(&settings);
+    assert!(settings
+        .render()
+        .contains("url = \"postgresql://ingestd:***@db.studio.lan:5433/ingestd?sslmode=require\""));
+    assert!(settings
+        .render()
+        .contains("# password: <redacted>, in the URL"));
+
+    // As a parameter too.
+    let settings = Fixture::new("")
+        .load(&[
+            (
+                "INGESTD_JOURNAL__URL",
+                &format!("postgres://db/ingestd?user=ingestd&password={PG_SECRET}"),
+            ),
+            ("INGESTD_JOURNAL__NODE", "n1"),
+        ])
+        .expect("loads");
+    assert_eq!(pg(&settings).password_source, "in the URL");
+    assert_settings_hide_password(&settings);
+
+    // And a password file besides is one too many.
+    let fixture = Fixture::new(&format!("[journal]\nurl = \"{url}\"\nnode = \"n1\"\n"));
+    let file = fixture.file("journal-password", "other");
+    let error = fixture.error(&[(
+        "INGESTD_JOURNAL__PASSWORD_FILE",
+        &file.display().to_string(),
+    )]);
+    assert_eq!(invalid_key(&error).0, "journal.password_file");
+    assert_mentions(
+        &error,
+        &["INGESTD_JOURNAL__PASSWORD_FILE", "journal.url", "line 2"],
+    );
+    assert_error_hides_password(&error);
+}
+
+#[test]
+fn journal_path_and_url_together_are_an_error() {
+    let url = format!("postgresql://ingestd:{PG_SECRET}@db/ingestd");
+    let error = load_toml(&format!(
+        "[journal]\npath = \"/data/journal.db\"\nurl = \"{url}\"\n"
+    ))
+    .expect_err("refused");
+    assert!(
+        matches!(error, ConfigError::JournalConflict { .. }),
+        "{error:?}"
+    );
+    assert_mentions(
+        &error,
+        &[
+            "journal.path and journal.url are both set",
+            "line 2",
+            "line 3",
+            "use one: path for a journal on this machine, url for one shared by several nodes",
+        ],
+    );
+    assert_error_hides_password(&error);
+
+    // One from the environment: named as such.
+    let fixture = Fixture::new("[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\n");
+    let error = fixture.error(&[("INGESTD_JOURNAL__PATH", "/data/journal.db")]);
+    assert_mentions(&error, &["INGESTD_JOURNAL__PATH", "line 2"]);
+}
+
+#[test]
+fn a_bad_journal_url_is_refused_without_its_password() {
+    let fixture = Fixture::new("[journal]\nnode = \"n1\"\n");
+    for (url, says) in [
+        ("", "empty"),
+        ("mysql://ingestd@db/ingestd", "not a PostgreSQL URL"),
+        ("db.studio.lan/ingestd", "not a PostgreSQL URL"),
+        (
+            "postgresql://ingestd@db/ingestd?nonsense=1",
+            "unknown option `nonsense`",
+        ),
+        ("postgresql://ingestd@db/ingestd?sslmode=maybe", "sslmode"),
+        ("postgresql://ingestd@db:port/ingestd", "port"),
+        ("postgresql:///ingestd", "names no host"),
+        ("postgresql://ingestd@x@db/ingestd", "more than one '@'"),
+    ] {
+        let error = fixture.error(&[("INGESTD_JOURNAL__URL", url)]);
+        assert_eq!(invalid_key(&error).0, "journal.url", "{url}");
+        assert_mentions(&error, &[says, "INGESTD_JOURNAL__URL", "postgresql://"]);
+    }
+    for url in [
+        format!("mysql://ingestd:{PG_SECRET}@db/ingestd"),
+        format!("postgresql://ingestd:{PG_SECRET}@db/ingestd?nonsense=1"),
+        format!("postgresql://ingestd:{PG_SECRET}@db:port/ingestd"),
+        format!("postgresql://ingestd:{PG_SECRET}@/ingestd"),
+        format!("postgresql://ingestd:pg@{PG_SECRET}@db/ingestd"),
+        format!("postgresql://db/ingestd?password={PG_SECRET}&sslmode=maybe"),
+        format!("host=db password={PG_SECRET}"),
+    ] {
+        let error = fixture.error(&[("INGESTD_JOURNAL__URL", &url)]);
+        assert_eq!(invalid_key(&error).0, "journal.url", "{url}");
+        assert_error_hides_password(&error);
+    }
+    // The wrong type never quotes it either.
+    for toml in [
+        format!("[journal]\nurl = [\"postgresql://u:{PG_SECRET}@db/x\"]\n"),
+        format!("[journal]\n[journal.url]\nx = \"postgresql://u:{PG_SECRET}@db/x\"\n"),
+    ] {
+        let error = load_toml(&toml).expect_err("not a string");
+        assert_eq!(invalid_key(&error).0, "journal.url", "{toml}");
+        assert_error_hides_password(&error);
+    }
+}
+
+#[test]
+fn a_missing_unreadable_or_empty_password_file_is_an_error() {
+    let fixture =
+        Fixture::new("[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"n1\"\n");
+    let missing = fixture.dir.path().join("no-such-password");
+    let error = fixture.error(&[(
+        "INGESTD_JOURNAL__PASSWORD_FILE",
+        &missing.display().to_string(),
+    )]);
+    match &error {
+        ConfigError::PasswordFile {
+            path, error: io, ..
+        } => {
+            assert_eq!(path, &missing);
+            assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected PasswordFile, got {other:?}"),
+    }
+    assert_mentions(
+        &error,
+        &[
+            &missing.display().to_string(),
+            "INGESTD_JOURNAL__PASSWORD_FILE",
+            "os error",
+            "create it",
+        ],
+    );
+
+    let dir = fixture.dir.path().join("a-directory");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let error = fixture.error(&[("INGESTD_JOURNAL__PASSWORD_FILE", &dir.display().to_string())]);
+    assert!(
+        matches!(&error, ConfigError::PasswordFile { path, .. } if path == &dir),
+        "{error:?}"
+    );
+
+    for (name, contents) in [("empty", ""), ("newline", "\n"), ("crlf", "\r\n")] {
+        let empty = fixture.file(name, contents);
+        let error = fixture.error(&[(
+            "INGESTD_JOURNAL__PASSWORD_FILE",
+            &empty.display().to_string(),
+        )]);
+        assert!(
+            matches!(error, ConfigError::BadPassword { .. }),
+            "{error:?}"
+        );
+        assert_mentions(&error, &["empty", &empty.display().to_string()]);
+    }
+    let two_lines = fixture.file("two-lines", &format!("{PG_SECRET}\n{PG_SECRET}\n"));
+    let error = fixture.error(&[(
+        "INGESTD_JOURNAL__PASSWORD_FILE",
+        &two_lines.display().to_string(),
+    )]);
+    assert_mentions(&error, &["more than one line"]);
+    assert_error_hides_password(&error);
+
+    // Spaces are part of a password; only one line ending is trimmed.
+    let spaced = fixture.file("spaced", &format!(" {PG_SECRET} \r\n"));
+    let settings = fixture
+        .load(&[(
+            "INGESTD_JOURNAL__PASSWORD_FILE",
+            &spaced.display().to_string(),
+        )])
+        .expect("loads");
+    assert_eq!(
+        pg(&settings).password.as_ref().expect("password").expose(),
+        format!(" {PG_SECRET} ")
+    );
+    assert_settings_hide_password(&settings);
+}
+
+#[test]
+fn the_journal_password_can_be_a_systemd_credential() {
+    let fixture =
+        Fixture::new("[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"n1\"\n");
+    let credentials = tempfile::tempdir().expect("tempdir");
+    let credentials_dir = credentials.path().display().to_string();
+    let env = [("CREDENTIALS_DIRECTORY", credentials_dir.as_str())];
+
+    // No credential file: no password, and that is not an error.
+    let settings = fixture.load(&env).expect("loads");
+    assert_eq!(pg(&settings).password, None);
+    assert_eq!(pg(&settings).password_source, "none");
+    assert!(settings.render().contains("# password: none"));
+
+    std::fs::write(
+        credentials.path().join("journal-password"),
+        format!("{PG_SECRET}\n"),
+    )
+    .expect("write");
+    let settings = fixture.load(&env).expect("loads");
+    let journal = pg(&settings);
+    assert_eq!(
+        journal.password.as_ref().expect("password").expose(),
+        PG_SECRET
+    );
+    assert_eq!(
+        journal.password_source,
+        "systemd credential journal-password, from $CREDENTIALS_DIRECTORY"
+    );
+    assert_settings_hide_password(&settings);
+    assert!(settings
+        .render()
+        .contains("# password: <redacted>, systemd credential journal-password"));
+
+    // An explicit password file wins over the credential.
+    let file = fixture.file("journal-password", "other");
+    let settings = fixture
+        .load(&[
+            env[0],
+            (
+                "INGESTD_JOURNAL__PASSWORD_FILE",
+                &file.display().to_string(),
+            ),
+        ])
+        .expect("loads");
+    assert_eq!(
+        pg(&settings).password.as_ref().expect("pw").expose(),
+        "other"
+    );
+
+    // Without a url the credential is not read, and is no error.
+    let settings = Fixture::new("").load(&env).expect("loads");
+    assert_eq!(settings.journal.postgres, None);
+}
+
+#[test]
+fn the_lease_must_outlast_three_heartbeats() {
+    let url = "[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"n1\"\n";
+    // Defaults: 30s, and a third of the lease.
+    let settings = load_toml(url).expect("loads");
+    assert_eq!(pg(&settings).lease, Duration::from_secs(30));
+    assert_eq!(pg(&settings).heartbeat, Duration::from_secs(10));
+    let settings = load_toml(&format!("{url}lease = \"1m\"\n")).expect("loads");
+    assert_eq!(pg(&settings).heartbeat, Duration::from_secs(20));
+    let settings = load_toml(&format!("{url}lease = \"10s\"\n")).expect("loads");
+    assert_eq!(pg(&settings).heartbeat, Duration::from_millis(3333));
+    assert!(settings.render().contains("heartbeat = \"3s 333ms\""));
+    let settings =
+        load_toml(&format!("{url}lease = \"30s\"\nheartbeat = \"10s\"\n")).expect("exactly 3");
+    assert_eq!(pg(&settings).heartbeat, Duration::from_secs(10));
+
+    let error =
+        load_toml(&format!("{url}lease = \"30s\"\nheartbeat = \"11s\"\n")).expect_err("refused");
+    assert_eq!(invalid_key(&error), ("journal.heartbeat", Some(5)));
+    assert_mentions(
+        &error,
+        &[
+            "journal.lease (30s in",
+            "line 4) must be at least 3 × journal.heartbeat (11s in",
+            "a node renews its leases every heartbeat, and a lease must survive two missed renewals",
+            "at most \"10s\"",
+            "at least \"33s\"",
+        ],
+    );
+    // Against the default lease, from the environment.
+    let error = Fixture::new(url).error(&[("INGESTD_JOURNAL__HEARTBEAT", "20s")]);
+    assert_mentions(
+        &error,
+        &[
+            "journal.lease (30s (built-in default))",
+            "INGESTD_JOURNAL__HEARTBEAT",
+        ],
+    );
+    let error = load_toml(&format!("{url}heartbeat = \"0s\"\n")).expect_err("refused");
+    assert_mentions(&error, &["journal.heartbeat", "too short", "\"1s\""]);
+    let error =
+        load_toml(&format!("{url}heartbeat = \"10000000000000000000\"\n")).expect_err("refused");
+    assert_eq!(invalid_key(&error).0, "journal.heartbeat");
+}
+
+#[test]
+fn the_lease_is_between_3_seconds_and_an_hour() {
+    let url = "[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"n1\"\n";
+    for ok in ["3s", "1h", "10m"] {
+        let settings = load_toml(&format!("{url}lease = \"{ok}\"\n")).expect(ok);
+        let journal = pg(&settings);
+        assert!(journal.lease >= journal.heartbeat * 3, "{ok}");
+    }
+    for bad in ["2s", "2999ms", "1h 1s", "2h", "0"] {
+        let error = load_toml(&format!("{url}lease = \"{bad}\"\n")).expect_err(bad);
+        assert_eq!(invalid_key(&error), ("journal.lease", Some(4)), "{bad}");
+        assert_mentions(&error, &["out of range", "between 3s and 1h"]);
+    }
+    let error = load_toml(&format!("{url}lease = \"soon\"\n")).expect_err("not a duration");
+    assert_mentions(&error, &["journal.lease", "\"soon\""]);
+}
+
+#[test]
+fn node_names_are_checked_and_default_to_the_host_name() {
+    let fixture = Fixture::new("[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\n");
+    for bad in ["capture 01", "", "a/b", "café", &"n".repeat(64)] {
+        let error = fixture.error(&[("INGESTD_JOURNAL__NODE", bad)]);
+        assert_eq!(invalid_key(&error).0, "journal.node", "{bad:?}");
+        assert_mentions(&error, &["INGESTD_JOURNAL__NODE", "1 to 63", "capture-01"]);
+    }
+    let error = load_toml("[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"a b\"\n")
+        .expect_err("refused");
+    assert_eq!(invalid_key(&error), ("journal.node", Some(3)));
+    // Leading zeros from the environment are kept: it is text.
+    let settings = fixture
+        .load(&[("INGESTD_JOURNAL__NODE", "0042")])
+        .expect("loads");
+    assert_eq!(pg(&settings).node, "0042");
+    // The default is the host name (when it is a valid node name).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let host = host.trim_end();
+    match fixture.load(&[]) {
+        Ok(settings) => assert_eq!(pg(&settings).node, host),
+        Err(error) => assert_mentions(
+            &error,
+            &["journal.node", "the host name", "set journal.node"],
+        ),
+    }
+}
+
+#[test]
+fn the_journal_keys_are_taken_from_the_environment() {
+    let fixture = Fixture::new("[journal]\nlease = \"1m\"\n");
+    let settings = fixture
+        .load(&[
+            (
+                "INGESTD_JOURNAL__URL",
+                "postgresql://ingestd@db.studio.lan/ingestd",
+            ),
+            ("INGESTD_JOURNAL__NODE", "capture-02"),
+            ("INGESTD_JOURNAL__LEASE", "90"),
+            ("INGESTD_JOURNAL__HEARTBEAT", "20s"),
+        ])
+        .expect("loads");
+    let journal = pg(&settings);
+    assert_eq!(journal.url, "postgresql://ingestd@db.studio.lan/ingestd");
+    assert_eq!(journal.node, "capture-02");
+    assert_eq!(
+        journal.lease,
+        Duration::from_secs(90),
+        "the environment wins"
+    );
+    assert_eq!(journal.heartbeat, Duration::from_secs(20));
+}
+
+#[test]
+fn the_shared_journal_keys_need_a_url() {
+    for (toml, key) in [
+        (
+            "password_file = \"/etc/ingestd/journal-password\"",
+            "journal.password_file",
+        ),
+        ("node = \"capture-01\"", "journal.node"),
+        ("lease = \"30s\"", "journal.lease"),
+        ("heartbeat = \"10s\"", "journal.heartbeat"),
+    ] {
+        let error = load_toml(&format!("[journal]\n{toml}\n")).expect_err(toml);
+        assert_eq!(invalid_key(&error), (key, Some(2)), "{toml}");
+        assert_mentions(
+            &error,
+            &["only applies", "journal.url", "set journal.url, or remove"],
+        );
+    }
+    let error = Fixture::new("").error(&[("INGESTD_JOURNAL__NODE", "n1")]);
+    assert_mentions(
+        &error,
+        &["journal.node", "INGESTD_JOURNAL__NODE", "only applies"],
+    );
+}
+
+/// Environment variables for one run.
+type Vars<'a> = Vec<(&'a str, &'a str)>;
+
+/// `ingestd check-config --config FILE` in `dir`, with only `env`.
+fn check_config(dir: &Path, config: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .arg("--config")
+        .arg(config)
+        .arg("check-config")
+        .current_dir(dir)
+        .env_clear()
+        .env("INGESTD_API__TOKEN", "to1checkconfig")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ingestd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_config_shows_the_shared_journal_and_refuses_its_errors_with_78() {
+    let fixture = Fixture::new("");
+    let password_file = fixture.file("journal-password", PG_SECRET);
+    let credentials = tempfile::tempdir().expect("tempdir");
+    std::fs::write(credentials.path().join("journal-password"), PG_SECRET).expect("write");
+    let credentials_dir = credentials.path().display().to_string();
+    let password_file_text = password_file.display().to_string();
+    let url_with_password = format!("postgresql://ingestd:{PG_SECRET}@db.studio.lan/ingestd");
+    let good =
+        "[journal]\nurl = \"postgresql://ingestd@db.studio.lan/ingestd\"\nnode = \"capture-01\"\n";
+    let cases: [(&str, Vars, &[&str]); 3] = [
+        (
+            good,
+            vec![(
+                "INGESTD_JOURNAL__PASSWORD_FILE",
+                password_file_text.as_str(),
+            )],
+            &["# password: <redacted>, from "],
+        ),
+        (
+            good,
+            vec![("CREDENTIALS_DIRECTORY", credentials_dir.as_str())],
+            &["# password: <redacted>, systemd credential journal-password"],
+        ),
+        (
+            "[journal]\nnode = \"capture-01\"\n",
+            vec![("INGESTD_JOURNAL__URL", url_with_password.as_str())],
+            &[
+                "ingestd:***@db.studio.lan",
+                "# password: <redacted>, in the URL",
+            ],
+        ),
+    ];
+    for (toml, env, expected) in cases {
+        std::fs::write(&fixture.path, toml).expect("write");
+        let (code, text) = check_config(fixture.dir.path(), &fixture.path, &env);
+        assert_eq!(code, Some(0), "{text}");
+        assert_password_absent(&text);
+        for part in [
+            "url = \"postgresql://ingestd",
+            "node = \"capture-01\"",
+            "lease = \"30s\"",
+            "heartbeat = \"10s\"",
+        ]
+        .iter()
+        .chain(expected)
+        {
+            assert!(text.contains(part), "{text}\nshould contain {part}");
+        }
+    }
+
+    let missing = fixture
+        .dir
+        .path()
+        .join("no-such-password")
+        .display()
+        .to_string();
+    let refused: [(String, Vars, &[&str]); 6] = [
+        (
+            format!("[journal]\npath = \"/data/journal.db\"\nurl = \"{url_with_password}\"\n"),
+            vec![],
+            &["journal.path and journal.url are both set"],
+        ),
+        (
+            format!("[journal]\nurl = \"mysql://ingestd:{PG_SECRET}@db/ingestd\"\n"),
+            vec![],
+            &["journal.url", "not a PostgreSQL URL"],
+        ),
+        (
+            good.to_string(),
+            vec![("INGESTD_JOURNAL__PASSWORD_FILE", missing.as_str())],
+            &["cannot read the journal password file", "no-such-password"],
+        ),
+        (
+            format!("{good}lease = \"30s\"\nheartbeat = \"15s\"\n"),
+            vec![(
+                "INGESTD_JOURNAL__PASSWORD_FILE",
+                password_file_text.as_str(),
+            )],
+            &["must be at least 3 × journal.heartbeat"],
+        ),
+        (
+            good.to_string(),
+            vec![("INGESTD_JOURNAL__LEASE", "2h")],
+            &["journal.lease", "INGESTD_JOURNAL__LEASE", "out of range"],
+        ),
+        (
+            "[journal]\nurl = \"postgresql://ingestd@db/ingestd\"\nnode = \"capture 01\"\n"
+                .to_string(),
+            vec![("CREDENTIALS_DIRECTORY", credentials_dir.as_str())],
+            &["journal.node", "line 3"],
+        ),
+    ];
+    for (toml, env, expected) in refused {
+        std::fs::write(&fixture.path, &toml).expect("write");
+        let (code, text) = check_config(fixture.dir.path(), &fixture.path, &env);
+        assert_eq!(code, Some(78), "{toml}: {text}");
+        assert!(text.contains("invalid configuration"), "{text}");
+        assert_password_absent(&text);
+        for part in expected {
+            assert!(text.contains(part), "{text}\nshould contain {part}");
+        }
+    }
+}
+
 // --- render and the example -------------------------------------------------
 
 #[test]
@@ -970,6 +1592,11 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "INGESTD_UPLOAD__CONCURRENCY",
         "INGESTD_UPLOAD__BANDWIDTH_LIMIT",
         "INGESTD_UPLOAD__SHA256",
+        "INGESTD_JOURNAL__URL",
+        "INGESTD_JOURNAL__PASSWORD_FILE",
+        "INGESTD_JOURNAL__NODE",
+        "INGESTD_JOURNAL__LEASE",
+        "INGESTD_JOURNAL__HEARTBEAT",
     ] {
         assert!(
             text.contains(&format!("# env: {var}")),
@@ -994,6 +1621,11 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "after_upload",
         "move_to",
         "follow_symlinks",
+        "url",
+        "password_file",
+        "node",
+        "lease",
+        "heartbeat",
     ] {
         assert!(
             text.contains(&format!("{key} = ")),
@@ -1003,5 +1635,15 @@ fn the_example_documents_every_key_with_its_environment_variable() {
     assert!(
         !text.lines().any(|l| l.trim_start().starts_with("token")),
         "token lines must be commented out"
+    );
+    for key in ["url", "password_file", "node", "lease", "heartbeat"] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+            "{key} must be commented out (the example is the SQLite journal)"
+        );
+    }
+    assert!(
+        text.contains("setting both path and url is an error"),
+        "the example must say that path and url exclude each other"
     );
 }

@@ -153,6 +153,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         },
         journal: JournalSettings {
             path: dir.join("journal.db"),
+            postgres: None,
         },
         upload: UploadSettings {
             concurrency: 2,

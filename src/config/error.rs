@@ -98,6 +98,27 @@ pub enum ConfigError {
     #[error("the upload token {from} {problem}; write the token alone, as given by api.video (it is not shown here because it is a secret)")]
     BadToken { from: String, problem: String },
 
+    /// Both `journal.path` and `journal.url` are set.
+    #[error(
+        "journal.path and journal.url are both set: `journal.path` {path} and `journal.url` {url}; \
+         use one: path for a journal on this machine, url for one shared by several nodes"
+    )]
+    JournalConflict { path: ValueOrigin, url: ValueOrigin },
+
+    /// The journal's password file (`journal.password_file` or the systemd
+    /// credential) cannot be read.
+    #[error("cannot read the journal password file {} ({from}): {error}; {}", path.display(), password_read_hint(error))]
+    PasswordFile {
+        path: PathBuf,
+        /// Which setting named the file.
+        from: String,
+        error: io::Error,
+    },
+
+    /// The journal's password is unusable. The password itself is never shown.
+    #[error("the journal password {from} {problem} (it is not shown here because it is a secret)")]
+    BadPassword { from: String, problem: String },
+
     /// A command that uploads needs a token and none is configured.
     #[error(
         "no upload token configured; give a delegated upload token in one of three ways: \
@@ -126,6 +147,17 @@ fn token_read_hint(error: &io::Error) -> &'static str {
             "make it readable by the user ingestd runs as (or use LoadCredential=upload-token:FILE)"
         }
         io::ErrorKind::InvalidData => "the file must hold the token as UTF-8 text",
+        _ => "check the file and its directory",
+    }
+}
+
+fn password_read_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound => "create it with the PostgreSQL password, or fix the path",
+        io::ErrorKind::PermissionDenied => {
+            "make it readable by the user ingestd runs as (or use LoadCredential=journal-password:FILE)"
+        }
+        io::ErrorKind::InvalidData => "the file must hold the password as UTF-8 text",
         _ => "check the file and its directory",
     }
 }

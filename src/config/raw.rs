@@ -45,6 +45,12 @@ pub(crate) struct RawApi {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawJournal {
     pub path: Option<PathBuf>,
+    /// Secret-typed: it may hold a password, and no type error may quote it.
+    pub url: Option<SecretText>,
+    pub password_file: Option<PathBuf>,
+    pub node: Option<String>,
+    pub lease: Option<Seconds>,
+    pub heartbeat: Option<Seconds>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,7 +97,7 @@ pub(crate) enum AfterUploadKind {
 }
 
 /// Turns a deserialization error into one that names the key, its origin
-/// and, unless the key is the token, the value.
+/// and, unless the key is the token or the journal URL, the value.
 pub(crate) fn figment_error(sources: &Sources, error: figment::Error) -> ConfigError {
     // figment chains errors; the first is the one to fix first.
     let Some(error) = error.into_iter().next() else {
@@ -103,28 +109,36 @@ pub(crate) fn figment_error(sources: &Sources, error: figment::Error) -> ConfigE
     };
     let origin = sources.error_origin(&error);
     let key = display_key(&error.path);
-    let is_token = error.path.len() >= 2 && error.path[0] == "api" && error.path[1] == "token";
+    let secret = match error.path.get(..2) {
+        Some([section, name]) if section == "api" && name == "token" => {
+            Some("the token must be a single string (its value is not shown: it is secret)")
+        }
+        Some([section, name]) if section == "journal" && name == "url" => Some(
+            "the URL must be a single string, like \"postgresql://ingestd@db.example/ingestd\" \
+             (its value is not shown: it may hold a password)",
+        ),
+        _ => None,
+    };
     use figment::error::Kind;
-    let message = match &error.kind {
-        Kind::UnknownField(_, expected) => {
+    let message = match (&error.kind, secret) {
+        (Kind::UnknownField(_, expected), _) => {
             return ConfigError::UnknownKey {
                 key,
                 origin,
                 expected: expected.iter().map(|k| k.to_string()).collect(),
             }
         }
-        // Whatever figment says could quote the token.
-        _ if is_token => "the token must be a single string (its value is not shown: it is secret)"
-            .to_string(),
-        Kind::UnknownVariant(found, expected) => {
+        // Whatever figment says could quote the token or the password.
+        (_, Some(secret)) => secret.to_string(),
+        (Kind::UnknownVariant(found, expected), None) => {
             format!("{found:?} is not one of: {}", expected.join(", "))
         }
-        Kind::InvalidType(figment::error::Actual::Map, _) if error.path == ["watch"] => {
+        (Kind::InvalidType(figment::error::Actual::Map, _), None) if error.path == ["watch"] => {
             "found a single [watch] table; write each watch folder as a [[watch]] table (double brackets)"
                 .to_string()
         }
-        Kind::InvalidType(actual, expected) => format!("found {actual}, expected {expected}"),
-        other => other.to_string(),
+        (Kind::InvalidType(actual, expected), None) => format!("found {actual}, expected {expected}"),
+        (other, None) => other.to_string(),
     };
     ConfigError::Invalid {
         key,

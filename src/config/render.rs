@@ -1,10 +1,15 @@
 //! The effective configuration as TOML, for `ingestd check-config`. The
-//! output loads back into the same settings; the token is never in it.
+//! output loads back into the same settings; the token is never in it, nor
+//! the shared journal's password (a password in `journal.url` shows as
+//! `***`, so that URL alone does not load back the same).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::settings::{AfterUpload, ModifyWindow, Settings, TokenSource, TOKEN_CREDENTIAL_NAME};
+use super::settings::{
+    AfterUpload, ModifyWindow, PgJournalSettings, Settings, TokenSource, PASSWORD_CREDENTIAL_NAME,
+    TOKEN_CREDENTIAL_NAME,
+};
 use super::values::{format_duration, format_size};
 
 impl Settings {
@@ -61,7 +66,12 @@ impl Settings {
         let _ = writeln!(out, "chunk_size = {}", quote(&format_size(api.chunk_size)));
 
         let _ = writeln!(out, "\n[journal]");
-        let _ = writeln!(out, "path = {}", quote_path(&self.journal.path));
+        match &self.journal.postgres {
+            None => {
+                let _ = writeln!(out, "path = {}", quote_path(&self.journal.path));
+            }
+            Some(pg) => render_pg_journal(&mut out, pg),
+        }
 
         let upload = &self.upload;
         let _ = writeln!(out, "\n[upload]");
@@ -140,6 +150,36 @@ impl Settings {
         }
         out
     }
+}
+
+/// The shared journal's keys: the URL redacted, the password replaced by
+/// where it came from.
+fn render_pg_journal(out: &mut String, pg: &PgJournalSettings) {
+    let _ = writeln!(
+        out,
+        "# shared by several nodes (journal.path is not used); the URL's password, if any, shows as ***"
+    );
+    let _ = writeln!(out, "url = {}", quote(&pg.redacted_url()));
+    // A file's source is "from PATH" (see `PgJournalSettings`): written as
+    // password_file, so that the output loads back with the same password.
+    match (&pg.password, pg.password_source.strip_prefix("from ")) {
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "# password: none (journal.password_file, LoadCredential={PASSWORD_CREDENTIAL_NAME}:FILE or the URL give one)"
+            );
+        }
+        (Some(_), Some(path)) => {
+            let _ = writeln!(out, "password_file = {}", quote(path));
+            let _ = writeln!(out, "# password: <redacted>, {}", pg.password_source);
+        }
+        (Some(_), None) => {
+            let _ = writeln!(out, "# password: <redacted>, {}", pg.password_source);
+        }
+    }
+    let _ = writeln!(out, "node = {}", quote(&pg.node));
+    let _ = writeln!(out, "lease = {}", quote(&format_duration(pg.lease)));
+    let _ = writeln!(out, "heartbeat = {}", quote(&format_duration(pg.heartbeat)));
 }
 
 /// A TOML basic string.

@@ -30,6 +30,23 @@ pub(crate) const DEFAULT_BASE_URL: &str = "https://ws.api.video";
 pub(crate) const SANDBOX_BASE_URL: &str = "https://sandbox.api.video";
 /// The systemd credential name: `LoadCredential=upload-token:/path`.
 pub(crate) const TOKEN_CREDENTIAL_NAME: &str = "upload-token";
+/// The systemd credential of the PostgreSQL journal's password:
+/// `LoadCredential=journal-password:/path`.
+pub(crate) const PASSWORD_CREDENTIAL_NAME: &str = "journal-password";
+
+/// How long a node of a shared journal may go silent before another takes
+/// its files over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// The shortest heartbeat (a node renewing its leases); the default is a
+/// third of the lease.
+pub const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A lease must be at least this many heartbeats long: it survives two
+/// missed renewals.
+pub const LEASE_HEARTBEATS: u32 = 3;
+/// The longest node name (a DNS label's).
+pub const MAX_NODE_LEN: usize = 63;
 
 pub(crate) const DEFAULT_CONCURRENCY: usize = 2;
 pub const MAX_CONCURRENCY: usize = 32;
@@ -61,6 +78,33 @@ impl fmt::Debug for UploadToken {
 }
 
 impl fmt::Display for UploadToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A secret other than the upload token (the shared journal's password).
+/// Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub(crate) fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+    /// The secret itself, for the one place that hands it to its client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
@@ -145,9 +189,148 @@ pub struct ApiSettings {
     pub chunk_size: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalSettings {
+    /// The SQLite journal: `journal.path`, else `$STATE_DIRECTORY/journal.db`,
+    /// else `./ingestd.db`. Not used when `postgres` is `Some`; never
+    /// configured together with `journal.url`.
     pub path: PathBuf,
+    /// The journal shared by several nodes: `Some` when `journal.url` is set.
+    pub postgres: Option<PgJournalSettings>,
+}
+
+/// `[journal] url` and the keys that only apply with it. Its `Debug` shows
+/// neither the password nor the URL's own password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgJournalSettings {
+    /// As configured: `postgresql://` or `postgres://`, accepted by
+    /// `postgres::Config`, with a host. It may hold a password: never print
+    /// it, print [`PgJournalSettings::redacted_url`].
+    pub url: String,
+    /// From `journal.password_file`, else the password in the URL, else
+    /// `$CREDENTIALS_DIRECTORY/journal-password` if that file exists, else
+    /// `None` (trust, peer or certificate authentication). Never empty; a
+    /// file's one trailing newline is not part of it.
+    pub password: Option<Secret>,
+    /// Where the password came from, for `check-config`: `from FILE`,
+    /// `systemd credential journal-password, from $CREDENTIALS_DIRECTORY`,
+    /// `in the URL` or `none`.
+    pub password_source: String,
+    /// This node's name in the journal: 1 ..= [`MAX_NODE_LEN`] characters of
+    /// `[A-Za-z0-9._-]`; the host name by default.
+    pub node: String,
+    /// [`MIN_LEASE`] ..= [`MAX_LEASE`].
+    pub lease: Duration,
+    /// ≥ [`MIN_HEARTBEAT`], and `lease` ≥ [`LEASE_HEARTBEATS`] × `heartbeat`.
+    pub heartbeat: Duration,
+}
+
+impl PgJournalSettings {
+    /// The URL with its password (in the user part or a `password=`
+    /// parameter) replaced by `***`, for logs, errors and `check-config`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for PgJournalSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgJournalSettings")
+            .field("url", &self.redacted_url())
+            .field("password", &self.password)
+            .field("password_source", &self.password_source)
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
+}
+
+/// A PostgreSQL URL with its passwords replaced by `***`, split as
+/// `postgres::Config` splits it: the user part runs to the first `@`, its
+/// password from its first `:`; the parameters follow the first `?` after
+/// it. Of a URL with several `@` (one may be in an unescaped password), and
+/// of text that is not such a URL, only the scheme is shown.
+pub(crate) fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Some((scheme, rest)) = ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (*scheme, rest)))
+    else {
+        // Not a URL this knows how to split (it could be `key=value` pairs
+        // holding `password=`): only a scheme is shown.
+        return match url.split_once("://") {
+            Some((scheme, _))
+                if scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                format!("{scheme}://{HIDDEN}")
+            }
+            _ => HIDDEN.to_string(),
+        };
+    };
+    // Several `@`: one of them is likely in an unescaped password, which
+    // the first `@` would cut in two.
+    if rest.matches('@').count() > 1 {
+        return format!("{scheme}{HIDDEN}");
+    }
+    let mut out = String::from(scheme);
+    let after_user = match rest.split_once('@') {
+        Some((user, after)) => {
+            match user.split_once(':') {
+                Some((name, _password)) => {
+                    out.push_str(name);
+                    out.push(':');
+                    out.push_str(HIDDEN);
+                }
+                None => out.push_str(user),
+            }
+            out.push('@');
+            after
+        }
+        None => rest,
+    };
+    let Some((before_query, query)) = after_user.split_once('?') else {
+        out.push_str(after_user);
+        return out;
+    };
+    out.push_str(before_query);
+    out.push('?');
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, _)) if is_password_key(key) => format!("{key}={HIDDEN}"),
+            Some(_) => param.to_string(),
+            // Not a parameter: perhaps the rest of a password with a `&`.
+            None => HIDDEN.to_string(),
+        })
+        .collect();
+    out.push_str(&params.join("&"));
+    out
+}
+
+/// `password`, also percent-encoded (`postgres::Config` decodes the key).
+fn is_password_key(key: &str) -> bool {
+    key.trim() == "password"
+        || percent_decode(key).is_some_and(|decoded| decoded.trim() == "password")
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[derive(Debug, Clone)]

@@ -20,12 +20,16 @@ const ENV_LAYER_NAME: &str = "INGESTD_* environment variables";
 const ENV_PREFIX: &str = "INGESTD_";
 
 /// Keys whose values are text: taken verbatim from the environment instead
-/// of being parsed (so a token such as `007` keeps its leading zeros).
-const TEXT_KEYS: [[&str; 2]; 4] = [
+/// of being parsed (so a token such as `007`, or a node `0042`, keeps its
+/// leading zeros).
+const TEXT_KEYS: [[&str; 2]; 7] = [
     ["api", "base_url"],
     ["api", "token"],
     ["api", "token_file"],
     ["journal", "path"],
+    ["journal", "url"],
+    ["journal", "password_file"],
+    ["journal", "node"],
 ];
 
 /// A path of keys into the configuration: `["watch", "0", "include"]`.

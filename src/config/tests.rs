@@ -113,3 +113,67 @@ fn a_watch_root_is_absolute_without_dots() {
     let cwd = std::env::current_dir().expect("current dir");
     assert_eq!(relative.root(), cwd.join("capture/today"));
 }
+
+#[test]
+fn journal_urls_are_redacted_in_the_user_part_and_the_password_parameter() {
+    use super::settings::redact_url;
+    for (url, redacted) in [
+        (
+            "postgresql://ingestd@db.studio.lan/ingestd",
+            "postgresql://ingestd@db.studio.lan/ingestd",
+        ),
+        (
+            "postgresql://ingestd:hunter2@db.studio.lan:5433/ingestd",
+            "postgresql://ingestd:***@db.studio.lan:5433/ingestd",
+        ),
+        (
+            "postgres://ingestd:p%40ss:w@db/x?sslmode=require",
+            "postgres://ingestd:***@db/x?sslmode=require",
+        ),
+        (
+            "postgresql://db/x?user=i&password=hunter2&sslmode=require",
+            "postgresql://db/x?user=i&password=***&sslmode=require",
+        ),
+        (
+            "postgresql://db/x?pass%77ord=hunter2",
+            "postgresql://db/x?pass%77ord=***",
+        ),
+        ("postgresql://:hunter2@db/x", "postgresql://:***@db/x"),
+        ("postgresql://u:hun@ter2@db/x", "postgresql://***"),
+        (
+            "postgresql://db/x?password=hun&ter2&sslmode=require",
+            "postgresql://db/x?password=***&***&sslmode=require",
+        ),
+        ("http://u:hunter2@db/x", "http://***"),
+        ("host=db password=hunter2", "***"),
+    ] {
+        assert_eq!(redact_url(url), redacted, "{url}");
+        assert!(!redact_url(url).contains("hun"), "{url}");
+    }
+}
+
+#[test]
+fn node_names_are_short_plain_labels() {
+    use super::pg_journal::valid_node;
+    for good in ["capture-01", "a", "node_2.studio", &"x".repeat(63)] {
+        assert!(valid_node(good), "{good}");
+    }
+    for bad in ["", "capture 01", "café", "a/b", "a:b", &"x".repeat(64)] {
+        assert!(!valid_node(bad), "{bad}");
+    }
+}
+
+#[test]
+fn journal_passwords_must_be_one_non_empty_line() {
+    use super::pg_journal::check_password;
+    assert_eq!(
+        check_password("pass word", "x").expect("ok").expose(),
+        "pass word"
+    );
+    for bad in ["", "a\nb", "a\r", "a\0b"] {
+        match check_password(bad, "in test") {
+            Err(ConfigError::BadPassword { from, .. }) => assert_eq!(from, "in test"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}

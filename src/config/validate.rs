@@ -1,6 +1,7 @@
 //! Validation: raw values → [`Settings`], each check with the error that
 //! names the key, where its value came from and what to write instead. The
-//! token is read here (file or systemd credential) and checked once.
+//! token is read here (file or systemd credential) and checked once; the
+//! shared journal's keys are checked in `pg_journal`.
 //!
 //! Nothing here parses the file or the environment (that is `sources` and
 //! `raw`), and nothing downstream checks these values again.
@@ -28,12 +29,12 @@ pub(crate) struct Validator<'a> {
     pub read_token: bool,
 }
 
-fn key(parts: &[&str]) -> Vec<String> {
+pub(super) fn key(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|part| part.to_string()).collect()
 }
 
 impl Validator<'_> {
-    fn invalid(&self, path: &[String], message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, path: &[String], message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             key: display_key(path),
             origin: self.sources.origin(path),
@@ -155,8 +156,14 @@ impl Validator<'_> {
         }
     }
 
-    fn journal(&self, raw: RawJournal) -> Result<JournalSettings, ConfigError> {
-        let path = match raw.path {
+    fn journal(&self, mut raw: RawJournal) -> Result<JournalSettings, ConfigError> {
+        if raw.path.is_some() && raw.url.is_some() {
+            return Err(ConfigError::JournalConflict {
+                path: self.sources.origin(&key(&["journal", "path"])),
+                url: self.sources.origin(&key(&["journal", "url"])),
+            });
+        }
+        let path = match raw.path.take() {
             Some(path) if path.as_os_str().is_empty() => {
                 return Err(self.invalid(
                     &key(&["journal", "path"]),
@@ -166,7 +173,8 @@ impl Validator<'_> {
             Some(path) => path,
             None => journal_default_in(self.env.get("STATE_DIRECTORY").map(String::as_str)),
         };
-        Ok(JournalSettings { path })
+        let postgres = self.pg_journal(raw)?;
+        Ok(JournalSettings { path, postgres })
     }
 
     fn upload(&self, raw: RawUpload) -> Result<UploadSettings, ConfigError> {
