@@ -19,7 +19,7 @@ use ingestd::emulator::Fault;
 /// every node watches.
 struct Cluster {
     env: Env,
-    db: PgDb,
+    _db: PgDb,
 }
 
 fn cluster_on(server: &PgServer, chunk: &str, extra: &str) -> Cluster {
@@ -38,7 +38,7 @@ fn cluster_on(server: &PgServer, chunk: &str, extra: &str) -> Cluster {
         watch(&env.media, "300ms", ""),
     );
     std::fs::write(&env.config, text).unwrap();
-    Cluster { env, db }
+    Cluster { env, _db: db }
 }
 
 fn cluster(chunk: &str, extra: &str) -> Option<Cluster> {
@@ -133,8 +133,15 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
     assert!(
         wait_until(LONG, || c.all_done(files.len())),
         "not all done: {:?}\n{}",
-        c.rows().values().filter(|r| r["state"] != "done").collect::<Vec<_>>(),
-        nodes.iter().map(|d| d.log()).collect::<Vec<_>>().join("\n----\n")
+        c.rows()
+            .values()
+            .filter(|r| r["state"] != "done")
+            .collect::<Vec<_>>(),
+        nodes
+            .iter()
+            .map(|d| d.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     c.assert_each_once(&files);
     let per_node: Vec<usize> = nodes.iter().map(|d| d.count("upload done")).collect();
@@ -154,7 +161,10 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
         .values()
         .map(|r| r["node"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert!(named.iter().all(|n| n.starts_with("capture-0")), "{named:?}");
+    assert!(
+        named.iter().all(|n| n.starts_with("capture-0")),
+        "{named:?}"
+    );
     for d in nodes {
         common::stop_ok(d);
     }
@@ -166,10 +176,11 @@ fn started_upload(c: &Cluster, first: &Daemon) -> (PathBuf, String) {
     let file = files(&c.env.media, &[48 * MIB]).remove(0);
     let key = file.to_str().unwrap().to_owned();
     assert!(
-        wait_until(LONG, || c
-            .rows()
-            .get(&key)
-            .is_some_and(|r| r["bytes_uploaded"].as_u64().unwrap_or(0) > 0)),
+        wait_until(LONG, || c.rows().get(&key).is_some_and(|r| r
+            ["bytes_uploaded"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0)),
         "never started: {:?}\n{}",
         c.rows(),
         first.log()
@@ -234,7 +245,9 @@ fn a_node_paused_past_its_lease_writes_and_sends_nothing_more() {
     assert_eq!(c.rows()[&key]["video_id"], vid.as_str());
     c.assert_each_once(std::slice::from_ref(&file));
     assert!(
-        wait_until(Duration::from_secs(20), || a.log().contains("lease on it was lost")
+        wait_until(Duration::from_secs(20), || a
+            .log()
+            .contains("lease on it was lost")
             || a.log().contains("lease on the file was lost")),
         "node-a never noticed:\n{}",
         a.log()
@@ -273,7 +286,10 @@ fn the_scanning_leader_killed_is_replaced_and_no_file_is_missed_or_doubled() {
     assert!(
         wait_until(LONG, || c.all_done(all.len())),
         "{:?}\n{}",
-        c.rows().values().filter(|r| r["state"] != "done").collect::<Vec<_>>(),
+        c.rows()
+            .values()
+            .filter(|r| r["state"] != "done")
+            .collect::<Vec<_>>(),
         b.log()
     );
     c.assert_each_once(&all);

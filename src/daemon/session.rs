@@ -57,42 +57,43 @@ impl Session {
         let shares = Arc::new(crate::roots::Shares::default());
         let watches = settings.watches.clone();
         let remembered = shares.clone();
-        let (journal, lock, failed_in_doubt) = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
-            let shares = remembered;
-            let (mut journal, lock) = match &shared {
-                Some(target) => {
-                    let mut journal = Journal::open_postgres(target)?;
-                    journal.register_node(&host_name(), std::process::id())?;
-                    (journal, None)
+        let (journal, lock, failed_in_doubt) =
+            tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+                let shares = remembered;
+                let (mut journal, lock) = match &shared {
+                    Some(target) => {
+                        let mut journal = Journal::open_postgres(target)?;
+                        journal.register_node(&host_name(), std::process::id())?;
+                        (journal, None)
+                    }
+                    None => {
+                        // Lock first: a second process must not migrate or touch a
+                        // journal another one is using.
+                        let mut lock = lock_journal(&path)?;
+                        let journal = Journal::open(&path)?;
+                        mark_lock(&mut lock).map_err(|source| LockError::Lock {
+                            lock: lock_path(&path),
+                            source,
+                        })?;
+                        (journal, Some(lock))
+                    }
+                };
+                let (failed, resumed) = sweep_interrupted(&mut journal, in_doubt)?;
+                if resumed > 0 {
+                    info!(resumed, "resuming uploads interrupted by a stop or a crash");
                 }
-                None => {
-                    // Lock first: a second process must not migrate or touch a
-                    // journal another one is using.
-                    let mut lock = lock_journal(&path)?;
-                    let journal = Journal::open(&path)?;
-                    mark_lock(&mut lock).map_err(|source| LockError::Lock {
-                        lock: lock_path(&path),
-                        source,
-                    })?;
-                    (journal, Some(lock))
+                // What each watch root looked like when last seen available: a
+                // worker that meets an unmounted share before any scan knows it.
+                for w in &watches {
+                    let root = w.root();
+                    if let Some(record) = journal.root_record(&root)? {
+                        shares.remember(&root, record);
+                    }
                 }
-            };
-            let (failed, resumed) = sweep_interrupted(&mut journal, in_doubt)?;
-            if resumed > 0 {
-                info!(resumed, "resuming uploads interrupted by a stop or a crash");
-            }
-            // What each watch root looked like when last seen available: a
-            // worker that meets an unmounted share before any scan knows it.
-            for w in &watches {
-                let root = w.root();
-                if let Some(record) = journal.root_record(&root)? {
-                    shares.remember(&root, record);
-                }
-            }
-            Ok((journal, lock, failed))
-        })
-        .await
-        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+                Ok((journal, lock, failed))
+            })
+            .await
+            .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
         let journal = JournalHandle::spawn(journal).map_err(DaemonError::Thread)?;
         let client = Client::new(settings.api.base_url.clone(), token)?;
         Ok(Session {
@@ -136,8 +137,11 @@ pub(super) fn sweep_interrupted(
         Vec::new()
     };
     for id in &failed {
-        error!(id, "in doubt: ingestd stopped while this file's one request was on its way; \
-            marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`");
+        error!(
+            id,
+            "in doubt: ingestd stopped while this file's one request was on its way; \
+            marked failed (upload.in_doubt = \"fail\"): check api.video, then `ingestd retry {id}`"
+        );
     }
     let resumed = journal.requeue_interrupted()?;
     Ok((failed, resumed))

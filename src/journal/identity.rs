@@ -352,7 +352,7 @@ mod tests {
         (dir, j)
     }
 
-        fn the_same_content_under_new_hints_is_found_and_its_hints_follow(j: &mut Journal) {
+    fn the_same_content_under_new_hints_is_found_and_its_hints_follow(j: &mut Journal) {
         let s = Sample([7; 16]);
         let a = j
             .add_sampled(&ident("a.mp4", 10, 1), s, FileState::Queued)
@@ -371,7 +371,7 @@ mod tests {
         assert!(c.inserted);
     }
 
-        fn a_gone_row_revived_resumes_and_its_orphan_is_withdrawn(j: &mut Journal) {
+    fn a_gone_row_revived_resumes_and_its_orphan_is_withdrawn(j: &mut Journal) {
         let id = j
             .add_file(&ident("a.mp4", 100, 1), FileState::Queued)
             .unwrap()
@@ -400,7 +400,7 @@ mod tests {
         ));
     }
 
-        fn a_creating_request_in_doubt_is_a_possible_orphan(j: &mut Journal) {
+    fn a_creating_request_in_doubt_is_a_possible_orphan(j: &mut Journal) {
         let id = j
             .add_file(&ident("big.mp4", 100, 1), FileState::Queued)
             .unwrap()
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(j.orphan_count().unwrap(), 0);
     }
 
-        fn roots_are_remembered(j: &mut Journal) {
+    fn roots_are_remembered(j: &mut Journal) {
         let root = Path::new("/srv/nas");
         assert_eq!(j.root_record(root).unwrap(), None);
         let rec = RootRecord {
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(j.root_record(root).unwrap().unwrap().dev, 6);
     }
 
-        fn settled_files_are_queued_with_their_sample(j: &mut Journal) {
+    fn settled_files_are_queued_with_their_sample(j: &mut Journal) {
         let id = j
             .add_file(&ident("a.mp4", 10, 1), FileState::Settling)
             .unwrap()

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::row::COLUMNS;
-use crate::config::{JournalSettings, PgJournalSettings};
 use super::sql::{args, pg_words, Conn, PgConn, Value};
 use super::{FileRow, Journal, JournalError};
+use crate::config::{JournalSettings, PgJournalSettings};
 
 /// The PostgreSQL schema, one numbered migration per file.
 pub(super) const PG_MIGRATIONS: &[&str] = &[include_str!("migrations/postgresql/0001_journal.sql")];
@@ -181,8 +181,8 @@ impl Journal {
         let has_table = self
             .scalar(
                 "inspect schema",
-                "SELECT count(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = 'ingestd_schema'",
+                "SELECT count(*) FROM pg_catalog.pg_tables \
+                 WHERE schemaname = current_schema() AND tablename = 'ingestd_schema'",
                 &[],
             )?
             .unwrap_or(0)
@@ -199,8 +199,7 @@ impl Journal {
         let foreign = self
             .scalar(
                 "inspect schema",
-                "SELECT count(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema()",
+                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
                 &[],
             )?
             .unwrap_or(0);
@@ -271,7 +270,11 @@ impl Journal {
             return Ok(HashMap::new());
         }
         const OP: &str = "list the nodes of the files";
-        let rows = self.rows(OP, "SELECT id, owner FROM files WHERE owner IS NOT NULL", &[])?;
+        let rows = self.rows(
+            OP,
+            "SELECT id, owner FROM files WHERE owner IS NOT NULL",
+            &[],
+        )?;
         Ok(self
             .map_rows(OP, rows, |r| Ok((r.i64(0)?, r.text(1)?)))?
             .into_iter()
@@ -326,11 +329,19 @@ impl Journal {
         }))
     }
 
-    /// The fencing condition for a write of `id`'s attempt, as the `n`th
-    /// argument: `AND epoch = ?n`, when this node holds it.
-    pub(super) fn fence(&self, id: i64, n: usize) -> Option<(String, Value)> {
-        let epoch = *self.cluster.as_ref()?.leases.get(&id)?;
-        Some((format!(" AND epoch = ?{n}"), Value::Int(epoch)))
+    /// In a shared journal, the fencing condition of a write that may find
+    /// `id` uploading: when this node holds it, the row must still have
+    /// the epoch of this node's claim (bound as the `n`th argument);
+    /// otherwise the row must not be uploading (another node's upload).
+    pub(super) fn fence(&self, id: i64, n: usize) -> Option<(String, Option<Value>)> {
+        let cluster = self.cluster.as_ref()?;
+        Some(match cluster.leases.get(&id) {
+            Some(&epoch) => (
+                format!(" AND (state <> 'uploading' OR epoch = ?{n})"),
+                Some(Value::Int(epoch)),
+            ),
+            None => (" AND state <> 'uploading'".to_owned(), None),
+        })
     }
 
     /// After a fenced write that changed nothing: the lease was lost if the

@@ -11,10 +11,10 @@ use rusqlite_migration::{Migrations, M};
 use super::open::MIGRATIONS;
 use super::*;
 
-/// The stored SHA-256 and the duplicate twins (`digest`).
-mod digest;
 /// Several nodes on one PostgreSQL journal: leases, fencing, leaders.
 mod cluster;
+/// The stored SHA-256 and the duplicate twins (`digest`).
+mod digest;
 
 fn ident(name: &str, size: u64) -> FileIdentity {
     FileIdentity {

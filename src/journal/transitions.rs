@@ -115,7 +115,7 @@ impl Journal {
         let fenced = from.contains(&FileState::Uploading);
         if let Some((cond, epoch)) = self.fence(id, args.len() + 1).filter(|_| fenced) {
             sql.push_str(&cond);
-            args.push(epoch);
+            args.extend(epoch);
         }
         let changed = self.exec(op, &sql, &args)?;
         if changed == 1 {

@@ -28,9 +28,10 @@ fn two_nodes() -> Option<(PgDb, Journal, Journal)> {
 
 /// Ends `id`'s lease now, as if its node had been silent for a lease.
 fn expire(db: &PgDb, id: i64) {
-    super::pg_server::shared()
-        .unwrap()
-        .psql(&db.name, &format!("UPDATE files SET lease_until = 0 WHERE id = {id}"));
+    super::pg_server::shared().unwrap().psql(
+        &db.name,
+        &format!("UPDATE files SET lease_until = 0 WHERE id = {id}"),
+    );
 }
 
 #[test]
@@ -38,8 +39,14 @@ fn nodes_claim_different_files_and_each_claim_raises_the_epoch() {
     let Some((_db, mut a, mut b)) = two_nodes() else {
         return;
     };
-    let x = a.add_file(&ident("x.mp4", 10), FileState::Queued).unwrap().id;
-    let y = a.add_file(&ident("y.mp4", 10), FileState::Queued).unwrap().id;
+    let x = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
+    let y = a
+        .add_file(&ident("y.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
     let far = Duration::from_secs(60);
     let got_a = a.claim_next(now_ms(), far, None).unwrap().unwrap();
     let got_b = b.claim_next(now_ms(), far, None).unwrap().unwrap();
@@ -59,21 +66,34 @@ fn a_node_whose_lease_was_taken_over_writes_nothing() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a.add_file(&ident("x.mp4", 10), FileState::Queued).unwrap().id;
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
     a.claim_next(now_ms(), far, None).unwrap().unwrap();
     a.set_chunk_size(id, 4).unwrap();
     a.record_progress(id, "vi1", 4).unwrap();
     // node-b started before: its own sweep is done. node-a goes silent.
     b.requeue_interrupted().unwrap();
-    assert_eq!(b.requeue_interrupted().unwrap(), 0, "a live lease is not taken over");
+    assert_eq!(
+        b.requeue_interrupted().unwrap(),
+        0,
+        "a live lease is not taken over"
+    );
     expire(&db, id);
     assert_eq!(b.requeue_interrupted().unwrap(), 1);
     let row = b.claim_next(now_ms(), far, None).unwrap().unwrap();
-    assert_eq!((row.id, row.bytes_uploaded, row.video_id.as_deref()), (id, 4, Some("vi1")));
+    assert_eq!(
+        (row.id, row.bytes_uploaded, row.video_id.as_deref()),
+        (id, 4, Some("vi1"))
+    );
     // node-a comes back: every write of its attempt is refused, and its
     // renewal says the lease is gone.
     let err = a.record_progress(id, "vi1", 8).unwrap_err();
-    assert!(matches!(err, JournalError::LeaseLost { id: i } if i == id), "{err}");
+    assert!(
+        matches!(err, JournalError::LeaseLost { id: i } if i == id),
+        "{err}"
+    );
     assert!(a.mark_done(id, Some("vi1"), None, None).is_err());
     assert!(a.renew_leases().unwrap().is_empty(), "already forgotten");
     let row = b.get(id).unwrap().unwrap();
@@ -90,7 +110,10 @@ fn renewal_reports_a_lease_lost_while_silent() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a.add_file(&ident("x.mp4", 10), FileState::Queued).unwrap().id;
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
     a.claim_next(now_ms(), far, None).unwrap().unwrap();
     b.requeue_interrupted().unwrap();
     expire(&db, id);
@@ -105,7 +128,10 @@ fn a_creating_request_of_a_silent_node_is_in_doubt_on_takeover() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a.add_file(&ident("x.mp4", 10), FileState::Queued).unwrap().id;
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
     a.claim_next(now_ms(), far, None).unwrap().unwrap();
     a.set_chunk_size(id, 4).unwrap(); // creating: no videoId yet
     b.requeue_interrupted().unwrap();
@@ -122,11 +148,18 @@ fn a_node_restarted_takes_back_its_own_uploads_at_once() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a.add_file(&ident("x.mp4", 10), FileState::Queued).unwrap().id;
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
     a.claim_next(now_ms(), far, None).unwrap().unwrap();
     drop(a);
     let mut again = node(&db, "node-a", Duration::from_secs(30));
-    assert_eq!(again.requeue_interrupted().unwrap(), 1, "its lease is still running");
+    assert_eq!(
+        again.requeue_interrupted().unwrap(),
+        1,
+        "its lease is still running"
+    );
     assert_eq!(again.get(id).unwrap().unwrap().state, FileState::Queued);
 }
 
@@ -138,10 +171,15 @@ fn one_node_leads_each_folder_until_it_goes_silent() {
     let roots = vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")];
     assert_eq!(a.lead_roots(&roots[..1]).unwrap(), roots[..1]);
     assert_eq!(b.lead_roots(&roots).unwrap(), roots[1..]);
-    assert_eq!(a.lead_roots(&roots).unwrap(), roots[..1], "renewed, not taken");
-    super::pg_server::shared()
-        .unwrap()
-        .psql(&db.name, "UPDATE leaders SET lease_until = 0 WHERE node = 'node-a'");
+    assert_eq!(
+        a.lead_roots(&roots).unwrap(),
+        roots[..1],
+        "renewed, not taken"
+    );
+    super::pg_server::shared().unwrap().psql(
+        &db.name,
+        "UPDATE leaders SET lease_until = 0 WHERE node = 'node-a'",
+    );
     assert_eq!(b.lead_roots(&roots).unwrap(), roots);
     assert!(a.lead_roots(&roots).unwrap().is_empty());
     b.resign().unwrap();
@@ -181,14 +219,22 @@ fn a_foreign_or_newer_database_is_refused_untouched() {
     let err = Journal::open_postgres(&target).unwrap_err();
     assert!(matches!(err, JournalError::ForeignDatabase { .. }), "{err}");
     assert_eq!(
-        server.psql(&foreign.name, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").trim(),
+        server
+            .psql(
+                &foreign.name,
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            .trim(),
         "1"
     );
     let newer = server.fresh_database("newer");
     drop(node(&newer, "n", Duration::from_secs(30)));
     server.psql(&newer.name, "INSERT INTO ingestd_schema VALUES (99, 0)");
     let err = node_err(&newer);
-    assert!(matches!(err, JournalError::DatabaseTooNew { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, JournalError::DatabaseTooNew { found: 99, .. }),
+        "{err}"
+    );
     // A wrong password is refused with what to do.
     let wrong = PgTarget {
         password: Some("wrong".into()),

@@ -97,6 +97,4 @@ fn the_sha256_is_stored_with_done_and_done_twins_are_found(j: &mut Journal) {
     assert_eq!(listed[0].1.as_deref(), Some("ab"));
 }
 
-super::on_both!(
-    the_sha256_is_stored_with_done_and_done_twins_are_found,
-);
+super::on_both!(the_sha256_is_stored_with_done_and_done_twins_are_found,);
