@@ -111,6 +111,15 @@ fn files(dir: &Path, sizes: &[u64]) -> Vec<PathBuf> {
 
 const LONG: Duration = Duration::from_secs(120);
 
+/// Waits until `d` runs (or has already said why it cannot).
+fn up(d: &Daemon) {
+    wait_until(LONG, || {
+        let log = d.log();
+        log.contains("ingestd running") || log.contains("ingestd: ")
+    });
+    assert!(d.log().contains("ingestd running"), "{}", d.log());
+}
+
 #[test]
 fn three_nodes_upload_every_file_once_and_share_the_work() {
     let Some(c) = cluster("8MiB", "") else {
@@ -125,7 +134,7 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
         .map(|n| c.node(n))
         .collect();
     for d in &nodes {
-        assert!(d.wait_log("ingestd running", LONG), "{}", d.log());
+        up(&d);
     }
     let mut sizes = vec![41 * MIB, 42 * MIB, 45 * MIB];
     sizes.extend((0..57).map(|i| 256 * 1024 + i * 4096));
@@ -172,7 +181,7 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
 
 /// One large file, sent slowly by `first`; the row once it has progress.
 fn started_upload(c: &Cluster, first: &Daemon) -> (PathBuf, String) {
-    assert!(first.wait_log("ingestd running", LONG), "{}", first.log());
+    up(&first);
     let file = files(&c.env.media, &[48 * MIB]).remove(0);
     let key = file.to_str().unwrap().to_owned();
     assert!(
@@ -197,7 +206,7 @@ fn a_node_killed_mid_upload_is_finished_by_another_on_the_same_video() {
     let a = c.node("node-a");
     let (file, vid) = started_upload(&c, &a);
     let b = c.node("node-b");
-    assert!(b.wait_log("ingestd running", LONG), "{}", b.log());
+    up(&b);
     signal(&a.child, libc::SIGKILL);
     let key = file.to_str().unwrap().to_owned();
     assert!(
@@ -220,7 +229,7 @@ fn a_node_killed_mid_upload_is_finished_by_another_on_the_same_video() {
 
 #[test]
 fn a_node_paused_past_its_lease_writes_and_sends_nothing_more() {
-    let Some(c) = cluster("4MiB", "bandwidth_limit = \"4MiB\"") else {
+    let Some(c) = cluster("5MiB", "bandwidth_limit = \"5MiB\"") else {
         return;
     };
     let a = c.node("node-a");
@@ -271,7 +280,7 @@ fn the_scanning_leader_killed_is_replaced_and_no_file_is_missed_or_doubled() {
         a.log()
     );
     let b = c.node("node-b");
-    assert!(b.wait_log("ingestd running", LONG), "{}", b.log());
+    up(&b);
     signal(&a.child, libc::SIGKILL);
     assert!(
         b.wait_log("this node now scans the folder", LONG),
@@ -303,13 +312,13 @@ fn the_database_restarted_under_load_pauses_and_resumes_the_nodes() {
     let Some(server) = pg::private() else {
         return;
     };
-    let c = cluster_on(&server, "2MiB", "bandwidth_limit = \"8MiB\"");
+    let c = cluster_on(&server, "5MiB", "bandwidth_limit = \"8MiB\"");
     let a = c.node("node-a");
     let b = c.node("node-b");
     for d in [&a, &b] {
-        assert!(d.wait_log("ingestd running", LONG), "{}", d.log());
+        up(&d);
     }
-    let sizes: Vec<u64> = (0..12).map(|i| 3 * MIB + i * 1000).collect();
+    let sizes: Vec<u64> = (0..12).map(|i| 6 * MIB + i * 1000).collect();
     let files = files(&c.env.media, &sizes);
     assert!(wait_until(LONG, || c
         .rows()
