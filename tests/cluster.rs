@@ -134,7 +134,7 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
         .map(|n| c.node(n))
         .collect();
     for d in &nodes {
-        up(&d);
+        up(d);
     }
     let mut sizes = vec![41 * MIB, 42 * MIB, 45 * MIB];
     sizes.extend((0..57).map(|i| 256 * 1024 + i * 4096));
@@ -181,7 +181,7 @@ fn three_nodes_upload_every_file_once_and_share_the_work() {
 
 /// One large file, sent slowly by `first`; the row once it has progress.
 fn started_upload(c: &Cluster, first: &Daemon) -> (PathBuf, String) {
-    up(&first);
+    up(first);
     let file = files(&c.env.media, &[48 * MIB]).remove(0);
     let key = file.to_str().unwrap().to_owned();
     assert!(
@@ -316,7 +316,7 @@ fn the_database_restarted_under_load_pauses_and_resumes_the_nodes() {
     let a = c.node("node-a");
     let b = c.node("node-b");
     for d in [&a, &b] {
-        up(&d);
+        up(d);
     }
     let sizes: Vec<u64> = (0..12).map(|i| 6 * MIB + i * 1000).collect();
     let files = files(&c.env.media, &sizes);
