@@ -42,7 +42,7 @@ pub use digest::DoneTwin;
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
-pub use postgres::PgTarget;
+pub use postgres::{NodeRecord, PgTarget};
 pub use queries::Scope;
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
@@ -112,6 +112,8 @@ pub enum JournalError {
         pid: i64,
         ago_ms: i64,
     },
+    #[error("this journal is not shared: --nodes lists the nodes of a journal in PostgreSQL (journal.url)")]
+    NotShared,
     #[error("file {id}: this node's lease on it was lost (another node took it over after it went silent for longer than journal.lease); its upload stops here, nothing more is written or sent for it")]
     LeaseLost { id: i64 },
     #[error("file {id} is {}, not {expected}: {op} refused", actual.map_or("not in the journal", FileState::as_str))]

@@ -58,6 +58,10 @@ enum Command {
         /// reply), to delete in the dashboard
         #[arg(long, conflicts_with = "states")]
         orphans: bool,
+        /// List the nodes of a shared journal (journal.url): where each
+        /// runs, when it was last heard from, what it is uploading
+        #[arg(long, conflicts_with_all = ["states", "orphans"])]
+        nodes: bool,
     },
     /// Put failed files back in the queue (and gone files whose file is back as it was)
     Retry {
@@ -257,11 +261,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             states,
             orphans,
+            nodes,
         } => {
             // No token needed to look: `status` works while it is broken.
             let settings = config_or_exit!(config_path, false);
+            let what = status::Show {
+                json,
+                orphans,
+                nodes,
+            };
             // The journal's clients block: off the runtime's threads.
-            blocking(move || status::status(&settings, json, &states, orphans)).await??;
+            blocking(move || status::status(&settings, what, &states)).await??;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { ids, failed } => {

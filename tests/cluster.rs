@@ -341,3 +341,146 @@ fn the_database_restarted_under_load_pauses_and_resumes_the_nodes() {
     common::stop_ok(a);
     common::stop_ok(b);
 }
+
+#[test]
+fn health_says_the_database_is_away_and_recovers_with_it() {
+    let Some(server) = pg::private() else {
+        return;
+    };
+    let port = common::free_port();
+    let c = cluster_on(
+        &server,
+        "8MiB",
+        &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let a = c.node("node-a");
+    up(&a);
+    assert!(wait_until(LONG, || common::http_get(port, "/healthz")
+        .is_some_and(|(code, _)| code == 200)));
+    server.stop();
+    let mut body = String::new();
+    assert!(
+        wait_until(LONG, || match common::http_get(port, "/healthz") {
+            Some((503, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
+        }),
+        "{}",
+        a.log()
+    );
+    assert!(
+        body.contains("journal's database does not answer"),
+        "{body}"
+    );
+    assert_eq!(
+        a.count("waits for its database"),
+        1,
+        "said once:\n{}",
+        a.log()
+    );
+    server.start();
+    assert!(
+        wait_until(LONG, || common::http_get(port, "/healthz")
+            .is_some_and(|(code, _)| code == 200)),
+        "{}",
+        a.log()
+    );
+    // Work goes on after it.
+    let f = files(&c.env.media, &[3 * MIB]);
+    assert!(wait_until(LONG, || c.all_done(1)), "{}", a.log());
+    c.assert_each_once(&f);
+    common::stop_ok(a);
+}
+
+#[test]
+fn a_second_node_with_the_same_name_refuses_to_start() {
+    let Some(c) = cluster("8MiB", "") else {
+        return;
+    };
+    let a = c.node("capture-01");
+    up(&a);
+    let twin = c.node("capture-01");
+    let (code, log) = twin.wait(LONG);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("\"capture-01\" is in use by another ingestd")
+            && log.contains("INGESTD_JOURNAL__NODE"),
+        "{log}"
+    );
+    // status --nodes lists the one that runs.
+    let out = c.env.run(&["status", "--nodes", "--json"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["node"], "capture-01");
+    common::stop_ok(a);
+}
+
+#[test]
+fn a_wrong_url_a_refused_password_or_a_foreign_database_is_a_clear_error() {
+    let Some(server) = pg::shared() else {
+        return;
+    };
+    let c = cluster_on(server, "8MiB", "");
+    let config = std::fs::read_to_string(&c.env.config).unwrap();
+    let password_file = c.env.dir.path().join("journal-password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    let run = |what: &str| {
+        let out = c.env.run(&["run", "--once"]);
+        let text = common::text(&out);
+        assert!(
+            !text.contains(password.trim()),
+            "{what}: the password shown:\n{text}"
+        );
+        let check = c.env.run(&["check-config"]);
+        let checked = common::text(&check);
+        assert!(
+            !checked.contains(password.trim()),
+            "{what}: check-config shows the password"
+        );
+        (out.status.code(), text, check.status.code(), checked)
+    };
+    // Nothing listens on that port.
+    let dead = common::free_port();
+    let url = c
+        ._db
+        .url
+        .replace(&format!(":{}/", server.port()), &format!(":{dead}/"));
+    std::fs::write(&c.env.config, config.replace(&c._db.url, &url)).unwrap();
+    let (code, text, check, checked) = run("no server");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot reach the journal's database"),
+        "{text}"
+    );
+    assert_eq!(check, Some(1), "{checked}");
+    assert!(checked.contains("check that the server runs"), "{checked}");
+    // A refused password.
+    std::fs::write(&c.env.config, &config).unwrap();
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let (code, text, check, checked) = run("wrong password");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("journal.password_file"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert_eq!(check, Some(1), "{checked}");
+    // A database of another program: refused, left untouched.
+    std::fs::write(&password_file, &password).unwrap();
+    server.psql(
+        &c._db.name,
+        "CREATE TABLE invoices (id int); GRANT ALL ON invoices TO ingestd;",
+    );
+    let (code, text, _, checked) = run("foreign");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not an ingestd journal"), "{text}");
+    assert!(checked.contains("is not an ingestd journal"), "{checked}");
+    assert_eq!(
+        server
+            .psql(
+                &c._db.name,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+            .trim(),
+        "1"
+    );
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::display::show_path;
-use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, Orphan};
+use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, NodeRecord, Orphan};
 
 /// One file as `status --json` prints it. The field names are a contract.
 #[derive(Debug, Clone, Serialize)]
@@ -83,13 +83,25 @@ fn percent(done: u64, size: u64) -> f64 {
 
 /// `ingestd status [--json] [--state S…] [--orphans]`: no token needed, so
 /// it works while the token is broken; the journal is opened read-only.
-pub fn status(
-    settings: &Settings,
-    json: bool,
-    states: &[FileState],
-    orphans: bool,
-) -> Result<(), JournalError> {
+pub fn status(settings: &Settings, show: Show, states: &[FileState]) -> Result<(), JournalError> {
+    let Show {
+        json,
+        orphans,
+        nodes,
+    } = show;
     let journal = Journal::open_configured_read_only(&settings.journal)?;
+    if nodes {
+        if journal.node().is_none() {
+            return Err(JournalError::NotShared);
+        }
+        let nodes = journal.nodes()?;
+        if json {
+            println!("{}", nodes_to_json(&nodes));
+        } else {
+            print!("{}", nodes_to_table(&nodes));
+        }
+        return Ok(());
+    }
     if orphans {
         let orphans = journal.orphans()?;
         if json {
@@ -198,6 +210,56 @@ pub(crate) fn to_table(rows: &[FileRow]) -> String {
             summary.join(", ")
         }
     );
+    out
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Show {
+    pub json: bool,
+    pub orphans: bool,
+    pub nodes: bool,
+}
+
+/// `status --nodes --json`.
+pub(crate) fn nodes_to_json(nodes: &[NodeRecord]) -> String {
+    let all: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "node": n.name,
+                "host": n.host,
+                "pid": n.pid,
+                "started_at": n.started_at,
+                "heard_ms_ago": n.heard_ms_ago,
+                "uploading": n.uploading.iter().map(|(id, p)| serde_json::json!({
+                    "id": id,
+                    "path": show_path(p),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// `status --nodes`: a line per node, then the files each holds.
+pub(crate) fn nodes_to_table(nodes: &[NodeRecord]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        let _ = writeln!(
+            out,
+            "{}  on {} (pid {})  heard {}s ago  uploading {}",
+            n.name,
+            n.host,
+            n.pid,
+            n.heard_ms_ago.max(0) / 1000,
+            n.uploading.len()
+        );
+        for (id, p) in &n.uploading {
+            let _ = writeln!(out, "    {id}  {}", show_path(p));
+        }
+    }
+    let _ = writeln!(out, "{} node(s)", nodes.len());
     out
 }
 

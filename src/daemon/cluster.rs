@@ -98,3 +98,37 @@ pub(super) async fn keep(
     // A clean stop hands the folders over at once.
     let _ = journal.call(|j| j.resign()).await;
 }
+
+/// For a foreground run on a shared journal (`run --once`, `upload`):
+/// renews this node's leases every `heartbeat` until the guard drops, so a
+/// long upload is not taken over by a daemon node. It leads no folder and
+/// takes over nothing.
+pub(super) fn renew_while_running(
+    journal: crate::journal::JournalHandle,
+    heartbeat: Option<Duration>,
+) -> Option<tokio_util::sync::DropGuard> {
+    let heartbeat = heartbeat?;
+    let stop = CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match journal.call(|j| j.renew_leases()).await {
+                Ok(lost) => {
+                    for id in lost {
+                        warn!(
+                            id,
+                            "this node's lease on the file was lost: its upload here stops"
+                        );
+                    }
+                }
+                Err(e) => warn!("cannot renew this node's leases: {e}"),
+            }
+        }
+    });
+    Some(guard)
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::cluster::renew_while_running;
 use super::{DaemonError, Session};
 use crate::config::{Settings, WatchSettings};
 use crate::display::show_path;
@@ -82,6 +83,7 @@ pub async fn upload_files(
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
     session.stop_waiting_on(&shutdown);
+    let _leases = renew_while_running(session.uploader.journal.clone(), session.heartbeat);
     let mut results: Vec<UploadResult> = Vec::new();
     let mut idents = Vec::new();
     let given = paths.to_vec();
@@ -167,6 +169,7 @@ pub async fn run_once(
 ) -> Result<Vec<UploadResult>, DaemonError> {
     let session = Session::open(settings).await?;
     session.stop_waiting_on(&shutdown);
+    let _leases = renew_while_running(session.uploader.journal.clone(), session.heartbeat);
     let journal = session.uploader.journal.clone();
     // A folder that could not be scanned (an unmounted share) makes the run
     // fail: a job that uploaded nothing from it must not look successful.

@@ -41,6 +41,10 @@ fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
             started.api.chunk_size != new.api.chunk_size,
         ),
         ("journal.path", started.journal.path != new.journal.path),
+        (
+            "journal.url, password, node, lease or heartbeat",
+            started.journal.postgres != new.journal.postgres,
+        ),
         ("metrics.listen", started.metrics != new.metrics),
         ("log.format", started.log.format != new.log.format),
         (

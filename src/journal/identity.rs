@@ -52,6 +52,7 @@ impl Journal {
         state: FileState,
     ) -> Result<Added, JournalError> {
         self.atomically(|j| {
+            j.lock_paths([(f.root.as_path(), f.rel_path.as_path())])?;
             let rows = j.rows_at(&f.root, &f.rel_path)?;
             let same = rows.iter().find(|r| r.identity.same_hints(f)).or_else(|| {
                 rows.iter().find(|r| {

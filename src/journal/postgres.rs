@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::row::COLUMNS;
@@ -60,6 +60,20 @@ impl From<&PgJournalSettings> for PgTarget {
             lease: p.lease,
         }
     }
+}
+
+/// A node of a shared journal, as `status --nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub host: String,
+    pub pid: i64,
+    /// Unix milliseconds (the database's clock).
+    pub started_at: i64,
+    /// How long ago it last renewed its leases.
+    pub heard_ms_ago: i64,
+    /// The files it holds now: id and path.
+    pub uploading: Vec<(i64, PathBuf)>,
 }
 
 /// This node's part of a shared journal: its name, its lease length, and
@@ -279,6 +293,81 @@ impl Journal {
             .map_rows(OP, rows, |r| Ok((r.i64(0)?, r.text(1)?)))?
             .into_iter()
             .collect())
+    }
+
+    /// Every node that ran on this shared journal, with when it was last
+    /// heard from and the files it holds now (`status --nodes`).
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, JournalError> {
+        const OP: &str = "list the nodes";
+        let rows = self.rows(
+            OP,
+            &format!(
+                "SELECT name, host, pid, started_at, {DB_NOW} - heartbeat_at FROM nodes ORDER BY name"
+            ),
+            &[],
+        )?;
+        let mut nodes = self.map_rows(OP, rows, |r| {
+            Ok(NodeRecord {
+                name: r.text(0)?,
+                host: r.text(1)?,
+                pid: r.i64(2)?,
+                started_at: r.i64(3)?,
+                heard_ms_ago: r.i64(4)?,
+                uploading: Vec::new(),
+            })
+        })?;
+        let rows = self.rows(
+            OP,
+            "SELECT owner, id, root, rel_path FROM files \
+             WHERE state = 'uploading' AND owner IS NOT NULL ORDER BY id",
+            &[],
+        )?;
+        let held = self.map_rows(OP, rows, |r| {
+            let path = super::row::path_from_blob(r.bytes(2)?)
+                .join(super::row::path_from_blob(r.bytes(3)?));
+            Ok((r.text(0)?, r.i64(1)?, path))
+        })?;
+        for (owner, id, path) in held {
+            if let Some(n) = nodes.iter_mut().find(|n| n.name == owner) {
+                n.uploading.push((id, path));
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// In a shared journal, serialises the transactions that journal a file
+    /// at any of `paths` (root, relative path): locks held until this
+    /// transaction ends, taken in one order (so two bursts never deadlock),
+    /// so two nodes scanning at once find each other's row instead of adding
+    /// a second. Nothing in SQLite, whose writers are one at a time anyway.
+    pub(super) fn lock_paths<'p>(
+        &self,
+        paths: impl IntoIterator<Item = (&'p Path, &'p Path)>,
+    ) -> Result<(), JournalError> {
+        if !self.is_postgres() {
+            return Ok(());
+        }
+        let mut keys: Vec<i64> = paths
+            .into_iter()
+            .map(|(root, rel)| {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(root.as_os_str().as_bytes());
+                h.update(&[0]);
+                h.update(rel.as_os_str().as_bytes());
+                // A lock key is any 64-bit number: the hash's bits, reinterpreted.
+                h.digest() as i64
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            self.exec(
+                "lock a path",
+                "SELECT pg_advisory_xact_lock(?1)::text",
+                args![key],
+            )?;
+        }
+        Ok(())
     }
 
     /// This node's name in a shared journal.

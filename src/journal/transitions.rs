@@ -36,6 +36,11 @@ impl Journal {
         state: FileState,
     ) -> Result<Vec<Added>, JournalError> {
         self.atomically(|j| {
+            j.lock_paths(
+                files
+                    .iter()
+                    .map(|f| (f.root.as_path(), f.rel_path.as_path())),
+            )?;
             let mut out = Vec::with_capacity(files.len());
             for f in files {
                 // A `gone` row is not found here: whether the file is back
