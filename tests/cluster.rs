@@ -484,3 +484,38 @@ fn a_wrong_url_a_refused_password_or_a_foreign_database_is_a_clear_error() {
         "1"
     );
 }
+
+#[test]
+fn the_account_rate_limit_is_shared_by_the_nodes_through_the_servers_headers() {
+    let Some(c) = cluster("8MiB", "") else {
+        return;
+    };
+    // Few requests per window for the whole account: the nodes together
+    // must keep to it, every file still uploaded once.
+    c.env.emulator.set_rate_limit(12, Duration::from_secs(2));
+    let nodes: Vec<Daemon> = ["n1", "n2", "n3"].iter().map(|n| c.node(n)).collect();
+    for d in &nodes {
+        up(d);
+    }
+    let sizes: Vec<u64> = (0..30).map(|i| 100_000 + i).collect();
+    let files = files(&c.env.media, &sizes);
+    assert!(
+        wait_until(LONG, || c.all_done(files.len())),
+        "{:?}",
+        c.rows()
+            .values()
+            .filter(|r| r["state"] != "done")
+            .collect::<Vec<_>>()
+    );
+    c.assert_each_once(&files);
+    let stats = c.env.emulator.stats();
+    let refused = stats.responses_by_status.get(&429).copied().unwrap_or(0);
+    // Each node may meet the end of a window with its requests in flight.
+    assert!(
+        refused <= 3 * 2 * (files.len() as u64 / 12 + 1),
+        "{refused} requests refused with 429: {stats:?}"
+    );
+    for d in nodes {
+        common::stop_ok(d);
+    }
+}

@@ -1408,7 +1408,12 @@ fn check_config_shows_the_shared_journal_and_refuses_its_errors_with_78() {
     for (toml, env, expected) in cases {
         std::fs::write(&fixture.path, toml).expect("write");
         let (code, text) = check_config(fixture.dir.path(), &fixture.path, &env);
-        assert_eq!(code, Some(0), "{text}");
+        // Valid, but check-config connects, and db.studio.lan is not there.
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("cannot reach the journal's database postgresql://ingestd"),
+            "{text}"
+        );
         assert_password_absent(&text);
         for part in [
             "url = \"postgresql://ingestd",
