@@ -375,8 +375,13 @@ fn an_expired_or_misnamed_certificate_pauses_the_daemon_with_its_cause() {
         let health = http_get(metrics, "/healthz").unwrap();
         assert_eq!(health.0, 503, "{health:?}");
         assert!(health.1.contains(words), "{health:?}");
+        // The file goes back to the queue just after the ERROR is logged.
+        assert!(
+            wait_until(Duration::from_secs(10), || env.status()[0]["state"] == "queued"),
+            "{:#?}",
+            env.status()
+        );
         let rows = env.status();
-        assert_eq!(rows[0]["state"], "queued", "{rows:#?}");
         assert_eq!(rows[0]["attempts"], 0, "{rows:#?}");
         assert_eq!(env.videos().len(), 0);
         stop_ok(d);
