@@ -131,6 +131,7 @@ fn load_impl(
     let sources = Sources {
         file,
         env: EnvLayer::parse(&env)?,
+        arguments: Vec::new(),
     };
     let raw: RawConfig = sources
         .figment()
@@ -142,6 +143,50 @@ fn load_impl(
         read_token,
     }
     .settings(raw)
+}
+
+/// A shared journal named on the command line (`journal export --to URL
+/// [--password-file FILE]`), checked as `journal.url` is and its password
+/// found the same way: `password_file`, else the URL's own, else the
+/// systemd credential `journal-password` in `$CREDENTIALS_DIRECTORY`.
+/// `node` names the connection (it takes no lease).
+pub fn pg_journal_from_args(
+    url: &str,
+    password_file: Option<&Path>,
+    node: &str,
+) -> Result<PgJournalSettings, ConfigError> {
+    let env = process_env();
+    let key = |name: &str| vec!["journal".to_string(), name.to_string()];
+    let sources = Sources {
+        file: None,
+        env: EnvLayer::parse(&EnvMap::new())?,
+        arguments: vec![
+            (key("url"), "--to".to_string()),
+            (key("password_file"), "--password-file".to_string()),
+        ],
+    };
+    let raw = raw::RawJournal {
+        url: Some(values::SecretText(url.to_string())),
+        password_file: password_file.map(Path::to_path_buf),
+        node: Some(node.to_string()),
+        ..raw::RawJournal::default()
+    };
+    let validator = Validator {
+        sources: &sources,
+        env: &env,
+        read_token: false,
+    };
+    match validator.pg_journal(raw)? {
+        Some(settings) => Ok(settings),
+        // `url` is set: validation gives settings or says what is wrong.
+        None => Err(ConfigError::Invalid {
+            key: "journal.url".to_string(),
+            origin: ValueOrigin::Argument {
+                flag: "--to".to_string(),
+            },
+            message: "no URL given".to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

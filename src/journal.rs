@@ -15,6 +15,8 @@
 //! - `identity`: content samples, re-identification, revival, watch roots, orphans.
 //! - `digest`: the SHA-256 of done files, and the done files a file may be a copy of.
 //! - `handle`: the owner thread and [`JournalHandle`].
+//! - `postgres`: the shared journal (connecting, its schema, the leases).
+//! - `export`: a SQLite journal copied into an empty shared one.
 //!
 //! This file holds the [`Journal`] itself, its errors and the transaction
 //! wrapper every multi-statement method uses.
@@ -28,6 +30,7 @@ use rusqlite::ErrorCode;
 use sql::{Conn, DbError};
 
 mod digest;
+mod export;
 mod handle;
 mod identity;
 mod lock;
@@ -39,6 +42,7 @@ pub(crate) mod sql;
 mod transitions;
 
 pub use digest::DoneTwin;
+pub use export::ExportReport;
 pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
@@ -123,6 +127,8 @@ pub enum JournalError {
         expected: &'static str,
         actual: Option<FileState>,
     },
+    #[error("refusing: {reason}")]
+    ExportRefused { reason: String },
     #[error("the journal thread has stopped")]
     Closed,
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use ingestd::cli::{self, check_config, demo, retry, run, status, token, EXIT_CONFIG};
+use ingestd::cli::{self, check_config, demo, export, retry, run, status, token, EXIT_CONFIG};
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, Reloads};
 use ingestd::journal::FileState;
@@ -97,6 +97,11 @@ enum Command {
     Demo,
     /// Manage upload tokens with the account's API key ($INGESTD_API_KEY or --api-key-file)
     Token(token::TokenArgs),
+    /// Manage the journal: move a single-node journal into a shared one
+    Journal {
+        #[command(subcommand)]
+        command: export::JournalCommand,
+    },
 }
 
 /// Runs `f` on a thread of the blocking pool: the journal's PostgreSQL
@@ -277,6 +282,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry { ids, failed } => {
             let settings = config_or_exit!(config_path, false);
             Ok(blocking(move || retry::retry(&settings, &ids, failed)).await??)
+        }
+        Command::Journal { command } => {
+            // Reads no token; the shared journal's client blocks.
+            let settings = config_or_exit!(config_path, false);
+            Ok(blocking(move || export::run(&settings, command)).await?)
         }
         Command::CheckConfig { online } => {
             let settings = config_or_exit!(config_path);

@@ -15,6 +15,8 @@ pub enum ValueOrigin {
     Env { var: String },
     /// The built-in default (or a value derived from several sources).
     Default,
+    /// A command-line option standing for the key (`journal export --to`).
+    Argument { flag: String },
 }
 
 impl fmt::Display for ValueOrigin {
@@ -27,6 +29,7 @@ impl fmt::Display for ValueOrigin {
             ValueOrigin::File { path, line: None } => write!(f, "in {}", path.display()),
             ValueOrigin::Env { var } => write!(f, "from environment variable {var}"),
             ValueOrigin::Default => f.write_str("(built-in default)"),
+            ValueOrigin::Argument { flag } => write!(f, "given as {flag}"),
         }
     }
 }

@@ -335,6 +335,9 @@ impl Provider for Layer {
 pub(crate) struct Sources {
     pub file: Option<ConfigFile>,
     pub env: EnvLayer,
+    /// Keys given as command-line options instead (`journal export --to`),
+    /// each with its option: they beat both layers.
+    pub arguments: Vec<(Vec<String>, String)>,
 }
 
 impl Sources {
@@ -350,6 +353,13 @@ impl Sources {
     /// Where the effective value of `path` came from: the environment beats
     /// the file, which beats the default.
     pub fn origin(&self, path: &KeyPath) -> ValueOrigin {
+        if let Some((_, flag)) = self
+            .arguments
+            .iter()
+            .find(|(key, _)| key.as_slice() == path)
+        {
+            return ValueOrigin::Argument { flag: flag.clone() };
+        }
         if let Some(var) = self.env.var_for(path) {
             return ValueOrigin::Env {
                 var: var.to_string(),

@@ -147,7 +147,7 @@ impl Journal {
         Ok(())
     }
 
-    fn schema_version(&self) -> Result<i64, JournalError> {
+    pub(super) fn schema_version(&self) -> Result<i64, JournalError> {
         Ok(self
             .scalar("read schema version", "PRAGMA user_version", &[])?
             .unwrap_or(0))

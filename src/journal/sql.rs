@@ -181,6 +181,11 @@ impl DbError {
 pub(crate) struct SqlRow(Vec<Value>);
 
 impl SqlRow {
+    /// The row's values, in the statement's column order.
+    pub(super) fn into_values(self) -> Vec<Value> {
+        self.0
+    }
+
     fn at(&self, index: usize) -> &Value {
         self.0.get(index).unwrap_or(&Value::Null)
     }

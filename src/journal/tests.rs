@@ -15,6 +15,8 @@ use super::*;
 mod cluster;
 /// The stored SHA-256 and the duplicate twins (`digest`).
 mod digest;
+/// A SQLite journal copied into a shared one (`export`).
+mod export;
 
 fn ident(name: &str, size: u64) -> FileIdentity {
     FileIdentity {

@@ -164,19 +164,33 @@ impl Journal {
         } else {
             ""
         };
-        self.atomically(|j| {
-            j.orphans_in_doubt_where(&format!("state = 'uploading' AND creating = 1{mine}"), &[])?;
-            j.exec(
-                "requeue interrupted uploads",
-                &format!(
-                    "UPDATE files SET state = 'queued', updated_at = ?1, \
-                     sends_in_doubt = sends_in_doubt + creating, creating = 0{unlease} \
-                     WHERE state = 'uploading'{mine}"
-                ),
-                args![now_ms()],
-            )
-        })
-        .inspect(|_| self.swept_own())
+        self.atomically(|j| j.requeue_uploading(&mine, unlease))
+            .inspect(|_| self.swept_own())
+    }
+
+    /// [`Journal::requeue_interrupted`]'s rule, in the caller's transaction,
+    /// for the uploading rows `filter` (`" AND …"`) selects: a request that
+    /// may have created a video counts one send in doubt (and its possible
+    /// video an orphan); the row is queued with its progress. `unlease`
+    /// holds more `SET` assignments. Also used by `journal export`.
+    pub(super) fn requeue_uploading(
+        &mut self,
+        filter: &str,
+        unlease: &str,
+    ) -> Result<usize, JournalError> {
+        self.orphans_in_doubt_where(
+            &format!("state = 'uploading' AND creating = 1{filter}"),
+            &[],
+        )?;
+        self.exec(
+            "requeue interrupted uploads",
+            &format!(
+                "UPDATE files SET state = 'queued', updated_at = ?1, \
+                 sends_in_doubt = sends_in_doubt + creating, creating = 0{unlease} \
+                 WHERE state = 'uploading'{filter}"
+            ),
+            args![now_ms()],
+        )
     }
 
     /// At start-up, with `upload.in_doubt = "fail"` (before
