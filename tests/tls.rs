@@ -377,7 +377,8 @@ fn an_expired_or_misnamed_certificate_pauses_the_daemon_with_its_cause() {
         assert!(health.1.contains(words), "{health:?}");
         // The file goes back to the queue just after the ERROR is logged.
         assert!(
-            wait_until(Duration::from_secs(10), || env.status()[0]["state"] == "queued"),
+            wait_until(Duration::from_secs(10), || env.status()[0]["state"]
+                == "queued"),
             "{:#?}",
             env.status()
         );

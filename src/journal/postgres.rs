@@ -539,7 +539,11 @@ impl Journal {
             )?;
             let other = j.map_rows(OP, rows, |r| Ok((r.text(0)?, r.i64(1)?, r.i64(2)?)))?;
             if let Some((h, p, ago)) = other.into_iter().next() {
-                if ago < lease && !(h == host && p == i64::from(pid)) {
+                // Heard from within a lease: another process runs under
+                // this name, unless it is this one, or was on this host
+                // and is gone (killed, and restarted by systemd at once).
+                let gone_here = h == host && !Path::new(&format!("/proc/{p}")).exists();
+                if ago < lease && !(h == host && p == i64::from(pid)) && !gone_here {
                     return Err(JournalError::NodeInUse {
                         node: node.clone(),
                         host: h,

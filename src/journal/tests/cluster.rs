@@ -200,6 +200,23 @@ fn a_node_name_in_use_elsewhere_is_refused() {
         matches!(err, JournalError::NodeInUse { .. }) && text.contains("host-1"),
         "{text}"
     );
+    // On this host, a process that is alive holds the name; one that is
+    // gone (killed, restarted at once by systemd) does not.
+    let here = "this-host";
+    let alive = std::process::id();
+    let mut first = node(&db, "node-c", Duration::from_secs(30));
+    let mut second = node(&db, "node-c", Duration::from_secs(30));
+    first.register_node(here, alive).unwrap();
+    assert!(matches!(
+        second.register_node(here, alive + 1),
+        Err(JournalError::NodeInUse { .. })
+    ));
+    // The first one killed: its pid is no process any more.
+    super::pg_server::shared().unwrap().psql(
+        &db.name,
+        "UPDATE nodes SET pid = 999999999 WHERE name = 'node-c'",
+    );
+    second.register_node(here, alive + 1).unwrap();
 }
 
 #[test]
