@@ -6,119 +6,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::pg::{self, PgDb, PgServer};
-use common::{sha256, signal, toml_path, wait_until, watch, write_random, Daemon, Env, MIB};
+use common::cluster::{cluster, cluster_on, files, up, Cluster, LONG};
+use common::pg;
+use common::{signal, wait_until, write_random, Daemon, MIB};
 use ingestd::emulator::Fault;
-
-/// A shared journal in a fresh database, the emulator, and a watch folder
-/// every node watches.
-struct Cluster {
-    env: Env,
-    _db: PgDb,
-}
-
-fn cluster_on(server: &PgServer, chunk: &str, extra: &str) -> Cluster {
-    let env = Env::new();
-    let db = server.fresh_database("cluster");
-    let password_file = env.dir.path().join("journal-password");
-    std::fs::write(&password_file, format!("{}\n", db.password)).unwrap();
-    let text = format!(
-        "[api]\nbase_url = \"{}\"\ntoken_file = {}\nchunk_size = \"{chunk}\"\n\n\
-         [journal]\nurl = \"{}\"\npassword_file = {}\nlease = \"3s\"\n\n\
-         [upload]\nconcurrency = 2\n{extra}\n{}",
-        env.emulator.base_url(),
-        toml_path(&env.token_file),
-        db.url,
-        toml_path(&password_file),
-        watch(&env.media, "300ms", ""),
-    );
-    std::fs::write(&env.config, text).unwrap();
-    Cluster { env, _db: db }
-}
-
-fn cluster(chunk: &str, extra: &str) -> Option<Cluster> {
-    Some(cluster_on(pg::shared()?, chunk, extra))
-}
-
-impl Cluster {
-    /// `ingestd run` as node `name`.
-    fn node(&self, name: &str) -> Daemon {
-        let child = self
-            .env
-            .cmd(&["run"])
-            .env("INGESTD_JOURNAL__NODE", name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Daemon::from_child(child)
-    }
-
-    /// `status --json`, by path.
-    fn rows(&self) -> BTreeMap<String, serde_json::Value> {
-        self.env
-            .status()
-            .into_iter()
-            .map(|r| (r["path"].as_str().unwrap().to_owned(), r))
-            .collect()
-    }
-
-    fn all_done(&self, n: usize) -> bool {
-        let rows = self.rows();
-        rows.len() == n && rows.values().all(|r| r["state"] == "done")
-    }
-
-    /// Every file of `files` is on the emulator once, complete and
-    /// byte-exact, and nothing else is.
-    fn assert_each_once(&self, files: &[PathBuf]) {
-        let videos = self.env.videos();
-        let mut by_title: BTreeMap<String, usize> = BTreeMap::new();
-        for v in &videos {
-            *by_title.entry(v.title.clone()).or_default() += 1;
-        }
-        assert_eq!(
-            videos.len(),
-            files.len(),
-            "one video per file, no duplicate: {by_title:?}"
-        );
-        let rows = self.rows();
-        for f in files {
-            let row = &rows[f.to_str().unwrap()];
-            let vid = row["video_id"].as_str().unwrap();
-            let v = self.env.video(vid);
-            assert!(v.complete, "{f:?}: {v:?}");
-            assert_eq!(v.sha256.as_deref(), Some(sha256(f).as_str()), "{f:?}");
-        }
-    }
-}
-
-fn files(dir: &Path, sizes: &[u64]) -> Vec<PathBuf> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &size)| {
-            let p = dir.join(format!("clip-{i:03}.mp4"));
-            write_random(&p, size, i as u64 + 1);
-            p
-        })
-        .collect()
-}
-
-const LONG: Duration = Duration::from_secs(120);
-
-/// Waits until `d` runs (or has already said why it cannot).
-fn up(d: &Daemon) {
-    wait_until(LONG, || {
-        let log = d.log();
-        log.contains("ingestd running") || log.contains("ingestd: ")
-    });
-    assert!(d.log().contains("ingestd running"), "{}", d.log());
-}
 
 #[test]
 fn three_nodes_upload_every_file_once_and_share_the_work() {

@@ -28,6 +28,7 @@ pub fn watch(path: &Path, settle: &str, extra: &str) -> String {
 mod daemon;
 #[allow(unused_imports)]
 pub use daemon::{stop_ok, strip_ansi, Daemon};
+pub mod cluster;
 mod mounts;
 pub mod pg;
 #[allow(unused_imports)]
