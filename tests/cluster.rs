@@ -338,11 +338,10 @@ fn a_wrong_url_a_refused_password_or_a_foreign_database_is_a_clear_error() {
     };
     // Nothing listens on that port.
     let dead = common::free_port();
-    let url = c
-        ._db
-        .url
-        .replace(&format!(":{}/", server.port()), &format!(":{dead}/"));
-    std::fs::write(&c.env.config, config.replace(&c._db.url, &url)).unwrap();
+    let url =
+        c.db.url
+            .replace(&format!(":{}/", server.port()), &format!(":{dead}/"));
+    std::fs::write(&c.env.config, config.replace(&c.db.url, &url)).unwrap();
     let (code, text, check, checked) = run("no server");
     assert_eq!(code, Some(1), "{text}");
     assert!(
@@ -362,7 +361,7 @@ fn a_wrong_url_a_refused_password_or_a_foreign_database_is_a_clear_error() {
     // A database of another program: refused, left untouched.
     std::fs::write(&password_file, &password).unwrap();
     server.psql(
-        &c._db.name,
+        &c.db.name,
         "CREATE TABLE invoices (id int); GRANT ALL ON invoices TO ingestd;",
     );
     let (code, text, _, checked) = run("foreign");
@@ -372,7 +371,7 @@ fn a_wrong_url_a_refused_password_or_a_foreign_database_is_a_clear_error() {
     assert_eq!(
         server
             .psql(
-                &c._db.name,
+                &c.db.name,
                 "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
             )
             .trim(),
