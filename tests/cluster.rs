@@ -413,3 +413,78 @@ fn the_account_rate_limit_is_shared_by_the_nodes_through_the_servers_headers() {
         common::stop_ok(d);
     }
 }
+
+/// The target: 10,000 files dropped at once into a folder three nodes
+/// watch, every one journaled and uploaded exactly once. Ignored by default
+/// (a minute or two in a release build):
+/// `cargo test --release --test cluster -- --ignored ten_thousand --nocapture`.
+#[test]
+#[ignore]
+fn ten_thousand_files_dropped_at_once_on_three_nodes_are_each_uploaded_once() {
+    let Some(c) = cluster("8MiB", "") else {
+        return;
+    };
+    let n: usize = std::env::var("CLUSTER_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let nodes: Vec<Daemon> = ["n1", "n2", "n3"].iter().map(|n| c.node(n)).collect();
+    for d in &nodes {
+        up(d);
+    }
+    let started = std::time::Instant::now();
+    let staging = c.env.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let mut files = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = staging.join(format!("f{i:05}.mp4"));
+        write_random(&p, 2048 + (i as u64 % 512), i as u64);
+        files.push(p);
+    }
+    // Dropped at once: a rename of each into the watched folder.
+    let files: Vec<PathBuf> = files
+        .iter()
+        .map(|p| {
+            let to = c.env.media.join(p.file_name().unwrap());
+            std::fs::rename(p, &to).unwrap();
+            to
+        })
+        .collect();
+    let dropped = started.elapsed();
+    let server = pg::shared().unwrap();
+    let done = || -> usize {
+        server
+            .psql(
+                &c.db.name,
+                "SELECT count(*) FROM files WHERE state = 'done'",
+            )
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(600), || done() == n),
+        "{} of {n} done",
+        done()
+    );
+    let took = started.elapsed();
+    let rows = server.psql(&c.db.name, "SELECT count(*) FROM files");
+    assert_eq!(rows.trim(), n.to_string(), "each file journaled once");
+    let videos = c.env.videos();
+    assert_eq!(videos.len(), n, "one video per file");
+    let by_title: BTreeSet<&str> = videos.iter().map(|v| v.title.as_str()).collect();
+    assert_eq!(by_title.len(), n, "no file uploaded twice");
+    assert!(videos.iter().all(|v| v.complete));
+    let per_node: Vec<usize> = nodes.iter().map(|d| d.count("upload done")).collect();
+    assert_eq!(per_node.iter().sum::<usize>(), n, "{per_node:?}");
+    eprintln!(
+        "{n} files dropped in {:.1}s, all uploaded once in {:.1}s ({:.0} files/s); per node {per_node:?}",
+        dropped.as_secs_f64(),
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    drop(files);
+    for d in nodes {
+        common::stop_ok(d);
+    }
+}
