@@ -155,7 +155,7 @@ impl Journal {
     /// schema this ingestd writes is refused instead of set up.
     fn connect_postgres(target: &PgTarget, migrate: bool) -> Result<Journal, JournalError> {
         let client = connect(target)?;
-        let journal = Journal {
+        let mut journal = Journal {
             conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(client)))),
             path: PathBuf::from(&target.shown),
             cluster: Some(Cluster {
@@ -226,8 +226,8 @@ impl Journal {
         Ok(0)
     }
 
-    fn migrate_postgres(&self) -> Result<(), JournalError> {
-        self.atomically_ref(|j| {
+    fn migrate_postgres(&mut self) -> Result<(), JournalError> {
+        self.atomically(|j| {
             j.exec(
                 "lock the schema",
                 "SELECT pg_advisory_xact_lock(?1)::text",
@@ -259,22 +259,6 @@ impl Journal {
             }
             Ok(())
         })
-    }
-
-    /// [`Journal::atomically`] for the opening steps, which hold `&self`.
-    fn atomically_ref<R>(
-        &self,
-        f: impl FnOnce(&Journal) -> Result<R, JournalError>,
-    ) -> Result<R, JournalError> {
-        let outermost = self.begin()?;
-        let r = f(self).and_then(|r| {
-            self.commit(outermost)?;
-            Ok(r)
-        });
-        if r.is_err() {
-            self.roll_back(outermost);
-        }
-        r
     }
 
     /// In a shared journal, the node holding (or that last held) each file

@@ -39,15 +39,19 @@ pub(super) mod pg_server;
 pub(super) fn open_pg() -> Option<(pg_server::PgDb, Journal)> {
     let server = pg_server::shared()?;
     let db = server.fresh_database("journal");
-    let target = PgTarget {
+    let j = Journal::open_postgres(&pg_target(&db, "test-node")).unwrap();
+    Some((db, j))
+}
+
+/// How node `node` reaches the test database `db` (a lease of 30 s).
+pub(super) fn pg_target(db: &pg_server::PgDb, node: &str) -> PgTarget {
+    PgTarget {
         url: db.url.clone(),
         shown: db.url.clone(),
         password: Some(db.password.clone()),
-        node: "test-node".into(),
+        node: node.into(),
         lease: Duration::from_secs(30),
-    };
-    let j = Journal::open_postgres(&target).unwrap();
-    Some((db, j))
+    }
 }
 
 /// Runs each test body (`fn name(j: &mut Journal)`) on both backends: a

@@ -8,11 +8,8 @@ use super::*;
 
 fn node(db: &PgDb, name: &str, lease: Duration) -> Journal {
     Journal::open_postgres(&PgTarget {
-        url: db.url.clone(),
-        shown: db.url.clone(),
-        password: Some(db.password.clone()),
-        node: name.into(),
         lease,
+        ..pg_target(db, name)
     })
     .unwrap()
 }
@@ -226,13 +223,7 @@ fn a_foreign_or_newer_database_is_refused_untouched() {
     };
     let foreign = server.fresh_database("foreign");
     server.psql(&foreign.name, "CREATE TABLE invoices (id int)");
-    let target = PgTarget {
-        url: foreign.url.clone(),
-        shown: foreign.url.clone(),
-        password: Some(foreign.password.clone()),
-        node: "n".into(),
-        lease: Duration::from_secs(30),
-    };
+    let target = pg_target(&foreign, "n");
     let err = Journal::open_postgres(&target).unwrap_err();
     assert!(matches!(err, JournalError::ForeignDatabase { .. }), "{err}");
     assert_eq!(
@@ -263,12 +254,5 @@ fn a_foreign_or_newer_database_is_refused_untouched() {
 }
 
 fn node_err(db: &PgDb) -> JournalError {
-    Journal::open_postgres(&PgTarget {
-        url: db.url.clone(),
-        shown: db.url.clone(),
-        password: Some(db.password.clone()),
-        node: "n".into(),
-        lease: Duration::from_secs(30),
-    })
-    .unwrap_err()
+    Journal::open_postgres(&pg_target(db, "n")).unwrap_err()
 }
