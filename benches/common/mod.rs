@@ -1,4 +1,4 @@
-//! What both benchmarks need.
+//! What the benchmarks need.
 
 use std::path::{Path, PathBuf};
 
