@@ -92,18 +92,41 @@ fn connect(target: &PgTarget) -> Result<postgres::Client, JournalError> {
     config.connect_timeout(Duration::from_secs(10));
     config.application_name(&format!("ingestd {}", target.node));
     config
-        .connect(postgres::NoTls)
+        .connect(tls(target)?)
         .map_err(|e| JournalError::Connect {
             url: target.shown.clone(),
             todo: if e.as_db_error().is_some_and(|d| d.code().code() == "28P01") {
                 "the password was refused: check journal.password_file (or \
                  $CREDENTIALS_DIRECTORY/journal-password)"
+            } else if pg_words(&e).contains("TLS") {
+                "the database's certificate is not trusted here, or TLS failed: add its \
+                 authority to the system trust store or set SSL_CERT_FILE (for the service, a \
+                 drop-in with Environment=SSL_CERT_FILE=…), or give the URL sslmode=disable on \
+                 a network you trust"
             } else if e.as_db_error().is_some() {
                 "check journal.url (the user, the database) and the server's pg_hba.conf"
             } else {
                 "check that the server runs and that journal.url names its host and port"
             },
             cause: pg_words(&e),
+        })
+}
+
+/// TLS to the database, with the certificates this machine trusts (the
+/// system store, or `SSL_CERT_FILE`), as for api.video. Whether it is used
+/// is the URL's `sslmode`: `prefer` (the default) when the server offers
+/// it, `require` always, `disable` never.
+fn tls(target: &PgTarget) -> Result<tokio_postgres_rustls::MakeRustlsConnect, JournalError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_platform_verifier())
+        .map(|b| tokio_postgres_rustls::MakeRustlsConnect::new(b.with_no_client_auth()))
+        .map_err(|e| JournalError::Connect {
+            url: target.shown.clone(),
+            cause: format!("cannot set up TLS: {e}"),
+            todo: "check the system's trust store (or SSL_CERT_FILE)",
         })
 }
 
