@@ -228,6 +228,9 @@ impl Journal {
         if r.is_err() {
             self.roll_back(outermost);
         }
+        if outermost {
+            self.settle_leases(r.is_ok());
+        }
         r
     }
 }

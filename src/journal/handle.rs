@@ -135,6 +135,7 @@ impl JournalHandle {
             .send(Box::new(move |j: &mut Journal| {
                 let mut wait = FULL_RETRY_FIRST;
                 let mut waited = false;
+                let mut last_refusal: Option<String> = None;
                 let r = loop {
                     match f(j) {
                         // Nobody waits for the answer any more, or ingestd is
@@ -163,8 +164,15 @@ impl JournalHandle {
                             std::thread::sleep(wait);
                             wait = (wait * 2).min(FULL_RETRY_MAX);
                             if away {
-                                // Its next call says whether this worked.
-                                let _ = j.reconnect();
+                                // Said again only when the cause changes (a
+                                // server back but refusing the password, say).
+                                if let Err(e) = j.reconnect() {
+                                    let cause = e.to_string();
+                                    if last_refusal.as_deref() != Some(cause.as_str()) {
+                                        tracing::error!("{cause}; trying again every few seconds");
+                                        last_refusal = Some(cause);
+                                    }
+                                }
                             }
                         }
                         r => break r,

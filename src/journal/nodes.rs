@@ -25,6 +25,14 @@ pub struct NodeRecord {
     pub uploading: Vec<(i64, PathBuf)>,
 }
 
+/// This process's pid namespace (`pid:[4026531836]`), which tells whether
+/// a pid recorded by another process means anything here.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 impl Journal {
     /// In a shared journal, the node holding (or that last held) each file
     /// that has been claimed; empty in SQLite.
@@ -131,16 +139,25 @@ impl Journal {
             let rows = j.rows(
                 OP,
                 &format!(
-                    "SELECT host, pid, {DB_NOW} - heartbeat_at FROM nodes WHERE name = ?1 FOR UPDATE"
+                    "SELECT host, pid, {DB_NOW} - heartbeat_at, pid_ns FROM nodes \
+                     WHERE name = ?1 FOR UPDATE"
                 ),
                 args![node.as_str()],
             )?;
-            let other = j.map_rows(OP, rows, |r| Ok((r.text(0)?, r.i64(1)?, r.i64(2)?)))?;
-            if let Some((h, p, ago)) = other.into_iter().next() {
+            let other = j.map_rows(OP, rows, |r| {
+                Ok((r.text(0)?, r.i64(1)?, r.i64(2)?, r.opt_text(3)?))
+            })?;
+            let ns = pid_namespace();
+            if let Some((h, p, ago, their_ns)) = other.into_iter().next() {
                 // Heard from within a lease: another process runs under
-                // this name, unless it is this one, or was on this host
-                // and is gone (killed, and restarted by systemd at once).
-                let gone_here = h == host && !Path::new(&format!("/proc/{p}")).exists();
+                // this name, unless it is this one, or was on this host, in
+                // this process namespace (a container sharing the host name
+                // has pids of its own), and is gone (killed, and restarted
+                // by systemd at once).
+                let gone_here = h == host
+                    && their_ns.is_some()
+                    && their_ns == ns
+                    && !Path::new(&format!("/proc/{p}")).exists();
                 if ago < lease && !(h == host && p == i64::from(pid)) && !gone_here {
                     return Err(JournalError::NodeInUse {
                         node: node.clone(),
@@ -153,11 +170,12 @@ impl Journal {
             j.exec(
                 OP,
                 &format!(
-                    "INSERT INTO nodes (name, host, pid, started_at, heartbeat_at) \
-                     VALUES (?1, ?2, ?3, {DB_NOW}, {DB_NOW}) ON CONFLICT (name) DO UPDATE \
-                     SET host = ?2, pid = ?3, started_at = {DB_NOW}, heartbeat_at = {DB_NOW}"
+                    "INSERT INTO nodes (name, host, pid, pid_ns, started_at, heartbeat_at) \
+                     VALUES (?1, ?2, ?3, ?4, {DB_NOW}, {DB_NOW}) ON CONFLICT (name) DO UPDATE \
+                     SET host = ?2, pid = ?3, pid_ns = ?4, started_at = {DB_NOW}, \
+                     heartbeat_at = {DB_NOW}"
                 ),
-                args![node.as_str(), host, i64::from(pid)],
+                args![node.as_str(), host, i64::from(pid), ns.clone()],
             )?;
             Ok(())
         })

@@ -69,10 +69,20 @@ pub(super) struct Cluster {
     pub(super) lease_ms: i64,
     /// Held files: id → the epoch its claim set.
     pub(super) leases: HashMap<i64, i64>,
+    /// Files whose lease this node lost, with the epoch it had: every later
+    /// write of those attempts stays fenced (until this node claims one again).
+    pub(super) lost: HashMap<i64, i64>,
     /// Whether the uploads this node left `uploading` in its previous run
     /// were put back in the queue (at start-up); from then on only expired
     /// leases are taken over.
     pub(super) swept_own: bool,
+    /// Leases given up by a write whose transaction has not committed yet:
+    /// forgotten only once it has (a rollback keeps them).
+    pub(super) forget_on_commit: Vec<i64>,
+    /// When this connection was made: for a lease after it, this node takes
+    /// over nobody's files (a database that was away for longer than a
+    /// lease left every live node's leases expired; they renew first).
+    pub(super) connected_at: std::time::Instant,
     target: PgTarget,
 }
 
@@ -170,7 +180,10 @@ impl Journal {
                 node: target.node.clone(),
                 lease_ms: i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX),
                 leases: HashMap::new(),
+                lost: HashMap::new(),
                 swept_own: false,
+                forget_on_commit: Vec::new(),
+                connected_at: std::time::Instant::now(),
                 target: target.clone(),
             }),
         };
@@ -311,6 +324,7 @@ impl Journal {
         })?;
         Ok(claimed.into_iter().next().map(|(row, epoch)| {
             if let Some(c) = &mut self.cluster {
+                c.lost.remove(&row.id);
                 c.leases.insert(row.id, epoch);
             }
             row
@@ -323,11 +337,10 @@ impl Journal {
     /// otherwise the row must not be uploading (another node's upload).
     pub(super) fn fence(&self, id: i64, n: usize) -> Option<(String, Option<Value>)> {
         let cluster = self.cluster.as_ref()?;
-        Some(match cluster.leases.get(&id) {
-            Some(&epoch) => (
-                format!(" AND (state <> 'uploading' OR epoch = ?{n})"),
-                Some(Value::Int(epoch)),
-            ),
+        Some(match cluster.leases.get(&id).or(cluster.lost.get(&id)) {
+            // Whatever its state now: a file taken over and queued, or
+            // retrying on another node, is not this attempt's any more.
+            Some(&epoch) => (format!(" AND epoch = ?{n}"), Some(Value::Int(epoch))),
             None => (" AND state <> 'uploading'".to_owned(), None),
         })
     }
@@ -338,7 +351,7 @@ impl Journal {
         let Some(held) = self
             .cluster
             .as_ref()
-            .and_then(|c| c.leases.get(&id).copied())
+            .and_then(|c| c.leases.get(&id).or(c.lost.get(&id)).copied())
         else {
             return Ok(false);
         };
@@ -348,16 +361,36 @@ impl Journal {
             args![id],
         )?;
         if epoch != Some(held) {
-            self.forget_lease(id);
+            if let Some(c) = &mut self.cluster {
+                c.leases.remove(&id);
+                c.lost.insert(id, held);
+            }
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// The attempt on `id` is over (the row left `uploading`).
+    /// The attempt on `id` is over (the row left `uploading`): forgotten
+    /// now, or, inside a transaction, once it commits.
     pub(super) fn forget_lease(&mut self, id: i64) {
+        let open = self.in_transaction();
         if let Some(c) = &mut self.cluster {
-            c.leases.remove(&id);
+            if open {
+                c.forget_on_commit.push(id);
+            } else {
+                c.leases.remove(&id);
+            }
+        }
+    }
+
+    /// The outermost transaction committed (`true`) or rolled back.
+    pub(super) fn settle_leases(&mut self, committed: bool) {
+        if let Some(c) = &mut self.cluster {
+            for id in std::mem::take(&mut c.forget_on_commit) {
+                if committed {
+                    c.leases.remove(&id);
+                }
+            }
         }
     }
 
@@ -368,16 +401,30 @@ impl Journal {
             return Ok(Vec::new());
         };
         let (node, lease) = (cluster.node.clone(), cluster.lease_ms);
+        // Only the files a worker of this process holds, each under the
+        // epoch of its claim: a row this node owns and holds no more (a
+        // claim whose reply was lost) runs out and is taken over.
+        let held: Vec<String> = cluster
+            .leases
+            .iter()
+            .map(|(id, epoch)| format!("({id},{epoch})"))
+            .collect();
         const OP: &str = "renew leases";
-        let rows = self.rows(
-            OP,
-            &format!(
-                "UPDATE files SET lease_until = {DB_NOW} + ?2 \
-                 WHERE owner = ?1 AND state = 'uploading' RETURNING id, epoch"
-            ),
-            args![node.as_str(), lease],
-        )?;
-        let held = self.map_rows(OP, rows, |r| Ok((r.i64(0)?, r.i64(1)?)))?;
+        let held = if held.is_empty() {
+            Vec::new()
+        } else {
+            let rows = self.rows(
+                OP,
+                &format!(
+                    "UPDATE files SET lease_until = {DB_NOW} + ?2 \
+                     WHERE owner = ?1 AND state = 'uploading' AND (id, epoch) IN ({}) \
+                     RETURNING id, epoch",
+                    held.join(",")
+                ),
+                args![node.as_str(), lease],
+            )?;
+            self.map_rows(OP, rows, |r| Ok((r.i64(0)?, r.i64(1)?)))?
+        };
         self.exec(
             OP,
             &format!("UPDATE nodes SET heartbeat_at = {DB_NOW} WHERE name = ?1"),
@@ -389,11 +436,13 @@ impl Journal {
             c.leases.retain(|id, epoch| {
                 let kept = held.get(id) == Some(epoch);
                 if !kept {
-                    lost.push(*id);
+                    lost.push((*id, *epoch));
                 }
                 kept
             });
+            c.lost.extend(lost.iter().copied());
         }
+        let mut lost: Vec<i64> = lost.into_iter().map(|(id, _)| id).collect();
         lost.sort_unstable();
         Ok(lost)
     }
@@ -409,6 +458,11 @@ impl Journal {
                 " AND (owner = '{}' OR lease_until IS NULL OR lease_until < {DB_NOW})",
                 c.node.replace('\'', "''")
             ),
+            // Connected for less than a lease (just back after the database
+            // was away): the other nodes may not have renewed yet.
+            Some(c) if (c.connected_at.elapsed().as_millis() as i64) < c.lease_ms => {
+                " AND false".to_owned()
+            }
             Some(_) => format!(" AND (lease_until IS NULL OR lease_until < {DB_NOW})"),
         }
     }
@@ -428,6 +482,9 @@ impl Journal {
         };
         let client = connect(&c.target)?;
         self.conn = Conn::Pg(Box::new(RefCell::new(PgConn::new(client))));
+        if let Some(c) = &mut self.cluster {
+            c.connected_at = std::time::Instant::now();
+        }
         Ok(())
     }
 }

@@ -455,8 +455,10 @@ impl Journal {
             }
             Conn::Pg(c) => {
                 let depth = c.borrow().depth;
+                // Read committed whatever the server's default: a statement
+                // after a path lock must see what the lock waited for.
                 let sql = if depth == 0 {
-                    "BEGIN"
+                    "BEGIN ISOLATION LEVEL READ COMMITTED"
                 } else {
                     "SAVEPOINT atomically"
                 };
@@ -510,6 +512,14 @@ impl Journal {
                     c.depth = 0;
                 }
             }
+        }
+    }
+
+    /// Whether a PostgreSQL transaction is open on this connection.
+    pub(super) fn in_transaction(&self) -> bool {
+        match &self.conn {
+            Conn::Pg(c) => c.borrow().depth > 0,
+            Conn::Sqlite(_) => false,
         }
     }
 

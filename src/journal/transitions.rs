@@ -35,6 +35,7 @@ impl Journal {
         files: &[FileIdentity],
         state: FileState,
     ) -> Result<Vec<Added>, JournalError> {
+        let shared = self.is_postgres();
         self.atomically(|j| {
             j.lock_paths(
                 files
@@ -45,10 +46,17 @@ impl Journal {
             for f in files {
                 // A `gone` row is not found here: whether the file is back
                 // as it was is for its sample to say, once it settles.
-                let same = j
-                    .rows_at(&f.root, &f.rel_path)?
-                    .into_iter()
-                    .find(|r| r.state != FileState::Gone && r.identity.same_hints(f));
+                // In a shared journal the hints are another machine's (each
+                // numbers the devices of its own mounts): a live row at the
+                // path with the file's size and mtime is the file, found by
+                // another node's scan; its sample decides when it settles.
+                let same = j.rows_at(&f.root, &f.rel_path)?.into_iter().find(|r| {
+                    r.state != FileState::Gone
+                        && (r.identity.same_hints(f)
+                            || (shared
+                                && r.identity.size == f.size
+                                && r.identity.mtime_ns == f.mtime_ns))
+                });
                 out.push(match same {
                     Some(row) => Added {
                         id: row.id,
@@ -231,15 +239,29 @@ impl Journal {
         )?;
         let ids = self.map_rows(OP, rows, |r| r.i64(0))?;
         let now = now_ms();
+        // Each judged again as it is failed (its node may have renewed its
+        // lease since), and, in a shared journal, fenced off from it.
+        let unlease = if self.is_postgres() {
+            ", lease_until = NULL, epoch = epoch + 1"
+        } else {
+            ""
+        };
+        let mut failed = Vec::with_capacity(ids.len());
         for id in &ids {
-            self.exec(
+            let n = self.exec(
                 "fail uploads in doubt",
-                "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
-                 sends_in_doubt = sends_in_doubt + 1, creating = 0, last_error = ?2 \
-                 WHERE id = ?3 AND state = 'uploading' AND creating = 1",
+                &format!(
+                    "UPDATE files SET state = 'failed', updated_at = ?1, next_attempt_at = NULL, \
+                     sends_in_doubt = sends_in_doubt + 1, creating = 0, last_error = ?2{unlease} \
+                     WHERE id = ?3 AND state = 'uploading' AND creating = 1{mine}"
+                ),
                 args![now, why(*id), *id],
             )?;
+            if n == 1 {
+                failed.push(*id);
+            }
         }
+        let ids = failed;
         Ok(ids)
     }
 

@@ -19,8 +19,15 @@ fn two_nodes() -> Option<(PgDb, Journal, Journal)> {
     let server = super::pg_server::shared()?;
     let db = server.fresh_database("cluster");
     let a = node(&db, "node-a", Duration::from_secs(30));
-    let b = node(&db, "node-b", Duration::from_secs(30));
+    let mut b = node(&db, "node-b", Duration::from_secs(30));
+    settled(&mut b);
     Some((db, a, b))
+}
+
+/// `j` has been connected for longer than a lease: it may take over.
+fn settled(j: &mut Journal) {
+    let c = j.cluster.as_mut().unwrap();
+    c.connected_at -= Duration::from_millis(c.lease_ms as u64 + 1);
 }
 
 /// Ends `id`'s lease now, as if its node had been silent for a lease.
@@ -255,4 +262,85 @@ fn a_foreign_or_newer_database_is_refused_untouched() {
 
 fn node_err(db: &PgDb) -> JournalError {
     Journal::open_postgres(&pg_target(db, "n")).unwrap_err()
+}
+
+#[test]
+fn a_stale_attempt_cannot_fail_or_drop_a_file_taken_over() {
+    let Some((db, mut a, mut b)) = two_nodes() else {
+        return;
+    };
+    let far = Duration::from_secs(60);
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
+    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    b.requeue_interrupted().unwrap();
+    expire(&db, id);
+    assert_eq!(b.requeue_interrupted().unwrap(), 1);
+    // Queued again, not yet claimed by anyone: node-a's late verdicts are refused.
+    for r in [a.mark_failed(id, "permanent"), a.mark_gone(id, "vanished")] {
+        assert!(matches!(r, Err(JournalError::LeaseLost { .. })), "{r:?}");
+    }
+    assert_eq!(b.get(id).unwrap().unwrap().state, FileState::Queued);
+}
+
+#[test]
+fn a_node_just_connected_takes_nothing_over_until_a_lease_has_passed() {
+    let Some((db, mut a, _b)) = two_nodes() else {
+        return;
+    };
+    let far = Duration::from_secs(60);
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
+    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let mut fresh = node(&db, "node-c", Duration::from_secs(30));
+    fresh.requeue_interrupted().unwrap(); // its own start-up sweep
+    expire(&db, id);
+    // The database may just be back: node-a may not have renewed yet.
+    assert_eq!(fresh.requeue_interrupted().unwrap(), 0);
+    assert!(
+        a.renew_leases().unwrap().is_empty(),
+        "node-a renews in time"
+    );
+    settled(&mut fresh);
+    assert_eq!(fresh.requeue_interrupted().unwrap(), 0, "a renewed lease");
+}
+
+#[test]
+fn a_claim_no_worker_holds_is_not_renewed_and_runs_out() {
+    let Some((db, mut a, mut b)) = two_nodes() else {
+        return;
+    };
+    let far = Duration::from_secs(60);
+    let id = a
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
+    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    // As if the claim's reply had been lost: node-a does not hold it.
+    a.cluster.as_mut().unwrap().leases.clear();
+    b.requeue_interrupted().unwrap();
+    expire(&db, id);
+    assert!(a.renew_leases().unwrap().is_empty());
+    assert_eq!(
+        b.requeue_interrupted().unwrap(),
+        1,
+        "taken over, not renewed forever"
+    );
+}
+
+#[test]
+fn a_file_journaled_by_another_node_is_found_whatever_its_device_number_there() {
+    let Some((_db, mut a, mut b)) = two_nodes() else {
+        return;
+    };
+    let f = ident("x.mp4", 10);
+    let first = a.add_file(&f, FileState::Settling).unwrap();
+    let mut there = f.clone();
+    (there.dev, there.inode) = (f.dev + 7, f.inode + 9); // another machine's mount
+    let second = b.add_files(&[there], FileState::Settling).unwrap()[0];
+    assert_eq!((second.id, second.inserted), (first.id, false));
 }

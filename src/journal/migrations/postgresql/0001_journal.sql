@@ -66,6 +66,8 @@ CREATE TABLE nodes (
     name         TEXT   PRIMARY KEY,
     host         TEXT   NOT NULL,
     pid          BIGINT NOT NULL,
+    -- The pid namespace the pid belongs to (containers on one host).
+    pid_ns       TEXT,
     started_at   BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
