@@ -24,6 +24,18 @@ fn two_nodes() -> Option<(PgDb, Journal, Journal)> {
     Some((db, a, b))
 }
 
+/// A file `j` journaled and claimed: its id.
+fn claimed(j: &mut Journal) -> i64 {
+    let id = j
+        .add_file(&ident("x.mp4", 10), FileState::Queued)
+        .unwrap()
+        .id;
+    j.claim_next(now_ms(), Duration::from_secs(60), None)
+        .unwrap()
+        .unwrap();
+    id
+}
+
 /// `j` has been connected for longer than a lease: it may take over.
 fn settled(j: &mut Journal) {
     let c = j.cluster.as_mut().unwrap();
@@ -70,11 +82,7 @@ fn a_node_whose_lease_was_taken_over_writes_nothing() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     a.set_chunk_size(id, 4).unwrap();
     a.record_progress(id, "vi1", 4).unwrap();
     // node-b started before: its own sweep is done. node-a goes silent.
@@ -114,11 +122,7 @@ fn renewal_reports_a_lease_lost_while_silent() {
         return;
     };
     let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     b.requeue_interrupted().unwrap();
     expire(&db, id);
     b.requeue_interrupted().unwrap();
@@ -131,12 +135,7 @@ fn a_creating_request_of_a_silent_node_is_in_doubt_on_takeover() {
     let Some((db, mut a, mut b)) = two_nodes() else {
         return;
     };
-    let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     a.set_chunk_size(id, 4).unwrap(); // creating: no videoId yet
     b.requeue_interrupted().unwrap();
     expire(&db, id);
@@ -151,12 +150,7 @@ fn a_node_restarted_takes_back_its_own_uploads_at_once() {
     let Some((db, mut a, _b)) = two_nodes() else {
         return;
     };
-    let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     drop(a);
     let mut again = node(&db, "node-a", Duration::from_secs(30));
     assert_eq!(
@@ -269,12 +263,7 @@ fn a_stale_attempt_cannot_fail_or_drop_a_file_taken_over() {
     let Some((db, mut a, mut b)) = two_nodes() else {
         return;
     };
-    let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     b.requeue_interrupted().unwrap();
     expire(&db, id);
     assert_eq!(b.requeue_interrupted().unwrap(), 1);
@@ -290,12 +279,7 @@ fn a_node_just_connected_takes_nothing_over_until_a_lease_has_passed() {
     let Some((db, mut a, _b)) = two_nodes() else {
         return;
     };
-    let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     let mut fresh = node(&db, "node-c", Duration::from_secs(30));
     fresh.requeue_interrupted().unwrap(); // its own start-up sweep
     expire(&db, id);
@@ -314,12 +298,7 @@ fn a_claim_no_worker_holds_is_not_renewed_and_runs_out() {
     let Some((db, mut a, mut b)) = two_nodes() else {
         return;
     };
-    let far = Duration::from_secs(60);
-    let id = a
-        .add_file(&ident("x.mp4", 10), FileState::Queued)
-        .unwrap()
-        .id;
-    a.claim_next(now_ms(), far, None).unwrap().unwrap();
+    let id = claimed(&mut a);
     // As if the claim's reply had been lost: node-a does not hold it.
     a.cluster.as_mut().unwrap().leases.clear();
     b.requeue_interrupted().unwrap();
