@@ -38,10 +38,10 @@ mod common;
 #[path = "../tests/common/pg.rs"]
 mod pg;
 
-use common::{env_u64, ingestd_bin, stats};
+use common::{env_u64, ingestd_bin, spawn_emulator, stats};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -149,26 +149,7 @@ struct EmulatorProcess {
 
 impl EmulatorProcess {
     fn start(dir: &Path) -> Self {
-        let mut child = ingestd()
-            .args(["emulator", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
-            .arg("--data")
-            .arg(dir.join("emulator"))
-            .args(["--token", TOKEN])
-            .env("INGESTD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the emulator");
-        let out = child.stdout.take().expect("emulator stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("emulator address");
-        let base = line
-            .trim()
-            .strip_prefix("emulator listening on ")
-            .unwrap_or_else(|| panic!("unexpected emulator output: {line:?}"))
-            .to_owned();
+        let (child, base) = spawn_emulator(ingestd(), dir, TOKEN);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

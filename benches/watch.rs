@@ -33,7 +33,7 @@
 
 mod common;
 
-use common::{env_u64, ingestd_bin, stats};
+use common::{env_u64, ingestd_bin, spawn_emulator, stats};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -476,27 +476,7 @@ struct EmulatorProcess {
 
 impl EmulatorProcess {
     fn start(dir: &Path) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(ingestd_bin())
-            .args(["emulator", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
-            .arg("--data")
-            .arg(dir.join("emulator"))
-            .args(["--token", TOKEN])
-            .env("INGESTD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the emulator");
-        let out = child.stdout.take().expect("emulator stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("emulator address");
-        let base = line
-            .trim()
-            .strip_prefix("emulator listening on ")
-            .unwrap_or_else(|| panic!("unexpected emulator output: {line:?}"))
-            .to_owned();
+        let (child, base) = spawn_emulator(Command::new(ingestd_bin()), dir, TOKEN);
         Self { child, base }
     }
 

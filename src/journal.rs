@@ -1,21 +1,25 @@
-//! The journal: one SQLite table of files, the only queue of the daemon.
+//! The journal: one table of files, the only queue of the daemon, in SQLite
+//! (one machine) or PostgreSQL (several nodes).
 //!
 //! Every SQL statement of the project lives in this module. Each state
 //! transition is one method and one statement guarded by the expected current
 //! state, so a transition that lost a race (or a bug) is an error, never a
-//! silent overwrite. SQLite is synchronous: the [`Journal`] has one owner
-//! thread and async code reaches it through [`JournalHandle`].
+//! silent overwrite. Both clients are synchronous: the [`Journal`] has one
+//! owner thread and async code reaches it through [`JournalHandle`].
 //!
 //! # Layout
 //!
-//! - `open`: the connection, its checks and the migrations.
+//! - `sql`: the one way statements run, on either database.
+//! - `open`: the SQLite file, its checks and the migrations.
 //! - `row`: [`FileState`], [`FileIdentity`], [`FileRow`] and their columns.
 //! - `transitions`: journaling files and every guarded state change.
+//! - `interrupted`: the uploads a stop, a crash or a silent node left.
 //! - `queries`: the claim, single rows, listings and counts.
 //! - `identity`: content samples, re-identification, revival, watch roots, orphans.
 //! - `digest`: the SHA-256 of done files, and the done files a file may be a copy of.
 //! - `handle`: the owner thread and [`JournalHandle`].
 //! - `postgres`: the shared journal (connecting, its schema, the leases).
+//! - `nodes`: its nodes, the lead of each watch folder, the path lock.
 //! - `export`: a SQLite journal copied into an empty shared one.
 //!
 //! This file holds the [`Journal`] itself, its errors and the transaction
@@ -33,6 +37,7 @@ mod digest;
 mod export;
 mod handle;
 mod identity;
+mod interrupted;
 mod lock;
 mod nodes;
 mod open;

@@ -1,6 +1,8 @@
 //! What the benchmarks need.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// A number from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -29,4 +31,32 @@ pub fn stats(xs: &[f64]) -> (f64, f64, f64) {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// `ingestd emulator` in a process of its own (unlimited rate, `token`,
+/// data under `dir/emulator`), started by `cmd` (an `ingestd` command):
+/// the child and its base URL. (Not every benchmark starts one.)
+#[allow(dead_code)]
+pub fn spawn_emulator(mut cmd: Command, dir: &Path, token: &str) -> (Child, String) {
+    let mut child = cmd
+        .args(["emulator", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+        .arg("--data")
+        .arg(dir.join("emulator"))
+        .args(["--token", token])
+        .env("INGESTD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the emulator");
+    let out = child.stdout.take().expect("emulator stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("emulator address");
+    let base = line
+        .trim()
+        .strip_prefix("emulator listening on ")
+        .unwrap_or_else(|| panic!("unexpected emulator output: {line:?}"))
+        .to_owned();
+    (child, base)
 }

@@ -467,6 +467,16 @@ impl Journal {
         }
     }
 
+    /// The `SET` assignments that end a row's lease and fence off the
+    /// attempt that held it (a shared journal); nothing in SQLite.
+    pub(super) fn unlease(&self) -> &'static str {
+        if self.is_postgres() {
+            ", lease_until = NULL, epoch = epoch + 1"
+        } else {
+            ""
+        }
+    }
+
     /// This node's own interrupted uploads are back in the queue.
     pub(super) fn swept_own(&mut self) {
         if let Some(c) = &mut self.cluster {
