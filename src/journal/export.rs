@@ -17,7 +17,7 @@ use super::{Journal, JournalError};
 
 /// Each column of `files` in the shared journal's schema, the SQLite
 /// schema version that has it, and what an older one is read as.
-const FILE_COLUMNS: [(&str, i64, &str); 24] = [
+const FILE_COLUMNS: [(&str, i64, &str); 29] = [
     ("id", 1, ""),
     ("root", 1, ""),
     ("rel_path", 1, ""),
@@ -42,6 +42,11 @@ const FILE_COLUMNS: [(&str, i64, &str); 24] = [
     ("creating", 2, "0"),
     ("sends_in_doubt", 2, "0"),
     ("sha256", 4, "NULL"),
+    ("queue_rank", 5, "0"),
+    ("queue_key", 5, "0"),
+    ("playable_at", 5, "NULL"),
+    ("playable_poll_at", 5, "NULL"),
+    ("playable_note", 5, "NULL"),
 ];
 
 const ORPHAN_COLUMNS: &str = "id, file_id, root, rel_path, video_id, at, why";

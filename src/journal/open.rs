@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_sends_in_doubt.sql"),
     include_str!("migrations/0003_content_identity.sql"),
     include_str!("migrations/0004_sha256.sql"),
+    include_str!("migrations/0005_workflow.sql"),
 ];
 
 /// How long a writer waits for another connection's lock (a `status` reader,

@@ -17,7 +17,10 @@ use super::{FileRow, Journal, JournalError};
 use crate::config::{JournalSettings, PgJournalSettings};
 
 /// The PostgreSQL schema, one numbered migration per file.
-pub(super) const PG_MIGRATIONS: &[&str] = &[include_str!("migrations/postgresql/0001_journal.sql")];
+pub(super) const PG_MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgresql/0001_journal.sql"),
+    include_str!("migrations/postgresql/0002_workflow.sql"),
+];
 
 /// Any number unlikely to be another program's: the advisory lock held
 /// while the schema is checked and migrated.
