@@ -20,7 +20,7 @@
 //!
 //! `sources` (file and environment layers) → `raw` (serde structs, every key
 //! optional) → `validate` (each check with its error; `pg_journal` for the
-//! journal shared by several nodes) → `settings` (the
+//! journal shared by several nodes, `hooks` for `[[hook]]`) → `settings` (the
 //! checked types everything else uses); `values` holds the scalar types the
 //! raw structs deserialize through, `error` the errors, `render` the
 //! effective configuration for `check-config`.
@@ -30,6 +30,7 @@
 //! its own.
 
 mod error;
+mod hooks;
 mod live;
 mod pg_journal;
 mod raw;
@@ -42,6 +43,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ValueOrigin};
+pub use hooks::{HookEvent, HookSettings, HookTarget};
 pub use live::Live;
 pub use settings::{
     journal_root, AfterUpload, ApiSettings, Duplicates, InDoubt, JournalSettings, LogFormat,

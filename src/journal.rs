@@ -20,6 +20,8 @@
 //! - `handle`: the owner thread and [`JournalHandle`].
 //! - `postgres`: the shared journal (connecting, its schema, the leases).
 //! - `nodes`: its nodes, the lead of each watch folder, the path lock.
+//! - `outbox`: the events of files and their deliveries to hooks.
+//! - `playable`: watching done videos until they play.
 //! - `export`: a SQLite journal copied into an empty shared one.
 //!
 //! This file holds the [`Journal`] itself, its errors and the transaction
@@ -41,6 +43,8 @@ mod interrupted;
 mod lock;
 mod nodes;
 mod open;
+mod outbox;
+mod playable;
 mod postgres;
 mod queries;
 mod row;
@@ -53,6 +57,9 @@ pub use handle::JournalHandle;
 pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
 pub use nodes::NodeRecord;
+pub(crate) use outbox::rfc3339;
+pub use outbox::{DueDelivery, HookBacklog, PendingDelivery};
+pub use playable::PlayableWatch;
 pub use postgres::PgTarget;
 pub use queries::Scope;
 pub(crate) use row::Resettled;
@@ -182,6 +189,8 @@ pub struct Journal {
     path: PathBuf,
     /// In a journal shared by several nodes: this node's name and leases.
     cluster: Option<postgres::Cluster>,
+    /// Which events to write for which hooks (none until set).
+    outbox: outbox::Outbox,
 }
 
 impl fmt::Debug for Journal {

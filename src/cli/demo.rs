@@ -160,10 +160,12 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
             bandwidth_limit: 0,
             in_doubt: Default::default(),
             sha256: true,
+            playable_timeout: Duration::from_secs(60),
         },
         log: Default::default(),
         watches: vec![watch],
         metrics: Default::default(),
+        hooks: Vec::new(),
     };
     println!("ingestd demo: the whole pipeline on this machine, nothing leaves it.\n");
     println!("  api.video emulator   {}", emulator.base_url());

@@ -118,6 +118,19 @@ pub enum ConfigError {
         error: io::Error,
     },
 
+    /// A webhook's `secret_file` cannot be read.
+    #[error("cannot read the hook secret file {} ({from}): {error}; {}", path.display(), secret_read_hint(error))]
+    SecretFile {
+        path: PathBuf,
+        /// Which setting named the file.
+        from: String,
+        error: io::Error,
+    },
+
+    /// A webhook's secret is unusable. The secret itself is never shown.
+    #[error("the hook secret in {from} {problem} (it is not shown here because it is a secret)")]
+    BadSecret { from: String, problem: String },
+
     /// The journal's password is unusable. The password itself is never shown.
     #[error("the journal password {from} {problem} (it is not shown here because it is a secret)")]
     BadPassword { from: String, problem: String },
@@ -161,6 +174,15 @@ fn password_read_hint(error: &io::Error) -> &'static str {
             "make it readable by the user ingestd runs as (or use LoadCredential=journal-password:FILE)"
         }
         io::ErrorKind::InvalidData => "the file must hold the password as UTF-8 text",
+        _ => "check the file and its directory",
+    }
+}
+
+fn secret_read_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound => "create it with the webhook's secret, or fix the path",
+        io::ErrorKind::PermissionDenied => "make it readable by the user ingestd runs as",
+        io::ErrorKind::InvalidData => "the file must hold the secret as UTF-8 text",
         _ => "check the file and its directory",
     }
 }

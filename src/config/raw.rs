@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::{ConfigError, ValueOrigin};
+use super::hooks::RawHook;
 use super::settings::{Duplicates, InDoubt, LogFormat, Readiness, WatchMode};
 use super::sources::{display_key, Sources};
 use super::values::{Count, Seconds, SecretText, Size, Window};
@@ -24,6 +25,7 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     pub watch: Vec<RawWatch>,
     pub metrics: RawMetrics,
+    pub hook: Vec<RawHook>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +62,7 @@ pub(crate) struct RawUpload {
     pub bandwidth_limit: Option<Size>,
     pub in_doubt: Option<InDoubt>,
     pub sha256: Option<bool>,
+    pub playable_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Default, Deserialize)]

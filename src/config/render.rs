@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::hooks::{shown_url, HookSettings, HookTarget};
 use super::settings::{
     AfterUpload, ModifyWindow, PgJournalSettings, Settings, TokenSource, PASSWORD_CREDENTIAL_NAME,
     TOKEN_CREDENTIAL_NAME,
@@ -88,6 +89,16 @@ impl Settings {
         );
         let _ = writeln!(out, "in_doubt = {}", quote(upload.in_doubt.as_str()));
         let _ = writeln!(out, "sha256 = {}", upload.sha256);
+        let _ = writeln!(
+            out,
+            "playable_timeout = {}{}",
+            quote(&format_duration(upload.playable_timeout)),
+            if upload.playable_timeout.is_zero() {
+                "  # not watched"
+            } else {
+                ""
+            }
+        );
 
         let _ = writeln!(out, "\n[log]");
         let _ = writeln!(out, "format = {}", quote(self.log.format.as_str()));
@@ -136,6 +147,10 @@ impl Settings {
             let _ = writeln!(out, "duplicates = {}", quote(watch.duplicates.as_str()));
         }
 
+        for hook in &self.hooks {
+            render_hook(&mut out, hook);
+        }
+
         let _ = writeln!(out, "\n[metrics]");
         match self.metrics.listen {
             Some(addr) => {
@@ -180,6 +195,34 @@ fn render_pg_journal(out: &mut String, pg: &PgJournalSettings) {
     let _ = writeln!(out, "node = {}", quote(&pg.node));
     let _ = writeln!(out, "lease = {}", quote(&format_duration(pg.lease)));
     let _ = writeln!(out, "heartbeat = {}", quote(&format_duration(pg.heartbeat)));
+}
+
+/// A `[[hook]]`: a webhook's URL without credentials or query (shown as
+/// `?…`: it may hold a secret), its secret replaced by its file.
+fn render_hook(out: &mut String, hook: &HookSettings) {
+    let _ = writeln!(out, "\n[[hook]]");
+    if hook.named {
+        let _ = writeln!(out, "name = {}", quote(&hook.key));
+    } else {
+        let _ = writeln!(out, "# its deliveries are journaled as {:?}", hook.key);
+    }
+    let events: Vec<String> = hook.events.iter().map(|e| e.as_str().to_owned()).collect();
+    let _ = writeln!(out, "events = {}", list(&events));
+    match &hook.target {
+        HookTarget::Command { argv } => {
+            let _ = writeln!(out, "command = {}", list(argv));
+        }
+        HookTarget::Webhook {
+            url, secret_file, ..
+        } => {
+            let _ = writeln!(out, "url = {}", quote(&shown_url(url)));
+            if let Some(path) = secret_file {
+                let _ = writeln!(out, "secret_file = {}", quote_path(path));
+                let _ = writeln!(out, "# secret: <redacted>, from {}", path.display());
+            }
+        }
+    }
+    let _ = writeln!(out, "timeout = {}", quote(&format_duration(hook.timeout)));
 }
 
 /// A TOML basic string.

@@ -54,6 +54,8 @@ pub(crate) const DEFAULT_INCLUDE: [&str; 4] = ["*.mp4", "*.mov", "*.mxf", "*.mkv
 pub(crate) const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 /// How long a settled file may stay an unfinished container before it fails.
 pub(crate) const DEFAULT_INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a done video is watched for "playable".
+pub(crate) const DEFAULT_PLAYABLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -143,6 +145,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub watches: Vec<WatchSettings>,
     pub metrics: MetricsSettings,
+    /// `[[hook]]`, in the order written.
+    pub hooks: Vec<super::hooks::HookSettings>,
 }
 
 /// How log lines are written (to stderr).
@@ -345,6 +349,9 @@ pub struct UploadSettings {
     /// (`status --json`, the sidecar, `duplicates = "skip"`). It costs about
     /// a second of CPU per GiB, and caps an upload at SHA-256's speed.
     pub sha256: bool,
+    /// How long a done video's HLS manifest is watched for "playable"
+    /// before a `not_playable` event; zero = not watched.
+    pub playable_timeout: Duration,
 }
 
 /// `upload.in_doubt`: a file of 5 MiB or less goes in one request; when that

@@ -16,8 +16,9 @@ use super::settings::{
     AfterUpload, ApiSettings, Duplicates, JournalSettings, LogSettings, MetricsSettings,
     ModifyWindow, Readiness, Settings, TokenSource, UploadSettings, UploadToken, WatchMode,
     WatchSettings, DEFAULT_BASE_URL, DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, DEFAULT_INCLUDE,
-    DEFAULT_INCOMPLETE_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE, MAX_CHUNK_SIZE,
-    MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL, SANDBOX_BASE_URL, TOKEN_CREDENTIAL_NAME,
+    DEFAULT_INCOMPLETE_TIMEOUT, DEFAULT_PLAYABLE_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_SETTLE,
+    MAX_CHUNK_SIZE, MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL, SANDBOX_BASE_URL,
+    TOKEN_CREDENTIAL_NAME,
 };
 use super::sources::{display_key, EnvMap, Sources};
 use super::values::{self, format_size, Count, Seconds, SecretText, Size};
@@ -50,6 +51,7 @@ impl Validator<'_> {
             log,
             watch,
             metrics,
+            hook,
         } = raw;
         let base_url = self.base_url(api.base_url.as_deref())?;
         let chunk_size = self.chunk_size(api.chunk_size)?;
@@ -63,6 +65,7 @@ impl Validator<'_> {
         self.check_overlaps(&watches)?;
         self.check_duplicates(&upload, &watches)?;
         let metrics = self.metrics(metrics)?;
+        let hooks = self.hooks(hook)?;
         let token = if self.read_token {
             self.token(api.token, api.token_file)?
         } else {
@@ -82,6 +85,7 @@ impl Validator<'_> {
             },
             watches,
             metrics,
+            hooks,
         })
     }
 
@@ -196,6 +200,9 @@ impl Validator<'_> {
             bandwidth_limit,
             in_doubt: raw.in_doubt.unwrap_or_default(),
             sha256: raw.sha256.unwrap_or(true),
+            playable_timeout: raw
+                .playable_timeout
+                .map_or(DEFAULT_PLAYABLE_TIMEOUT, |Seconds(d)| d),
         })
     }
 

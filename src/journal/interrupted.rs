@@ -8,6 +8,7 @@
 use super::row::to_i64;
 use super::sql::args;
 use super::{now_ms, Journal, JournalError};
+use crate::config::HookEvent;
 
 impl Journal {
     /// At start-up: rows left `uploading` by a process that died are put back
@@ -100,6 +101,7 @@ impl Journal {
                 args![now, why(*id), *id],
             )?;
             if n == 1 {
+                self.emit(*id, HookEvent::Failed)?;
                 failed.push(*id);
             }
         }

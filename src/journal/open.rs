@@ -96,6 +96,7 @@ impl Journal {
         let journal = Journal {
             conn: Conn::Sqlite(conn),
             path: path.to_path_buf(),
+            outbox: Default::default(),
             cluster: None,
         };
         journal.configure(flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY))?;

@@ -161,6 +161,7 @@ impl Journal {
         let journal = Journal {
             conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(connect(target)?)))),
             path: PathBuf::from(&target.shown),
+            outbox: Default::default(),
             cluster: None,
         };
         Ok((journal.pg_version()?, PG_MIGRATIONS.len()))
@@ -179,6 +180,7 @@ impl Journal {
         let mut journal = Journal {
             conn: Conn::Pg(Box::new(RefCell::new(PgConn::new(client)))),
             path: PathBuf::from(&target.shown),
+            outbox: Default::default(),
             cluster: Some(Cluster {
                 node: target.node.clone(),
                 lease_ms: i64::try_from(target.lease.as_millis()).unwrap_or(i64::MAX),

@@ -17,6 +17,8 @@ mod cluster;
 mod digest;
 /// A SQLite journal copied into a shared one (`export`).
 mod export;
+/// The outbox of events and the playable watch.
+mod outbox;
 
 fn ident(name: &str, size: u64) -> FileIdentity {
     FileIdentity {

@@ -11,6 +11,7 @@ use super::queries::id_filter;
 use super::row::to_i64;
 use super::sql::{args, Value};
 use super::{now_ms, Added, FileIdentity, FileState, Journal, JournalError, Resettled};
+use crate::config::HookEvent;
 use crate::sample::Sample;
 
 /// What `retry` did to each id.
@@ -204,14 +205,18 @@ impl Journal {
         video_json: Option<&str>,
         note: Option<&str>,
     ) -> Result<(), JournalError> {
-        self.transition(
-            "mark done",
-            id,
-            &[FileState::Uploading],
-            "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
-             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
-            args![video_id, video_json, note],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "mark done",
+                id,
+                &[FileState::Uploading],
+                "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
+                 done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
+                args![video_id, video_json, note],
+            )?;
+            j.start_playable_watch(id)?;
+            j.emit(id, HookEvent::Uploaded)
+        })
     }
 
     /// A retryable error: wait until `next_attempt_at`.
@@ -253,36 +258,51 @@ impl Journal {
 
     /// A permanent error: the file waits for `ingestd retry`.
     pub fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
-        self.transition(
-            "mark failed",
-            id,
-            &[
-                FileState::Uploading,
-                FileState::Queued,
-                FileState::Retrying,
-                FileState::Settling,
-            ],
-            "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
-            args![error],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "mark failed",
+                id,
+                &[
+                    FileState::Uploading,
+                    FileState::Queued,
+                    FileState::Retrying,
+                    FileState::Settling,
+                ],
+                "state = 'failed', last_error = ?3, next_attempt_at = NULL, creating = 0",
+                args![error],
+            )?;
+            j.emit(id, HookEvent::Failed)
+        })
     }
 
     /// A permanent error that also voids the upload's progress (the server
     /// no longer has the partial video): `ingestd retry` starts it over.
     pub(crate) fn mark_failed_restart(&mut self, id: i64, error: &str) -> Result<(), JournalError> {
-        self.transition(
-            "mark failed",
-            id,
-            &[FileState::Uploading],
-            "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
-             bytes_uploaded = 0, chunk_size = NULL, creating = 0",
-            args![error],
-        )
+        self.atomically(|j| {
+            j.transition(
+                "mark failed",
+                id,
+                &[FileState::Uploading],
+                "state = 'failed', last_error = ?3, next_attempt_at = NULL, video_id = NULL, \
+                 bytes_uploaded = 0, chunk_size = NULL, creating = 0",
+                args![error],
+            )?;
+            j.emit(id, HookEvent::Failed)
+        })
     }
 
     /// The source vanished or changed before it was finished. A video its
     /// upload had started becomes an orphan.
     pub fn mark_gone(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
+        self.atomically(|j| {
+            j.gone_quietly(id, reason)?;
+            j.emit(id, HookEvent::Gone)
+        })
+    }
+
+    /// [`Journal::mark_gone`] without its event: a row merged into its
+    /// twin is not a file that went away.
+    fn gone_quietly(&mut self, id: i64, reason: &str) -> Result<(), JournalError> {
         self.atomically(|j| {
             j.transition(
                 "mark gone",
@@ -339,7 +359,8 @@ impl Journal {
                  sends_in_doubt = sends_in_doubt + 1, creating = 0",
                 args![error],
             )?;
-            j.orphan_in_doubt(id)
+            j.orphan_in_doubt(id)?;
+            j.emit(id, HookEvent::Failed)
         })
     }
 
@@ -409,7 +430,7 @@ impl Journal {
                     .into_iter()
                     .find(|r| r.id != id && r.identity.same_hints(&now));
                 if let Some(twin) = twin {
-                    j.mark_gone(id, &format!("the same file as {}", twin.id))?;
+                    j.gone_quietly(id, &format!("the same file as {}", twin.id))?;
                     return Ok(Resettled::Merged {
                         into: twin.id,
                         state: twin.state,
@@ -495,6 +516,7 @@ impl Journal {
             )?;
             for id in &changed {
                 j.orphan_if_started(*id, reason)?;
+                j.emit(*id, HookEvent::Gone)?;
             }
             Ok(changed)
         })

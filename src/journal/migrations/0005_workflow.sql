@@ -34,8 +34,9 @@ CREATE TABLE events (
 CREATE INDEX events_by_file ON events (file_id, id);
 
 -- One delivery of an event to one hook (named by its key), retried with
--- persisted backoff; `next_attempt_at` also serves as the claim of a
--- delivery on its way (set past its timeout while it runs).
+-- persisted backoff. A delivery on its way is claimed: by which process
+-- (a node's name, or the SQLite journal's one daemon) and until when (past
+-- the hook's timeout); a claim that ran out is free again.
 CREATE TABLE deliveries (
     event_id        INTEGER NOT NULL REFERENCES events (id),
     hook            TEXT    NOT NULL,
@@ -44,6 +45,8 @@ CREATE TABLE deliveries (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     last_error      TEXT,
+    claimed_by      TEXT,
+    claimed_until   INTEGER,
     delivered_at    INTEGER,
     PRIMARY KEY (event_id, hook)
 );
