@@ -228,6 +228,37 @@ pub fn apply(
     }
 }
 
+/// Notes in the sidecar of a done file (beside it, or beside where
+/// `after_upload = "move"` put it) when its video became playable. The
+/// sidecar written, if there is one; a file without one is fine.
+pub fn note_playable(
+    watch: &WatchSettings,
+    row: &FileRow,
+    playable_at: &str,
+) -> Result<Option<PathBuf>, AfterUploadError> {
+    if !watch.sidecar {
+        return Ok(None);
+    }
+    let mut places = vec![row.path()];
+    if let AfterUpload::Move(move_to) = &watch.after_upload {
+        let dest = move_target(&watch.root(), move_to).join(&row.identity.rel_path);
+        // A move takes the first free numbered name: the file is at one
+        // of the names taken before the first free one.
+        places.extend(
+            (0..=MAX_SUFFIX)
+                .map(|n| numbered(&dest, n))
+                .take_while(|p| fs::symlink_metadata(p).is_ok()),
+        );
+    }
+    for place in places {
+        let side = sidecar_path(&place);
+        if sidecar::add_playable(&side, row.video_id.as_deref(), playable_at)? {
+            return Ok(Some(side));
+        }
+    }
+    Ok(None)
+}
+
 /// The directory `move_to` names: relative means under the watch root.
 pub(crate) fn move_target(root: &Path, move_to: &Path) -> PathBuf {
     journal_root(&root.join(move_to))

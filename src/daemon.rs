@@ -27,6 +27,7 @@ use tracing::{error, info};
 use crate::apivideo::ApiError;
 use crate::config::{ConfigError, Live, Settings};
 use crate::journal::{JournalError, LockError};
+use crate::playable::PlayableWatcher;
 use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
 use crate::upload::WorkerError;
 use crate::watch::{self, WatchError};
@@ -178,6 +179,15 @@ pub async fn run(
             stop.cancel();
             workers
         });
+    }
+    if !settings.upload.playable_timeout.is_zero() {
+        let watcher = PlayableWatcher {
+            journal: session.uploader.journal.clone(),
+            http: crate::apivideo::http_client()?,
+            watches: session.uploader.watches.clone(),
+            timeout: settings.upload.playable_timeout,
+        };
+        stages.spawn(Stage::Playable, watcher.run(stop.clone()));
     }
     let mut ended = stages.wait(&stop, &metrics_stop).await;
     info!("stopped; the journal is consistent");

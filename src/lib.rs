@@ -18,6 +18,7 @@
 //! - [`upload`]: the workers: chunk plan, the attempt and its pure decision
 //!   table, pacing, the token gate, retries.
 //! - `after_upload`: keep, delete or move an uploaded file, and its sidecar.
+//! - [`playable`]: watch done videos until their HLS manifest answers.
 //! - [`daemon`]: wires the stages (session, worker pool, reload, the
 //!   foreground runs) and stops them together.
 //! - [`service`]: what systemd and monitoring see: sd_notify, `/metrics`,
@@ -74,6 +75,7 @@ pub(crate) mod display;
 pub mod emulator;
 pub mod journal;
 pub mod logging;
+pub mod playable;
 pub(crate) mod roots;
 pub mod sample;
 pub mod service;

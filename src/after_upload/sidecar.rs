@@ -1,5 +1,5 @@
 //! The sidecar `NAME.ingestd.json`: what it holds (videoId, player URL,
-//! size, SHA-256, upload time), and writing it atomically. It names the
+//! size, SHA-256, upload time, and once known when it became playable), and writing it atomically. It names the
 //! file; it never moves or deletes one.
 
 use std::fs::{self, File};
@@ -109,6 +109,29 @@ impl Sidecar {
         }
         result.map_err(io_err("write the sidecar", side))
     }
+}
+
+/// Adds `playableAt` (RFC 3339) to the sidecar at `side`, if it is the
+/// sidecar of `video_id`; whether it did.
+pub(super) fn add_playable(
+    side: &Path,
+    video_id: Option<&str>,
+    playable_at: &str,
+) -> Result<bool, AfterUploadError> {
+    if !sidecar_names(side, video_id) {
+        return Ok(false);
+    }
+    let bytes = fs::read(side).map_err(io_err("read the sidecar", side))?;
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(false);
+    };
+    json["playableAt"] = serde_json::Value::from(playable_at);
+    let sidecar = Sidecar {
+        video_id: video_id.unwrap_or_default().to_owned(),
+        json,
+    };
+    sidecar.write(side)?;
+    Ok(true)
 }
 
 fn hash_file(path: &Path) -> io::Result<String> {

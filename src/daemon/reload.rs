@@ -52,6 +52,11 @@ fn needs_restart(started: &Settings, new: &Settings) -> Vec<&'static str> {
             started.upload.in_doubt != new.upload.in_doubt,
         ),
         ("upload.sha256", started.upload.sha256 != new.upload.sha256),
+        (
+            "upload.playable_timeout",
+            started.upload.playable_timeout != new.upload.playable_timeout,
+        ),
+        ("[[hook]]", started.hooks != new.hooks),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

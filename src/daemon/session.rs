@@ -57,6 +57,8 @@ impl Session {
         let shares = Arc::new(crate::roots::Shares::default());
         let watches = settings.watches.clone();
         let remembered = shares.clone();
+        let hooks = settings.hooks.clone();
+        let watch_playable = !settings.upload.playable_timeout.is_zero();
         let (journal, lock, failed_in_doubt) =
             tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
                 let shares = remembered;
@@ -78,6 +80,9 @@ impl Session {
                         (journal, Some(lock))
                     }
                 };
+                // Before anything changes a row: the events of every change
+                // of this run go to the outbox.
+                journal.set_outbox(&hooks, watch_playable);
                 let (failed, resumed) = sweep_interrupted(&mut journal, in_doubt)?;
                 if resumed > 0 {
                     info!(resumed, "resuming uploads interrupted by a stop or a crash");

@@ -24,6 +24,8 @@ pub(super) enum Stage {
     Reload,
     Metrics,
     Leases,
+    Playable,
+    Hooks,
 }
 
 impl Stage {
@@ -42,6 +44,8 @@ impl Stage {
             Stage::Reload => "reloader",
             Stage::Metrics => "metrics endpoint",
             Stage::Leases => "lease keeper",
+            Stage::Playable => "playable watch",
+            Stage::Hooks => "hook deliveries",
         }
     }
 }
