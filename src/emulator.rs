@@ -11,6 +11,11 @@
 //! - `PUT /_emulator/tokens`: JSON array of the valid upload tokens (they
 //!   never expire; tokens created with `POST /upload-tokens` stay).
 //!
+//! Public assets (module `vod`): a completed Video's `assets` point at the
+//! emulator, and `GET|HEAD /vod/{videoId}/hls/manifest.m3u8` answers 202
+//! while the video is "encoding" ([`PlaybackOptions::encoding_time`] after
+//! its last chunk), then 200 with an HLS playlist; no token, no rate limit.
+//!
 //! API-key endpoints (modules `auth` and `tokens`): `POST /auth/api-key`,
 //! `POST /auth/refresh` and `GET|POST /upload-tokens`,
 //! `GET|DELETE /upload-tokens/{id}`, authorised by HTTP Basic (the API key
@@ -22,7 +27,8 @@
 //!
 //! Layout: `serve` (router, connections, down/up), `conn` (one connection's kill switch), `upload` (`POST /upload`),
 //! `auth` (`/auth/*`, the `Authorization` check), `tokens` (the credentials'
-//! book, `/upload-tokens*`), `control` (`/_emulator/*`), `faults`,
+//! book, `/upload-tokens*`), `control` (`/_emulator/*`), `vod` (the public
+//! assets), `faults`,
 //! `rate`, `range` (`Content-Range`), `store` (videos and their files),
 //! `catalogue` (errors). This file holds the public surface and the state the
 //! handlers share.
@@ -43,6 +49,7 @@ mod serve;
 mod store;
 mod tokens;
 mod upload;
+mod vod;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -110,6 +117,16 @@ impl Default for ApiRateLimits {
     }
 }
 
+/// How uploaded videos become playable (also a flag of `ingestd emulator`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+pub struct PlaybackOptions {
+    /// How long a video stays "encoding" after its last chunk is stored: its
+    /// HLS manifest (`assets.hls`) answers 202 until then, 200 after (e.g. 3s;
+    /// 0s = playable at once; a huge value = never)
+    #[arg(long = "encoding-time", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub encoding_time: Duration,
+}
+
 /// How a video is being uploaded (fixed by its first accepted request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,6 +162,12 @@ pub struct VideoReport {
     pub parts: Vec<u64>,
     /// ATOM date of creation.
     pub created_at: String,
+    /// ATOM date the last chunk was stored (encoding starts then).
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    /// Requests of its HLS manifest (`GET` and `HEAD`), whatever their reply.
+    #[serde(default)]
+    pub manifest_requests: u64,
     /// Where the (reassembled) file is stored.
     pub path: PathBuf,
 }
@@ -167,6 +190,9 @@ pub struct Stats {
     /// Upload responses by HTTP status (killed connections are counted by
     /// the status they would have had).
     pub responses_by_status: BTreeMap<u16, u64>,
+    /// Requests of HLS manifests, unknown videos included.
+    #[serde(default)]
+    pub manifest_requests: u64,
 }
 
 /// The running emulator. Dropping it stops the server too.
@@ -211,6 +237,7 @@ impl Emulator {
                 Instant::now(),
             ),
             counters: Counters::default(),
+            encoding_time: Mutex::new(Duration::ZERO),
         });
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -275,6 +302,17 @@ impl Emulator {
     /// Sets the random faults and reseeds their RNG.
     pub fn set_random_faults(&self, faults: RandomFaults) {
         lock(&self.app.faults).set_random(faults);
+    }
+
+    /// Sets how long videos stay "encoding" after their last chunk (their
+    /// manifest answers 202 until then). It applies to every video, those
+    /// already complete included, from the next manifest request on.
+    pub fn set_encoding_time(&self, encoding_time: Duration) {
+        *lock(&self.app.encoding_time) = encoding_time;
+    }
+
+    pub fn encoding_time(&self) -> Duration {
+        self.app.encoding_time()
     }
 
     /// Changes the rate limit of uploads (0 = unlimited) and starts a fresh window.
@@ -358,9 +396,11 @@ pub async fn run_standalone(
     listen: SocketAddr,
     opts: EmulatorOptions,
     limits: ApiRateLimits,
+    playback: PlaybackOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let emulator = Emulator::start_with_limits(listen, opts, limits).await?;
+    emulator.set_encoding_time(playback.encoding_time);
     println!("emulator listening on {}", emulator.base_url());
     shutdown.cancelled().await;
     emulator.shutdown().await;
@@ -375,11 +415,13 @@ pub(crate) struct App {
     faults: Mutex<FaultState>,
     rates: Buckets,
     counters: Counters,
+    encoding_time: Mutex<Duration>,
 }
 
 #[derive(Default)]
 struct Counters {
     upload_requests: AtomicU64,
+    manifest_requests: AtomicU64,
     body_bytes: AtomicU64,
     rejected: AtomicU64,
     faults_injected: AtomicU64,
@@ -398,6 +440,10 @@ impl App {
     /// The upload bucket's values, for responses no other bucket counts.
     fn rate_peek(&self) -> RateInfo {
         self.rates.peek(RateBucket::Uploads, Instant::now())
+    }
+
+    fn encoding_time(&self) -> Duration {
+        *lock(&self.encoding_time)
     }
 
     fn token_is_valid(&self, token: &str) -> bool {
@@ -424,6 +470,7 @@ impl App {
             rejected_requests: c.rejected.load(Ordering::Relaxed),
             faults_injected: c.faults_injected.load(Ordering::Relaxed),
             responses_by_status: lock(&c.by_status).clone(),
+            manifest_requests: c.manifest_requests.load(Ordering::Relaxed),
         }
     }
 }

@@ -92,6 +92,8 @@ enum Command {
         options: emulator::EmulatorOptions,
         #[command(flatten)]
         limits: emulator::ApiRateLimits,
+        #[command(flatten)]
+        playback: emulator::PlaybackOptions,
     },
     /// Show the whole pipeline against a built-in emulator and a temporary folder
     Demo,
@@ -296,10 +298,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             options,
             limits,
+            playback,
         } => {
             logging::init(LogFormat::Auto, "info");
             let shutdown = shutdown_on_signals()?;
-            emulator::run_standalone(listen, options, limits, shutdown).await?;
+            emulator::run_standalone(listen, options, limits, playback, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => {

@@ -172,6 +172,13 @@ fn assert_full_video(json: &Value, id: &str, title: &str) {
     for asset in ["iframe", "player", "hls", "thumbnail", "mp4"] {
         assert!(json["assets"][asset].as_str().is_some(), "assets.{asset}");
     }
+    // The assets are the emulator's own (the tests reach it on loopback).
+    let hls = json["assets"]["hls"].as_str().unwrap_or_default();
+    assert!(
+        hls.starts_with("http://127.0.0.1:")
+            && hls.ends_with(&format!("/vod/{id}/hls/manifest.m3u8")),
+        "{hls}"
+    );
     for date in ["createdAt", "publishedAt", "updatedAt"] {
         let d = json[date].as_str().unwrap_or_default();
         assert!(d.ends_with("+00:00") && d.len() == 25, "{date}: {d}");
@@ -941,6 +948,7 @@ async fn run_standalone_serves_until_cancelled() {
         addr,
         opts,
         ingestd::emulator::ApiRateLimits::default(),
+        ingestd::emulator::PlaybackOptions::default(),
         cancel.clone(),
     ));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -1046,4 +1054,279 @@ async fn down_refuses_and_drops_connections_then_comes_back_on_the_same_port() {
     env.emu.down_for(Duration::from_millis(300)).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+}
+
+/// `ingestd emulator` with its flags; killed when dropped.
+struct Standalone {
+    child: std::process::Child,
+    base_url: String,
+    _dir: TempDir,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn standalone(flags: &[&str]) -> Standalone {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingestd"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .arg("--data")
+        .arg(dir.path())
+        .args(flags)
+        .env("INGESTD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ingestd emulator");
+    let stdout = child.stdout.take().unwrap();
+    // The first line names the address; a blocked read ends when the child
+    // dies, which the timeout below bounds.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("ingestd emulator printed its address");
+    let base_url = line
+        .trim()
+        .strip_prefix("emulator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Standalone {
+        child,
+        base_url,
+        _dir: dir,
+    }
+}
+
+/// One whole-file upload to a standalone emulator; its reply's JSON.
+async fn upload_to(client: &reqwest::Client, base: &str, bytes: &[u8]) -> (u16, Value) {
+    let resp = client
+        .post(format!("{base}/upload?token={TOKEN}"))
+        .multipart(form(None, bytes))
+        .send()
+        .await
+        .expect("transport");
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.expect("body");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn json_at(client: &reqwest::Client, url: &str) -> Value {
+    let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+/// A manifest reply: status, headers, body.
+async fn manifest(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+) -> (u16, HeaderMap, String) {
+    let resp = client.request(method, url).send().await.expect("transport");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn the_hls_manifest_answers_202_while_encoding_then_200() {
+    // Two uploads allowed a minute: the polling below must not use them.
+    let emu = standalone(&["--encoding-time", "1s", "--rate-limit", "2"]);
+    let base = emu.base_url.as_str();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (status, video) = upload_to(&client, base, &data(2000, 40)).await;
+    assert_eq!(status, 201, "{video}");
+    let id = video["videoId"].as_str().unwrap().to_owned();
+    let hls = format!("{base}/vod/{id}/hls/manifest.m3u8");
+    let assets = &video["assets"];
+    assert_eq!(assets["hls"], hls.as_str());
+    assert_eq!(assets["player"], format!("{base}/vod/{id}"));
+    assert_eq!(assets["mp4"], format!("{base}/vod/{id}/mp4/source.mp4"));
+    assert_eq!(
+        assets["thumbnail"],
+        format!("{base}/vod/{id}/thumbnail.jpg")
+    );
+    assert!(
+        assets["iframe"]
+            .as_str()
+            .is_some_and(|i| i.contains(&format!("src=\"{base}/vod/{id}\""))),
+        "{assets}"
+    );
+    assert_eq!(video["public"], true);
+
+    // No token: the assets are public.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (headers, body) = loop {
+        let (status, headers, body) = manifest(&client, reqwest::Method::GET, &hls).await;
+        assert!(
+            !headers.contains_key("x-ratelimit-limit"),
+            "a CDN reply: {headers:?}"
+        );
+        seen.push(status);
+        match status {
+            202 => assert_eq!(body, "", "no playlist while encoding"),
+            200 => break (headers, body),
+            other => panic!("manifest answered {other}: {body}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still encoding after 30 s: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen[0], 202, "encoding first: {seen:?}");
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert!(body.starts_with("#EXTM3U\n"), "{body}");
+    assert!(body.contains("#EXT-X-STREAM-INF:"), "{body}");
+    let (status, headers, body) = manifest(&client, reqwest::Method::HEAD, &hls).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/vnd.apple.mpegurl")
+    );
+
+    // Every request was counted, and none took an upload from the bucket.
+    let polls = seen.len() as u64 + 1;
+    let videos = json_at(&client, &format!("{base}/_emulator/videos")).await;
+    assert_eq!(videos[0]["manifest_requests"], polls, "{videos}");
+    assert!(videos[0]["completed_at"].is_string(), "{videos}");
+    let stats = json_at(&client, &format!("{base}/_emulator/stats")).await;
+    assert_eq!(stats["manifest_requests"], polls, "{stats}");
+    assert_eq!(stats["upload_requests"], 1, "{stats}");
+    let (second, _) = upload_to(&client, base, &data(2000, 41)).await;
+    assert_eq!(
+        second, 201,
+        "the manifest requests left the upload bucket alone"
+    );
+    let (third, _) = upload_to(&client, base, &data(2000, 42)).await;
+    assert_eq!(third, 429, "the upload bucket is counting");
+}
+
+#[tokio::test]
+async fn the_hls_manifest_of_an_unknown_video_or_an_unfinished_upload_is_404() {
+    let emu = standalone(&["--encoding-time", "100years"]);
+    let base = emu.base_url.as_str();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = |id: &str| format!("{base}/vod/{id}/hls/manifest.m3u8");
+    let (status, headers, body) = manifest(
+        &client,
+        reqwest::Method::GET,
+        &url("viNoSuchVideo00000000000"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["type"], format!("{DOCS}resource-not-found"));
+    assert_eq!(problem["status"], 404);
+
+    // The first chunk of three: the video exists, its upload is not done.
+    let first = client
+        .post(format!("{base}/upload?token={TOKEN}"))
+        .header("Content-Range", "part 1/3")
+        .multipart(form(None, &data(5 * MIB, 43)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = serde_json::from_slice(&first.bytes().await.unwrap()).unwrap();
+    let id = first["videoId"].as_str().unwrap();
+    let (status, _, body) = manifest(&client, reqwest::Method::GET, &url(id)).await;
+    assert_eq!(status, 404, "{body}");
+
+    // A whole video with an encoding time that never ends.
+    let (status, video) = upload_to(&client, base, &data(1000, 44)).await;
+    assert_eq!(status, 201);
+    let hls = video["assets"]["hls"].as_str().unwrap();
+    for _ in 0..3 {
+        let (status, _, _) = manifest(&client, reqwest::Method::GET, hls).await;
+        assert_eq!(status, 202);
+    }
+    let (status, _, body) = manifest(&client, reqwest::Method::HEAD, hls).await;
+    assert_eq!((status, body.as_str()), (202, ""));
+}
+
+#[tokio::test]
+async fn the_encoding_time_can_change_while_running() {
+    let env = env().await;
+    assert_eq!(env.emu.encoding_time(), Duration::ZERO, "the default");
+    env.emu.set_encoding_time(Duration::MAX);
+    let r = upload(&env, None, None, &data(1000, 45)).await;
+    assert_eq!(r.status, 201);
+    let hls = r.json["assets"]["hls"].as_str().unwrap().to_owned();
+    assert_eq!(
+        hls,
+        format!(
+            "{}/vod/{}/hls/manifest.m3u8",
+            env.emu.base_url(),
+            r.video_id()
+        )
+    );
+    let get = || async { env.client.get(&hls).send().await.unwrap().status().as_u16() };
+    assert_eq!(get().await, 202);
+    env.emu.set_encoding_time(Duration::ZERO);
+    assert_eq!(get().await, 200);
+    let v = &env.emu.videos()[0];
+    assert_eq!(v.manifest_requests, 2);
+    assert!(v.completed_at.is_some());
+    assert_eq!(env.emu.stats().manifest_requests, 2);
+}
+
+#[tokio::test]
+async fn assets_name_the_address_the_client_used() {
+    let env = env().await;
+    let port = env.emu.addr().port();
+    let bytes = data(1000, 46);
+    let boundary = "AsSeTsBoUnDaRy";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = format!(
+        "POST /upload?token={TOKEN} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(env.emu.addr())
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("reply")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let video: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    let id = video["videoId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(
+        video["assets"]["hls"],
+        format!("http://localhost:{port}/vod/{id}/hls/manifest.m3u8")
+    );
 }

@@ -1,13 +1,20 @@
-//! One connection's kill switch, put in every request's extensions: the
-//! handlers use it to drop a connection (a fault) or to say a chunk is being
-//! stored; serving creates one per accepted socket. Imports nothing from
-//! the product.
+//! One connection's kill switch and local address, put in every request's
+//! extensions: the handlers use the switch to drop a connection (a fault) or
+//! to say a chunk is being stored, and the address to name the emulator when
+//! a request has no `Host`; serving creates both per accepted socket.
+//! Imports nothing from the product.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use super::store::lock;
+
+/// The address the client connected to (concrete even when the emulator
+/// listens on `0.0.0.0`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAddr(pub(crate) SocketAddr);
 
 /// Put in every request's extensions: [`ConnKill::kill`] drops the
 /// connection; [`ConnKill::begin_store`] tells a server going down that a

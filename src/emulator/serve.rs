@@ -5,7 +5,7 @@
 //! so that a fault can drop one connection without a reply.
 //!
 //! It owns connections, not request rules: those are the handlers' (`upload`,
-//! `auth`, `tokens`, `control`). Imports nothing from the product.
+//! `auth`, `tokens`, `control`, `vod`). Imports nothing from the product.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::catalogue::{self as cat, Problem};
-use super::conn::ConnKill;
-use super::{auth, control, rate, tokens, upload, App};
+use super::conn::{ConnKill, LocalAddr};
+use super::{auth, control, rate, tokens, upload, vod, App};
 
 /// Where the server task is, for [`Emulator::set_down`](super::Emulator::set_down).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/_emulator/stats", get(control::control_stats))
         .route("/_emulator/faults", post(control::control_faults))
         .route("/_emulator/tokens", put(control::control_tokens))
+        .route("/vod/{video_id}/hls/manifest.m3u8", get(vod::hls_manifest))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -60,8 +61,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Adds the `X-RateLimit-*` headers to every response that has none yet.
+/// Adds the `X-RateLimit-*` headers to every response that has none yet,
+/// except the public assets' (a CDN serves those, not the API).
 async fn rate_headers(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with(vod::PREFIX) {
+        return next.run(req).await;
+    }
     let mut response = next.run(req).await;
     if !response.headers().contains_key(rate::LIMIT_HEADER) {
         app.rate_peek().apply(response.headers_mut());
@@ -178,6 +183,7 @@ async fn serve_connection(
     down: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok().map(LocalAddr);
     let resetter = Resetter::new(&stream);
     let conn_kill = ConnKill::new();
     let kill = conn_kill.token.clone();
@@ -185,6 +191,9 @@ async fn serve_connection(
     let tower = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(request_kill.clone());
+        if let Some(local) = local {
+            req.extensions_mut().insert(local);
+        }
         tower.call(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

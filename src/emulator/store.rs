@@ -1,7 +1,11 @@
 //! Videos of the emulator: the index of videos, applying one received chunk
-//! (whole file, byte range or part) under the video's lock, and the data
-//! directory. The per-video rules live in `video`, the file work in `disk`.
-//! Imports nothing from the product.
+//! (whole file, byte range or part) under the video's lock, what the public
+//! assets ask of a video (when it completed), and the data directory. The
+//! per-video rules live in `video`, the file work in `disk`. Imports nothing
+//! from the product.
+//!
+//! The index lives in memory: a restarted emulator starts with no videos
+//! (their files stay under `videos/`), so no completion time is kept on disk.
 //!
 //! Layout under the data directory:
 //! - `tmp/`: one file per request being received (removed when the request ends);
@@ -16,7 +20,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -98,6 +102,42 @@ struct Entry {
     seq: u64,
     state: tokio::sync::Mutex<Video>,
     report: Mutex<VideoReport>,
+    /// Set once, when the upload completes; read by the public assets
+    /// without waiting for the video's lock (a chunk may be storing).
+    completed_at: OnceLock<SystemTime>,
+    manifest_requests: AtomicU64,
+}
+
+impl Entry {
+    fn new(seq: u64, video: Video) -> Entry {
+        let completed_at = OnceLock::new();
+        if let Some(at) = video.completed_at {
+            let _ = completed_at.set(at);
+        }
+        Entry {
+            seq,
+            report: Mutex::new(video.report()),
+            state: tokio::sync::Mutex::new(video),
+            completed_at,
+            manifest_requests: AtomicU64::new(0),
+        }
+    }
+
+    fn report(&self) -> VideoReport {
+        let mut report = lock(&self.report).clone();
+        report.manifest_requests = self.manifest_requests.load(Ordering::Relaxed);
+        report
+    }
+}
+
+/// What the public assets know of a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Playback {
+    Unknown,
+    /// Created, not all chunks stored yet.
+    Uploading,
+    /// The last chunk was stored at this time.
+    Completed(SystemTime),
 }
 
 #[derive(Default)]
@@ -165,26 +205,39 @@ impl Store {
     /// Reports of every video, oldest first.
     pub(crate) fn reports(&self) -> Vec<VideoReport> {
         let entries: Vec<Arc<Entry>> = lock(&self.index).by_id.values().cloned().collect();
-        let mut reports: Vec<(u64, VideoReport)> = entries
-            .iter()
-            .map(|e| (e.seq, lock(&e.report).clone()))
-            .collect();
+        let mut reports: Vec<(u64, VideoReport)> =
+            entries.iter().map(|e| (e.seq, e.report())).collect();
         reports.sort_by_key(|(seq, _)| *seq);
         reports.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Counts one request of the video's HLS manifest and says where the
+    /// video is.
+    pub(crate) fn manifest_request(&self, id: &str) -> Playback {
+        let Some(entry) = lock(&self.index).by_id.get(id).cloned() else {
+            return Playback::Unknown;
+        };
+        entry.manifest_requests.fetch_add(1, Ordering::Relaxed);
+        match entry.completed_at.get() {
+            Some(&at) => Playback::Completed(at),
+            None => Playback::Uploading,
+        }
+    }
+
     /// Applies one received chunk (whole file, byte range or part) to a new
     /// video or to `video_id`. Runs the checks and the completion under the
-    /// video's lock; a rejected chunk changes nothing.
+    /// video's lock; a rejected chunk changes nothing. A completed Video's
+    /// assets are on `origin`.
     pub(crate) async fn apply(
         &self,
         video_id: Option<&str>,
         range: Option<ContentRange>,
         chunk: Chunk,
+        origin: &str,
     ) -> Result<Accepted, Problem> {
         match video_id {
-            Some(id) => self.apply_existing(id, range, chunk).await,
-            None => self.apply_new(range, chunk).await,
+            Some(id) => self.apply_existing(id, range, chunk, origin).await,
+            None => self.apply_new(range, chunk, origin).await,
         }
     }
 
@@ -193,6 +246,7 @@ impl Store {
         id: &str,
         range: Option<ContentRange>,
         chunk: Chunk,
+        origin: &str,
     ) -> Result<Accepted, Problem> {
         let entry = lock(&self.index).by_id.get(id).cloned();
         let Some(entry) = entry else {
@@ -217,13 +271,17 @@ impl Store {
         let next = self.accept(&video, range, chunk).await?;
         *video = next;
         *lock(&entry.report) = video.report();
-        Ok(reply_of(&video))
+        if let Some(at) = video.completed_at {
+            let _ = entry.completed_at.set(at);
+        }
+        Ok(reply_of(&video, origin))
     }
 
     async fn apply_new(
         &self,
         range: Option<ContentRange>,
         chunk: Chunk,
+        origin: &str,
     ) -> Result<Accepted, Problem> {
         let mode = match range {
             None => UploadMode::Whole,
@@ -249,13 +307,9 @@ impl Store {
                 return Err(problem);
             }
         };
-        let reply = reply_of(&next);
+        let reply = reply_of(&next, origin);
         let id = next.id.clone();
-        let entry = Arc::new(Entry {
-            seq,
-            report: Mutex::new(next.report()),
-            state: tokio::sync::Mutex::new(next),
-        });
+        let entry = Arc::new(Entry::new(seq, next));
         lock(&self.index).by_id.insert(id, entry);
         self.created.fetch_add(1, Ordering::Relaxed);
         Ok(reply)
@@ -337,15 +391,18 @@ impl Store {
         }
         next.accepted += 1;
         next.updated_at = SystemTime::now();
+        if next.complete {
+            next.completed_at = Some(next.updated_at);
+        }
         self.accepted_chunks.fetch_add(1, Ordering::Relaxed);
         self.accepted_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(next)
     }
 }
 
-fn reply_of(video: &Video) -> Accepted {
+fn reply_of(video: &Video, origin: &str) -> Accepted {
     if video.complete {
-        Accepted::Complete(video.json())
+        Accepted::Complete(video.json(origin))
     } else {
         Accepted::Intermediate(video.id.clone())
     }

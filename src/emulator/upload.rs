@@ -27,7 +27,7 @@ use super::faults::Fault;
 use super::range::{self, ContentRange};
 use super::rate::RateBucket;
 use super::store::{Accepted, Chunk, MAX_CHUNK};
-use super::App;
+use super::{vod, App};
 
 /// Longest `videoId` value kept (anything longer cannot name a video).
 const MAX_VIDEO_ID_FIELD: usize = 256;
@@ -163,7 +163,7 @@ async fn handle(app: &App, parts: &Parts, body: &mut BodyDataStream) -> Result<A
     if conn.is_some_and(|k| !k.begin_store()) {
         kill_connection(conn).await;
     }
-    apply(app, received.video_id, range, file).await
+    apply(app, received.video_id, range, file, vod::origin(parts)).await
 }
 
 /// Applies the chunk in its own task, so that a client that goes away while
@@ -173,9 +173,14 @@ async fn apply(
     video_id: Option<String>,
     range: Option<ContentRange>,
     chunk: Chunk,
+    origin: String,
 ) -> Result<Accepted, Problem> {
     let store = Arc::clone(&app.store);
-    let task = tokio::spawn(async move { store.apply(video_id.as_deref(), range, chunk).await });
+    let task = tokio::spawn(async move {
+        store
+            .apply(video_id.as_deref(), range, chunk, &origin)
+            .await
+    });
     match task.await {
         Ok(result) => result,
         Err(e) => {

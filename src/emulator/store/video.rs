@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::disk::HashCursor;
 use super::{atom, MAX_CHUNK, MAX_PARTS, MAX_TOTAL_BYTES, MAX_TO_BYTE, MIN_CHUNK};
 use crate::emulator::catalogue::{self as cat, Problem};
+use crate::emulator::vod;
 use crate::emulator::{UploadMode, VideoReport};
 
 /// The state of one video (guarded by its entry's async lock).
@@ -21,6 +22,8 @@ pub(super) struct Video {
     pub(super) title: String,
     pub(super) created_at: SystemTime,
     pub(super) updated_at: SystemTime,
+    /// When the last chunk was stored: the start of "encoding".
+    pub(super) completed_at: Option<SystemTime>,
     pub(super) mode: UploadMode,
     pub(super) dir: PathBuf,
     /// Bytes mode: received ranges, `from → to` (inclusive), never overlapping.
@@ -45,6 +48,7 @@ impl Video {
             title,
             created_at: now,
             updated_at: now,
+            completed_at: None,
             mode,
             dir,
             ranges: BTreeMap::new(),
@@ -218,12 +222,16 @@ impl Video {
             ranges: self.ranges.iter().map(|(&f, &t)| [f, t]).collect(),
             parts: self.parts.keys().copied().collect(),
             created_at: atom(self.created_at),
+            completed_at: self.completed_at.map(atom),
+            // Counted by the store's entry, outside the video's lock.
+            manifest_requests: 0,
             path: self.source(),
         }
     }
 
-    /// The Video object of the api.video API.
-    pub(super) fn json(&self) -> Value {
+    /// The Video object of the api.video API; its assets are on `origin`
+    /// (`http://host:port`).
+    pub(super) fn json(&self, origin: &str) -> Value {
         let id = &self.id;
         let created = atom(self.created_at);
         json!({
@@ -239,15 +247,7 @@ impl Video {
             "tags": [],
             "metadata": [],
             "source": { "uri": format!("/videos/{id}/source") },
-            "assets": {
-                "iframe": format!(
-                    "<iframe src=\"https://embed.api.video/vod/{id}\" width=\"100%\" height=\"100%\" frameborder=\"0\" scrolling=\"no\" allowfullscreen=\"true\"></iframe>"
-                ),
-                "player": format!("https://embed.api.video/vod/{id}"),
-                "hls": format!("https://vod.api.video/vod/{id}/hls/manifest.m3u8"),
-                "thumbnail": format!("https://vod.api.video/vod/{id}/thumbnail.jpg"),
-                "mp4": format!("https://vod.api.video/vod/{id}/mp4/source.mp4"),
-            },
+            "assets": vod::assets(origin, id),
             "public": true,
             "panoramic": false,
             "mp4Support": true,
