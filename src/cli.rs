@@ -9,6 +9,7 @@
 pub mod check_config;
 pub mod demo;
 pub mod export;
+pub(crate) mod hooks_status;
 pub mod retry;
 pub mod run;
 pub mod status;

@@ -62,6 +62,10 @@ enum Command {
         /// runs, when it was last heard from, what it is uploading
         #[arg(long, conflicts_with_all = ["states", "orphans"])]
         nodes: bool,
+        /// Show each [[hook]] with its backlog, and the events not yet
+        /// delivered (oldest first)
+        #[arg(long, conflicts_with_all = ["states", "orphans", "nodes"])]
+        hooks: bool,
     },
     /// Put failed files back in the queue (and gone files whose file is back as it was)
     Retry {
@@ -269,6 +273,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             states,
             orphans,
             nodes,
+            hooks,
         } => {
             // No token needed to look: `status` works while it is broken.
             let settings = config_or_exit!(config_path, false);
@@ -276,6 +281,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
                 orphans,
                 nodes,
+                hooks,
             };
             // The journal's clients block: off the runtime's threads.
             blocking(move || status::status(&settings, what, &states)).await??;

@@ -325,7 +325,10 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         ignored.join(", ")
     );
 
-    println!("\n$ ingestd status\n{}", status::to_table(&rows));
+    println!(
+        "\n$ ingestd status\n{}",
+        status::to_table(&rows, &Default::default())
+    );
     let sidecar = media.join("interview.mp4.ingestd.json");
     if let Ok(text) = std::fs::read_to_string(&sidecar) {
         println!("$ cat {}\n{}", sidecar.display(), text.trim_end());

@@ -1,10 +1,11 @@
 //! `ingestd status`: the journal as a table for people or JSON for scripts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::hooks_status;
 use crate::config::Settings;
 use crate::display::show_path;
 use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, NodeRecord, Orphan};
@@ -32,6 +33,10 @@ pub(crate) struct FileStatus {
     pub sha256: Option<String>,
     /// In a shared journal: the node holding the file, or that last held it.
     pub node: Option<String>,
+    /// Unix milliseconds: when the video's HLS manifest first answered.
+    pub playable_at: Option<i64>,
+    /// Why a done video is not watched for playable, or gave up.
+    pub playable_note: Option<String>,
 }
 
 impl FileStatus {
@@ -57,6 +62,8 @@ impl FileStatus {
             done_at: r.done_at,
             sha256: sha256.map(str::to_owned),
             node: None,
+            playable_at: None,
+            playable_note: None,
         }
     }
 }
@@ -88,8 +95,25 @@ pub fn status(settings: &Settings, show: Show, states: &[FileState]) -> Result<(
         json,
         orphans,
         nodes,
+        hooks,
     } = show;
     let journal = Journal::open_configured_read_only(&settings.journal)?;
+    if hooks {
+        let backlogs = journal.hook_backlogs()?;
+        let pending = journal.pending_deliveries(hooks_status::LISTED)?;
+        if json {
+            println!(
+                "{}",
+                hooks_status::to_json(&settings.hooks, &backlogs, &pending)
+            );
+        } else {
+            print!(
+                "{}",
+                hooks_status::to_table(&settings.hooks, &backlogs, &pending)
+            );
+        }
+        return Ok(());
+    }
     if nodes {
         if journal.node().is_none() {
             return Err(JournalError::NotShared);
@@ -113,12 +137,13 @@ pub fn status(settings: &Settings, show: Show, states: &[FileState]) -> Result<(
     }
     let filter = (!states.is_empty()).then_some(states);
     let rows = journal.list_hashed(filter)?;
+    let playable = journal.playable_states()?;
     if json {
         let nodes = journal.file_nodes()?;
-        println!("{}", to_json(&rows, &nodes));
+        println!("{}", to_json(&rows, &nodes, &playable));
     } else {
         let rows: Vec<FileRow> = rows.into_iter().map(|(r, _)| r).collect();
-        print!("{}", to_table(&rows));
+        print!("{}", to_table(&rows, &playable));
     }
     Ok(())
 }
@@ -126,13 +151,19 @@ pub fn status(settings: &Settings, show: Show, states: &[FileState]) -> Result<(
 /// Each row with its stored SHA-256, as `status --json` prints them.
 pub(crate) fn to_json(
     rows: &[(FileRow, Option<String>)],
-    nodes: &std::collections::HashMap<i64, String>,
+    nodes: &HashMap<i64, String>,
+    playable: &Playable,
 ) -> String {
     let all: Vec<FileStatus> = rows
         .iter()
-        .map(|(r, sha256)| FileStatus {
-            node: nodes.get(&r.id).cloned(),
-            ..FileStatus::of(r, sha256.as_deref())
+        .map(|(r, sha256)| {
+            let (playable_at, playable_note) = playable.get(&r.id).cloned().unwrap_or_default();
+            FileStatus {
+                node: nodes.get(&r.id).cloned(),
+                playable_at,
+                playable_note,
+                ..FileStatus::of(r, sha256.as_deref())
+            }
         })
         .collect();
     // Serializing plain data with string keys cannot fail.
@@ -149,8 +180,11 @@ fn age(ms: i64) -> String {
     }
 }
 
+/// Each done file's playable time and note ([`Journal::playable_states`]).
+pub(crate) type Playable = HashMap<i64, (Option<i64>, Option<String>)>;
+
 /// A readable table and a summary line.
-pub(crate) fn to_table(rows: &[FileRow]) -> String {
+pub(crate) fn to_table(rows: &[FileRow], playable: &Playable) -> String {
     let mut out = String::new();
     let header = [
         "ID", "STATE", "PROGRESS", "SIZE", "RATE", "VIDEO", "TRIES", "AGE", "PATH",
@@ -193,6 +227,19 @@ pub(crate) fn to_table(rows: &[FileRow]) -> String {
             if let Some(e) = &r.last_error {
                 let _ = writeln!(out, "      └ {}", e.escape_debug());
             }
+            match playable.get(&r.id) {
+                Some((Some(at), _)) => {
+                    let after = r.done_at.map_or(0, |done| (at - done).max(0) / 1000);
+                    let _ = writeln!(out, "      └ playable {after}s after its upload");
+                }
+                Some((None, Some(note))) => {
+                    let _ = writeln!(out, "      └ {}", note.escape_debug());
+                }
+                Some((None, None)) => {
+                    let _ = writeln!(out, "      └ encoding: not playable yet");
+                }
+                None => {}
+            }
         }
     }
     let mut counts: BTreeMap<FileState, usize> = BTreeMap::new();
@@ -219,6 +266,7 @@ pub struct Show {
     pub json: bool,
     pub orphans: bool,
     pub nodes: bool,
+    pub hooks: bool,
 }
 
 /// `status --nodes --json`.
