@@ -26,6 +26,7 @@ use tracing::{error, info};
 
 use crate::apivideo::ApiError;
 use crate::config::{ConfigError, Live, Settings};
+use crate::hooks::HookRunner;
 use crate::journal::{JournalError, LockError};
 use crate::playable::PlayableWatcher;
 use crate::service::{self, MetricsServer, Notifier, ServiceError, Vitals};
@@ -79,6 +80,7 @@ pub async fn run(
         session.uploader.watches.clone(),
     );
     vitals.shares = session.uploader.shares.clone();
+    vitals.hook_keys = settings.hooks.iter().map(|h| h.key.clone()).collect();
     // Bound before anything runs: a taken port stops the start-up.
     let metrics_server = match settings.metrics.listen {
         Some(addr) => Some(MetricsServer::bind(addr).await?),
@@ -179,6 +181,18 @@ pub async fn run(
             stop.cancel();
             workers
         });
+    }
+    // Always, even with no hook configured: the backlog of a hook removed
+    // since the last run is dropped, saying so.
+    match HookRunner::new(
+        session.uploader.journal.clone(),
+        &settings.hooks,
+        vitals.hooks.clone(),
+    ) {
+        Ok(runner) => stages.spawn(Stage::Hooks, runner.run(stop.clone())),
+        Err(e) => error!(
+            "hooks: {e}; no event is delivered by this run (they wait in the journal for the next)"
+        ),
     }
     if !settings.upload.playable_timeout.is_zero() {
         let watcher = PlayableWatcher {

@@ -114,6 +114,10 @@ pub struct Vitals {
     /// Watch folders that are unavailable (a share away): nothing can move
     /// from them, so health says so.
     pub shares: Arc<crate::roots::Shares>,
+    /// The hooks' delivery counters (the same `Arc` as the hooks stage's),
+    /// and the configured hooks' keys: one backlog gauge each.
+    pub hooks: Arc<crate::hooks::HookCounters>,
+    pub hook_keys: Vec<String>,
 }
 
 impl Vitals {
@@ -132,6 +136,8 @@ impl Vitals {
             watchers: Watchers::default(),
             watches: watches.into(),
             shares: Arc::default(),
+            hooks: Arc::default(),
+            hook_keys: Vec::new(),
         }
     }
 }

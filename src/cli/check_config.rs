@@ -11,8 +11,11 @@ use std::process::ExitCode;
 
 use super::EXIT_CONFIG;
 use crate::apivideo::{Client, TokenCheck};
-use crate::config::{AfterUpload, Settings, TokenSource, WatchMode, WatchSettings};
+use crate::config::{
+    AfterUpload, HookSettings, HookTarget, Settings, TokenSource, WatchMode, WatchSettings,
+};
 use crate::display::show_path;
+use crate::hooks::check_command;
 use crate::journal::{Journal, PgTarget};
 use crate::roots::mountinfo::{self, AttrCache, Mount};
 
@@ -305,6 +308,9 @@ pub fn check(settings: &Settings) -> Vec<Finding> {
             "upload token set inline (a token_file or systemd credential keeps it out of the config)",
         )),
     }
+    for hook in &settings.hooks {
+        out.push(check_hook(hook));
+    }
     let journal = &settings.journal.path;
     if settings.journal.postgres.is_some() {
         // A shared journal is checked by connecting to it (see `run`).
@@ -327,6 +333,36 @@ pub fn check(settings: &Settings) -> Vec<Finding> {
         ))),
     }
     out
+}
+
+/// A command hook's program must exist and be executable here; a
+/// webhook is said as it will be called (its secret never).
+fn check_hook(hook: &HookSettings) -> Finding {
+    let events: Vec<&str> = hook.events.iter().map(|e| e.as_str()).collect();
+    let takes = events.join(", ");
+    match &hook.target {
+        HookTarget::Command { argv } => {
+            let program = argv.first().map_or("", String::as_str);
+            match check_command(program) {
+                Ok(path) => Finding::ok(format!(
+                    "hook {}: runs {} on {takes}",
+                    hook.key,
+                    show_path(&path)
+                )),
+                Err(why) => Finding::error(format!("hook {}: {why}", hook.key)),
+            }
+        }
+        HookTarget::Webhook { secret, .. } => Finding::ok(format!(
+            "hook {}: {} on {takes}, {}",
+            hook.key,
+            hook.describe(),
+            if secret.is_some() {
+                "signed (X-Ingestd-Signature)"
+            } else {
+                "unsigned (secret_file signs it)"
+            }
+        )),
+    }
 }
 
 /// Asks the server whether it accepts the token, creating nothing: an

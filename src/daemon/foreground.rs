@@ -11,7 +11,9 @@ use super::cluster::renew_while_running;
 use super::{DaemonError, Session};
 use crate::config::{Settings, WatchSettings};
 use crate::display::show_path;
+use crate::hooks::HookRunner;
 use crate::journal::{FileIdentity, FileRow, FileState};
+use crate::playable::PlayableWatcher;
 use crate::watch::{self, WatchOptions};
 
 /// What happened to one file given to `ingestd upload`.
@@ -135,6 +137,7 @@ pub async fn upload_files(
         }
     }
     let run = session.run_workers(Some(ids.clone()), &shutdown).await;
+    finish_workflow(&session, settings, &shutdown).await;
     let gate = session.uploader.gate.state();
     // Fill in the final rows, in the order given.
     let ids_in_order: Vec<i64> = added.iter().map(|a| a.id).collect();
@@ -158,6 +161,40 @@ pub async fn upload_files(
         return Err(DaemonError::TlsRefused(why));
     }
     Ok(results)
+}
+
+/// What a foreground run owes the workflow before it exits: one look at
+/// each video due for its playable watch, then one attempt at each hook
+/// delivery due. What is not done yet waits in the journal for the next run.
+async fn finish_workflow(session: &Session, settings: &Settings, shutdown: &CancellationToken) {
+    if shutdown.is_cancelled() {
+        return;
+    }
+    let journal = session.uploader.journal.clone();
+    if !settings.upload.playable_timeout.is_zero() {
+        match crate::apivideo::http_client() {
+            Ok(http) => {
+                let watcher = PlayableWatcher {
+                    journal: journal.clone(),
+                    http,
+                    watches: session.uploader.watches.clone(),
+                    timeout: settings.upload.playable_timeout,
+                };
+                if let Err(e) = watcher.round().await {
+                    warn!("playable watch: {e}; the next run looks again");
+                }
+            }
+            Err(e) => warn!("playable watch: {e}; the next run looks again"),
+        }
+    }
+    let runner = HookRunner::new(journal, &settings.hooks, Default::default());
+    let delivered = match runner {
+        Ok(runner) => runner.deliver_due_once().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = delivered {
+        warn!("hooks: {e}; undelivered events wait in the journal for the next run");
+    }
 }
 
 /// `ingestd run --once`: scans the watch folders once, uploads everything
@@ -235,6 +272,7 @@ pub async fn run_once(
         })
         .await?;
     let run = session.run_workers(Some(pending.clone()), &shutdown).await;
+    finish_workflow(&session, settings, &shutdown).await;
     let gate = session.uploader.gate.state();
     let reported: Vec<i64> = session
         .failed_in_doubt

@@ -452,6 +452,22 @@ impl Journal {
         Ok(out)
     }
 
+    /// For each hook with undelivered events: how many, and when the oldest
+    /// happened (Unix ms). Reads only the pending deliveries (an index),
+    /// so a scrape stays cheap however long the history.
+    pub fn pending_by_hook(&self) -> Result<Vec<(String, u64, i64)>, JournalError> {
+        const OP: &str = "count undelivered events";
+        let rows = self.rows(
+            OP,
+            "SELECT d.hook, count(*), min(e.at) FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.state = 'pending' GROUP BY d.hook ORDER BY d.hook",
+            &[],
+        )?;
+        self.map_rows(OP, rows, |r| {
+            Ok((r.text(0)?, u64::try_from(r.i64(1)?).unwrap_or(0), r.i64(2)?))
+        })
+    }
+
     /// The undelivered events, oldest first, at most `limit`.
     pub fn pending_deliveries(&self, limit: usize) -> Result<Vec<PendingDelivery>, JournalError> {
         const OP: &str = "list undelivered events";

@@ -194,6 +194,7 @@ async fn journal_view(vitals: &Vitals) -> Option<JournalView> {
             oldest_waiting_since: j.oldest_waiting_since()?,
             unfinished_by_root: j.unfinished_by_root()?,
             orphans: j.orphan_count()?,
+            hooks_pending: j.pending_by_hook()?,
         })
     });
     match tokio::time::timeout(JOURNAL_WAIT, read).await {
@@ -224,6 +225,8 @@ async fn metrics(State(vitals): State<Vitals>) -> Response {
         watchers_ok: vitals.watchers.state() == WatchersState::Running
             && vitals.shares.away().is_empty(),
         watches: &watches,
+        hook_keys: &vitals.hook_keys,
+        hook_deliveries: vitals.hooks.snapshot(),
     }
     .render();
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()

@@ -19,6 +19,9 @@ pub(crate) struct JournalView {
     pub unfinished_by_root: BTreeMap<PathBuf, u64>,
     /// Videos started on api.video and abandoned (`status --orphans`).
     pub orphans: u64,
+    /// Per hook with undelivered events: how many, and when the oldest
+    /// happened (Unix ms).
+    pub hooks_pending: Vec<(String, u64, i64)>,
 }
 
 /// Everything one scrape shows.
@@ -31,6 +34,10 @@ pub(crate) struct Exposition<'a> {
     pub tls_ok: bool,
     pub watchers_ok: bool,
     pub watches: &'a [WatchSettings],
+    /// The configured hooks' keys, and this process's delivery attempts:
+    /// (delivered, failed).
+    pub hook_keys: &'a [String],
+    pub hook_deliveries: (u64, u64),
 }
 
 /// A label value in the text format: `\`, `"` and line feeds escaped.
@@ -122,6 +129,7 @@ impl Exposition<'_> {
                 "Videos ingestd started on api.video and then abandoned (`ingestd status --orphans` lists them, to delete in the dashboard).",
             );
             let _ = writeln!(out, "ingestd_orphan_videos {}", j.orphans);
+            self.render_hook_backlog(&mut out, j);
         }
 
         header(
@@ -181,6 +189,16 @@ impl Exposition<'_> {
         }
         header(
             &mut out,
+            "ingestd_hook_deliveries_total",
+            "counter",
+            "Hook delivery attempts by this process, by result: delivered, or failed (retried with backoff).",
+        );
+        let (delivered, failed) = self.hook_deliveries;
+        for (result, n) in [("delivered", delivered), ("failed", failed)] {
+            let _ = writeln!(out, "ingestd_hook_deliveries_total{{result=\"{result}\"}} {n}");
+        }
+        header(
+            &mut out,
             "ingestd_token_ok",
             "gauge",
             "1 unless the server refused the upload token (uploads paused until it is replaced).",
@@ -201,6 +219,46 @@ impl Exposition<'_> {
         );
         let _ = writeln!(out, "ingestd_watchers_ok {}", u8::from(self.watchers_ok));
         out
+    }
+}
+
+impl Exposition<'_> {
+    /// Each hook's undelivered events and the age of its oldest (0 and 0
+    /// for a configured hook with none; a removed hook's backlog shows too).
+    fn render_hook_backlog(&self, out: &mut String, j: &JournalView) {
+        header(
+            out,
+            "ingestd_hook_undelivered",
+            "gauge",
+            "Events waiting for delivery to a hook (`ingestd status --hooks` lists them).",
+        );
+        let mut keys: Vec<&str> = self.hook_keys.iter().map(String::as_str).collect();
+        for (hook, _, _) in &j.hooks_pending {
+            if !keys.contains(&hook.as_str()) {
+                keys.push(hook);
+            }
+        }
+        let pending = |key: &str| j.hooks_pending.iter().find(|(h, _, _)| h == key);
+        for key in &keys {
+            let n = pending(key).map_or(0, |(_, n, _)| *n);
+            let _ = writeln!(out, "ingestd_hook_undelivered{{hook=\"{}\"}} {n}", label(key));
+        }
+        header(
+            out,
+            "ingestd_hook_oldest_undelivered_seconds",
+            "gauge",
+            "Seconds since the oldest event still waiting for delivery to a hook happened; 0 when none waits.",
+        );
+        for key in &keys {
+            let age_ms = pending(key).map_or(0, |(_, _, at)| self.now_ms.saturating_sub(*at).max(0));
+            let _ = writeln!(
+                out,
+                "ingestd_hook_oldest_undelivered_seconds{{hook=\"{}\"}} {}.{:03}",
+                label(key),
+                age_ms / 1000,
+                age_ms % 1000
+            );
+        }
     }
 }
 
