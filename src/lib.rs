@@ -72,6 +72,7 @@ pub mod config;
 pub mod daemon;
 pub(crate) mod display;
 pub mod emulator;
+pub(crate) mod hooks;
 pub mod journal;
 pub mod logging;
 pub(crate) mod roots;
