@@ -73,6 +73,7 @@ pub mod config;
 pub mod daemon;
 pub(crate) mod display;
 pub mod emulator;
+pub(crate) mod hooks;
 pub mod journal;
 pub mod logging;
 pub mod playable;
