@@ -9,9 +9,11 @@
 //!
 //! - `deliver`: one delivery attempt to one hook and its outcome (the
 //!   process or the HTTP request, timeouts, capped output, the signature).
-//!   Whether and when to try again is the stage's business.
+//! - `stage`: the deliveries due, claimed from the outbox, run a few at a
+//!   time per hook, and their outcome recorded (delivered, or retried).
 
-// The hooks stage (outbox → deliveries) calls into it; until that stage is
-// wired into the daemon, only the tests do.
-#[allow(dead_code)]
 pub(crate) mod deliver;
+mod stage;
+
+pub(crate) use deliver::check_command;
+pub use stage::{HookCounters, HookRunner};

@@ -19,6 +19,7 @@
 //!   table, pacing, the token gate, retries.
 //! - `after_upload`: keep, delete or move an uploaded file, and its sidecar.
 //! - [`playable`]: watch done videos until their HLS manifest answers.
+//! - [`hooks`]: deliver the outbox's events to commands and webhooks.
 //! - [`daemon`]: wires the stages (session, worker pool, reload, the
 //!   foreground runs) and stops them together.
 //! - [`service`]: what systemd and monitoring see: sd_notify, `/metrics`,

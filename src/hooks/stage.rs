@@ -258,7 +258,8 @@ impl HookRunner {
     ) -> Result<Vec<(usize, DueDelivery)>, JournalError> {
         let mut out = Vec::new();
         for (index, hook) in self.hooks.iter().enumerate() {
-            let room = PER_HOOK.saturating_sub(in_flight.get(&hook.settings.key).copied().unwrap_or(0));
+            let room =
+                PER_HOOK.saturating_sub(in_flight.get(&hook.settings.key).copied().unwrap_or(0));
             if room == 0 {
                 continue;
             }
@@ -343,7 +344,10 @@ mod tests {
     fn the_backoff_grows_is_capped_and_never_spins() {
         for attempt in 1..40 {
             let d = backoff(attempt);
-            assert!(d >= Duration::from_secs(1) && d <= BACKOFF_CAP, "{attempt}: {d:?}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= BACKOFF_CAP,
+                "{attempt}: {d:?}"
+            );
         }
     }
 

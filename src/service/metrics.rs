@@ -195,7 +195,10 @@ impl Exposition<'_> {
         );
         let (delivered, failed) = self.hook_deliveries;
         for (result, n) in [("delivered", delivered), ("failed", failed)] {
-            let _ = writeln!(out, "ingestd_hook_deliveries_total{{result=\"{result}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "ingestd_hook_deliveries_total{{result=\"{result}\"}} {n}"
+            );
         }
         header(
             &mut out,
@@ -241,7 +244,11 @@ impl Exposition<'_> {
         let pending = |key: &str| j.hooks_pending.iter().find(|(h, _, _)| h == key);
         for key in &keys {
             let n = pending(key).map_or(0, |(_, n, _)| *n);
-            let _ = writeln!(out, "ingestd_hook_undelivered{{hook=\"{}\"}} {n}", label(key));
+            let _ = writeln!(
+                out,
+                "ingestd_hook_undelivered{{hook=\"{}\"}} {n}",
+                label(key)
+            );
         }
         header(
             out,
@@ -250,7 +257,8 @@ impl Exposition<'_> {
             "Seconds since the oldest event still waiting for delivery to a hook happened; 0 when none waits.",
         );
         for key in &keys {
-            let age_ms = pending(key).map_or(0, |(_, _, at)| self.now_ms.saturating_sub(*at).max(0));
+            let age_ms =
+                pending(key).map_or(0, |(_, _, at)| self.now_ms.saturating_sub(*at).max(0));
             let _ = writeln!(
                 out,
                 "ingestd_hook_oldest_undelivered_seconds{{hook=\"{}\"}} {}.{:03}",
