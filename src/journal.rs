@@ -54,7 +54,7 @@ pub use identity::{Orphan, RootRecord};
 pub use lock::{lock_journal, lock_path, mark_lock, LockError};
 pub use nodes::NodeRecord;
 pub use postgres::PgTarget;
-pub use queries::Scope;
+pub use queries::{QueuePlace, Scope};
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
 pub use transitions::RetryOutcome;
