@@ -71,13 +71,15 @@ impl QueuePlace {
     }
 
     /// The SQL expression of the key, over the row's own columns: the
-    /// lowest goes first. Names of ours, so inlining it is safe.
+    /// lowest goes first. Names of ours, so inlining it is safe. Descending
+    /// is `-1 - x` rather than `-x`, which overflows for the lowest integer
+    /// (a file dated before 1678 has that mtime).
     pub(super) fn key_sql(self) -> &'static str {
         match self.order {
             QueueOrder::Oldest => "mtime_ns",
-            QueueOrder::Newest => "-mtime_ns",
+            QueueOrder::Newest => "-1 - mtime_ns",
             QueueOrder::Smallest => "size",
-            QueueOrder::Largest => "-size",
+            QueueOrder::Largest => "-1 - size",
         }
     }
 }
@@ -147,9 +149,9 @@ pub(super) fn state_filter(states: Option<&[FileState]>) -> String {
 impl Journal {
     /// Claims the next file due for upload (queued, or retrying whose backoff
     /// expired), first in queue order ([`QueuePlace`]), and marks it
-    /// `uploading`. With `only`, claims
-    /// only among those ids. A `next_attempt_at` further in the future than
-    /// `max_backoff` (the clock jumped back) counts as due.
+    /// `uploading`. With `only`, claims only among those ids. A
+    /// `next_attempt_at` further in the future than `max_backoff` (the clock
+    /// jumped back) counts as due.
     pub fn claim_next(
         &mut self,
         now: i64,

@@ -76,12 +76,30 @@ fn each_order_keys_by_the_rows_size_or_mtime(j: &mut Journal) {
         let mtime = ident("", 0).mtime_ns;
         let key = match order {
             QueueOrder::Oldest => mtime + 3,
-            QueueOrder::Newest => -(mtime + 3),
+            QueueOrder::Newest => -1 - (mtime + 3),
             QueueOrder::Smallest => 10,
-            QueueOrder::Largest => -10,
+            QueueOrder::Largest => -1 - 10,
         };
         assert_eq!(place_of(j, y), (QueuePlace::UNMATCHED, key), "{order:?}");
     }
+}
+
+fn the_extreme_mtimes_are_keyed_without_overflow(j: &mut Journal) {
+    let newest = QueuePlace::new(None, QueueOrder::Newest);
+    let mut ids = Vec::new();
+    for (name, mtime) in [
+        ("epoch.mp4", 0),
+        ("min.mp4", i64::MIN),
+        ("max.mp4", i64::MAX),
+    ] {
+        let mut f = ident(name, 10);
+        f.mtime_ns = mtime;
+        let id = j.add_file(&f, FileState::Settling).unwrap().id;
+        j.mark_ready(id, newest).unwrap();
+        ids.push(id);
+    }
+    assert_eq!(claim_all(j), [ids[2], ids[0], ids[1]]);
+    assert_eq!(place_of(j, ids[1]).1, i64::MAX);
 }
 
 fn a_file_back_in_the_queue_keeps_its_place(j: &mut Journal) {
@@ -89,7 +107,7 @@ fn a_file_back_in_the_queue_keeps_its_place(j: &mut Journal) {
     let first = QueuePlace::new(Some(0), QueueOrder::Newest);
     let p = queued(j, "a.proxy.mp4", 10, 100, first);
     let placed = place_of(j, p);
-    assert_eq!(placed, (0, -(ident("", 0).mtime_ns + 100)));
+    assert_eq!(placed, (0, -1 - (ident("", 0).mtime_ns + 100)));
     let q = queued(j, "old.mp4", 10, 0, QueuePlace::DEFAULT);
     let claim = |j: &mut Journal| {
         j.claim_next(now_ms(), max_backoff, None)
@@ -131,7 +149,7 @@ fn rows_journaled_queued_get_the_default_place_unless_placed(j: &mut Journal) {
     let largest = QueuePlace::new(None, QueueOrder::Largest);
     let placed: Vec<(i64, QueuePlace)> = added.iter().map(|a| (a.id, largest)).collect();
     j.place_queued(&placed).unwrap();
-    assert_eq!(place_of(j, added[1].id), (QueuePlace::UNMATCHED, -30));
+    assert_eq!(place_of(j, added[1].id), (QueuePlace::UNMATCHED, -1 - 30));
     assert_eq!(
         claim_all(j),
         [added[1].id, added[2].id, added[0].id],
@@ -149,6 +167,7 @@ fn rows_journaled_queued_get_the_default_place_unless_placed(j: &mut Journal) {
 on_both!(
     rank_then_key_then_id_decide_the_claim_order,
     each_order_keys_by_the_rows_size_or_mtime,
+    the_extreme_mtimes_are_keyed_without_overflow,
     a_file_back_in_the_queue_keeps_its_place,
     rows_journaled_queued_get_the_default_place_unless_placed,
 );
