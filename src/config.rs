@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ValueOrigin};
 pub use hooks::{HookEvent, HookSettings, HookTarget};
 pub use live::Live;
+pub use settings::QueueOrder;
 pub use settings::{
     journal_root, AfterUpload, ApiSettings, Duplicates, InDoubt, JournalSettings, LogFormat,
     LogSettings, MetricsSettings, ModifyWindow, PgJournalSettings, Readiness, Secret, Settings,

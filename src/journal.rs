@@ -61,7 +61,7 @@ pub(crate) use outbox::rfc3339;
 pub use outbox::{DueDelivery, HookBacklog, PendingDelivery};
 pub use playable::PlayableWatch;
 pub use postgres::PgTarget;
-pub use queries::Scope;
+pub use queries::{QueuePlace, Scope};
 pub(crate) use row::Resettled;
 pub use row::{Added, FileIdentity, FileRow, FileState};
 pub use transitions::RetryOutcome;

@@ -44,6 +44,7 @@ mod stage;
 pub use crate::after_upload::{sidecar_path, AfterUploadOutcome, SIDECAR_SUFFIX};
 pub use crate::config::journal_root;
 pub use error::WatchError;
+pub(crate) use filter::QueueRules;
 pub use follow::follow;
 pub use report::{NotReady, ScanReport};
 pub use stage::{run, scan_and_settle, WatchOptions};

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, ValueOrigin};
 use super::hooks::RawHook;
-use super::settings::{Duplicates, InDoubt, LogFormat, Readiness, WatchMode};
+use super::settings::{Duplicates, InDoubt, LogFormat, QueueOrder, Readiness, WatchMode};
 use super::sources::{display_key, Sources};
 use super::values::{Count, Seconds, SecretText, Size, Window};
 
@@ -89,6 +89,8 @@ pub(crate) struct RawWatch {
     pub readiness: Option<Readiness>,
     pub incomplete_timeout: Option<Seconds>,
     pub duplicates: Option<Duplicates>,
+    pub order: Option<QueueOrder>,
+    pub priority: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -145,6 +145,8 @@ impl Settings {
                 quote(&format_duration(watch.incomplete_timeout))
             );
             let _ = writeln!(out, "duplicates = {}", quote(watch.duplicates.as_str()));
+            let _ = writeln!(out, "order = {}", quote(watch.order.as_str()));
+            let _ = writeln!(out, "priority = {}", list(&watch.priority));
         }
 
         for hook in &self.hooks {

@@ -445,6 +445,31 @@ impl Duplicates {
     }
 }
 
+/// `[[watch]] order`: which queued file of a folder is uploaded first
+/// (within a `priority` rank).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueOrder {
+    /// The oldest modification time first.
+    #[default]
+    Oldest,
+    /// The newest modification time first.
+    Newest,
+    Smallest,
+    Largest,
+}
+
+impl QueueOrder {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            QueueOrder::Oldest => "oldest",
+            QueueOrder::Newest => "newest",
+            QueueOrder::Smallest => "smallest",
+            QueueOrder::Largest => "largest",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterUpload {
     Keep,
@@ -479,6 +504,11 @@ pub struct WatchSettings {
     /// becomes `failed`; > 0.
     pub incomplete_timeout: Duration,
     pub duplicates: Duplicates,
+    /// Which of the folder's queued files goes first, within a priority.
+    pub order: QueueOrder,
+    /// Valid globset patterns: a file matching the first goes before one
+    /// matching the second, …, before the rest.
+    pub priority: Vec<String>,
 }
 
 /// `[[watch]] modify_window`.
@@ -511,6 +541,8 @@ impl WatchSettings {
             readiness: Readiness::Container,
             incomplete_timeout: DEFAULT_INCOMPLETE_TIMEOUT,
             duplicates: Duplicates::Upload,
+            order: QueueOrder::Oldest,
+            priority: Vec::new(),
         }
     }
 

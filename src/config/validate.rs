@@ -234,7 +234,12 @@ impl Validator<'_> {
             ));
         }
         let exclude = raw.exclude.unwrap_or_default();
-        for (name, patterns) in [("include", &include), ("exclude", &exclude)] {
+        let priority = raw.priority.unwrap_or_default();
+        for (name, patterns) in [
+            ("include", &include),
+            ("exclude", &exclude),
+            ("priority", &priority),
+        ] {
             for pattern in patterns {
                 let problem = if pattern.is_empty() {
                     Some("it is empty".to_string())
@@ -330,6 +335,8 @@ impl Validator<'_> {
             readiness: raw.readiness.unwrap_or(Readiness::Container),
             incomplete_timeout,
             duplicates: raw.duplicates.unwrap_or(Duplicates::Upload),
+            order: raw.order.unwrap_or_default(),
+            priority,
         })
     }
 

@@ -12,9 +12,9 @@ use super::{DaemonError, Session};
 use crate::config::{Settings, WatchSettings};
 use crate::display::show_path;
 use crate::hooks::HookRunner;
-use crate::journal::{FileIdentity, FileRow, FileState};
+use crate::journal::{FileIdentity, FileRow, FileState, QueuePlace};
 use crate::playable::PlayableWatcher;
-use crate::watch::{self, WatchOptions};
+use crate::watch::{self, QueueRules, WatchOptions};
 
 /// What happened to one file given to `ingestd upload`.
 #[derive(Debug, Clone)]
@@ -76,6 +76,27 @@ fn identify(path: &Path, watches: &[WatchSettings]) -> Result<FileIdentity, Stri
     Ok(FileIdentity::from_metadata(root, Path::new(name), &meta))
 }
 
+/// Where each file named on the command line goes in the queue: a file of
+/// a watch folder where that folder's `priority` and `order` put it (as if
+/// the watch stage had found it), any other at the default place.
+fn queue_places(idents: &[FileIdentity], watches: &[WatchSettings]) -> Vec<QueuePlace> {
+    // The patterns were checked when the configuration was loaded: a folder
+    // whose rules would not build cannot be configured.
+    let rules: Vec<(PathBuf, QueueRules)> = watches
+        .iter()
+        .filter_map(|w| Some((w.root(), QueueRules::new(&w.priority, w.order).ok()?)))
+        .collect();
+    idents
+        .iter()
+        .map(|i| {
+            rules
+                .iter()
+                .find(|(root, _)| *root == i.root)
+                .map_or(QueuePlace::DEFAULT, |(_, r)| r.place(&i.rel_path))
+        })
+        .collect()
+}
+
 /// `ingestd upload FILE…`: journals the files and uploads them in the
 /// foreground. Files already uploaded are not uploaded again.
 pub async fn upload_files(
@@ -122,8 +143,21 @@ pub async fn upload_files(
     }
     let journal = session.uploader.journal.clone();
     let to_add = idents.clone();
+    let places = queue_places(&idents, &settings.watches);
     let added = journal
-        .call(move |j| j.add_files(&to_add, FileState::Queued))
+        .call(move |j| {
+            j.atomically(|j| {
+                let added = j.add_files(&to_add, FileState::Queued)?;
+                let placed: Vec<(i64, QueuePlace)> = added
+                    .iter()
+                    .zip(&places)
+                    .filter(|(a, _)| a.inserted)
+                    .map(|(a, place)| (a.id, *place))
+                    .collect();
+                j.place_queued(&placed)?;
+                Ok(added)
+            })
+        })
         .await?;
     let mut ids = Vec::new();
     for a in &added {

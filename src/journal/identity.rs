@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::queries::QueuePlace;
 use super::row::{path_from_blob, to_i64, to_u64};
 use super::sql::{args, Value};
+use super::transitions::queued_at;
 use super::{now_ms, Added, FileIdentity, FileRow, FileState, Journal, JournalError};
 use crate::sample::Sample;
 
@@ -117,21 +119,24 @@ impl Journal {
         Ok(())
     }
 
-    /// settling → queued for files that settled, each with its sample, in
-    /// one transaction. Returns the ids queued.
+    /// settling → queued for files that settled, each with its sample and
+    /// at its place in the queue, in one transaction. Returns the ids queued.
     pub(crate) fn mark_ready_sampled(
         &mut self,
-        ready: &[(i64, Sample)],
+        ready: &[(i64, Sample, QueuePlace)],
     ) -> Result<Vec<i64>, JournalError> {
         self.atomically(|j| {
             let mut queued = Vec::with_capacity(ready.len());
-            for (id, sample) in ready {
+            for (id, sample, place) in ready {
                 let changed = j.exec(
                     "mark ready",
-                    "UPDATE files SET state = 'queued', sample = ?2, updated_at = ?3, \
-                     last_error = NULL, next_attempt_at = NULL \
-                     WHERE id = ?1 AND state = 'settling'",
-                    args![*id, sample.0.to_vec(), now_ms()],
+                    &format!(
+                        "UPDATE files SET {}, sample = ?2, updated_at = ?3, \
+                         last_error = NULL, next_attempt_at = NULL \
+                         WHERE id = ?1 AND state = 'settling'",
+                        queued_at(*place, 4)
+                    ),
+                    args![*id, sample.0.to_vec(), now_ms(), place.rank],
                 )?;
                 if changed == 1 {
                     queued.push(*id);
@@ -481,7 +486,8 @@ mod tests {
             .unwrap()
             .id;
         assert_eq!(
-            j.mark_ready_sampled(&[(id, Sample([1; 16]))]).unwrap(),
+            j.mark_ready_sampled(&[(id, Sample([1; 16]), QueuePlace::DEFAULT)])
+                .unwrap(),
             vec![id]
         );
         let row = j.get(id).unwrap().unwrap();

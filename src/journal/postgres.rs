@@ -143,6 +143,35 @@ fn tls(target: &PgTarget) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Jo
         })
 }
 
+/// The claim statement of a shared journal for a scope `filter` (see
+/// `queries::scope_filter`): ?1 now, ?2 the horizon past which a retry's
+/// time counts as due, ?3 this node, ?4 its lease (ms).
+pub(super) fn claim_leased_sql(filter: &str) -> String {
+    let returning: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("f.{}", c.trim()))
+        .collect();
+    // The two arms of the SQLite claim (`queries::claim_sql`): the fresh
+    // one walks `files_by_queue` in order, the due retries are sorted
+    // apart; each locks its candidate, and the one not taken is let go
+    // when the statement commits.
+    format!(
+        "WITH fresh AS (SELECT id, queue_rank, queue_key FROM files \
+           WHERE state = 'queued' AND next_attempt_at IS NULL {filter} \
+           ORDER BY queue_rank, queue_key, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+         due AS (SELECT id, queue_rank, queue_key FROM files \
+           WHERE state IN ('queued', 'retrying') AND next_attempt_at IS NOT NULL \
+             AND (next_attempt_at <= ?1 OR next_attempt_at > ?2) {filter} \
+           ORDER BY queue_rank, queue_key, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+         c AS (SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM due) AS candidates \
+           ORDER BY queue_rank, queue_key, id LIMIT 1) \
+         UPDATE files AS f SET state = 'uploading', started_at = ?1, updated_at = ?1, \
+           owner = ?3, lease_until = {DB_NOW} + ?4, epoch = f.epoch + 1 \
+         FROM c WHERE f.id = c.id RETURNING {}, f.epoch",
+        returning.join(", ")
+    )
+}
+
 impl Journal {
     /// The configured journal, to read it beside a running daemon
     /// (`status`): the SQLite file read-only, or the shared one as it is
@@ -292,8 +321,9 @@ impl Journal {
         self.cluster.as_ref().map(|c| c.node.as_str())
     }
 
-    /// Claims the next due file `FOR UPDATE SKIP LOCKED` (nodes claiming at
-    /// once each get another file), taking its lease and raising its epoch.
+    /// Claims the next due file in queue order `FOR UPDATE SKIP LOCKED`
+    /// (nodes claiming at once each get another file), taking its lease and
+    /// raising its epoch.
     pub(super) fn claim_leased(
         &mut self,
         now: i64,
@@ -303,21 +333,7 @@ impl Journal {
         let Some(cluster) = &self.cluster else {
             return Ok(None);
         };
-        let returning: Vec<String> = COLUMNS
-            .split(',')
-            .map(|c| format!("f.{}", c.trim()))
-            .collect();
-        let sql = format!(
-            "WITH c AS (SELECT id FROM files \
-               WHERE ((state = 'queued' AND next_attempt_at IS NULL) \
-                  OR (state IN ('queued', 'retrying') AND next_attempt_at IS NOT NULL \
-                      AND (next_attempt_at <= ?1 OR next_attempt_at > ?2))) {filter} \
-               ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             UPDATE files AS f SET state = 'uploading', started_at = ?1, updated_at = ?1, \
-               owner = ?3, lease_until = {DB_NOW} + ?4, epoch = f.epoch + 1 \
-             FROM c WHERE f.id = c.id RETURNING {}, f.epoch",
-            returning.join(", ")
-        );
+        let sql = claim_leased_sql(filter);
         let (node, lease) = (cluster.node.clone(), cluster.lease_ms);
         const OP: &str = "claim a file";
         let rows = self.rows(OP, &sql, args![now, horizon, node, lease])?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::row::{path_from_blob, row_to_file, to_u64, COLUMNS};
 use super::sql::{args, Value};
 use super::{FileRow, FileState, Journal, JournalError};
+use crate::config::QueueOrder;
 
 /// Which files a query of the queue looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,57 @@ pub enum Scope<'a> {
 impl<'a> From<Option<&'a [i64]>> for Scope<'a> {
     fn from(only: Option<&'a [i64]>) -> Self {
         only.map_or(Scope::All, Scope::Ids)
+    }
+}
+
+/// Where a queued file stands in the queue: a claim takes the lowest
+/// `(rank, key, id)`. Set when the file is queued; a retry, a release or
+/// the requeue of an interrupted upload keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// The index of the first of its folder's `priority` patterns it
+    /// matches, or [`QueuePlace::UNMATCHED`].
+    pub rank: i64,
+    /// Its folder's `order`, which makes its key within the rank from the
+    /// row's own size or mtime.
+    pub order: QueueOrder,
+}
+
+impl QueuePlace {
+    /// The rank of a file matching no `priority` pattern: one for every
+    /// folder (not the number of its patterns), so that a folder's priority
+    /// files go before the other files of every folder, and the rest of all
+    /// folders share a rank. (Rows queued before the queue had an order have
+    /// rank 0: they go first.)
+    pub const UNMATCHED: i64 = 1_000_000;
+
+    /// No priority, oldest first: a file outside any watch folder, or of a
+    /// folder with the default settings.
+    pub const DEFAULT: QueuePlace = QueuePlace {
+        rank: QueuePlace::UNMATCHED,
+        order: QueueOrder::Oldest,
+    };
+
+    /// The place of a file matching priority pattern `index` (`None`: none),
+    /// in a folder of `order`.
+    pub fn new(index: Option<usize>, order: QueueOrder) -> QueuePlace {
+        let rank = index.map_or(QueuePlace::UNMATCHED, |i| {
+            i64::try_from(i).map_or(QueuePlace::UNMATCHED, |i| i.min(QueuePlace::UNMATCHED))
+        });
+        QueuePlace { rank, order }
+    }
+
+    /// The SQL expression of the key, over the row's own columns: the
+    /// lowest goes first. Names of ours, so inlining it is safe. Descending
+    /// is `-1 - x` rather than `-x`, which overflows for the lowest integer
+    /// (a file dated before 1678 has that mtime).
+    pub(super) fn key_sql(self) -> &'static str {
+        match self.order {
+            QueueOrder::Oldest => "mtime_ns",
+            QueueOrder::Newest => "-1 - mtime_ns",
+            QueueOrder::Smallest => "size",
+            QueueOrder::Largest => "-1 - size",
+        }
     }
 }
 
@@ -62,19 +114,22 @@ fn id_list(ids: &[i64]) -> String {
 /// The claim statement for a scope `filter` (see [`scope_filter`]).
 pub(super) fn claim_sql(filter: &str) -> String {
     // Two arms, so that neither sorts the queue: a queued file has no
-    // `next_attempt_at`, and `files_by_state` (state, next_attempt_at,
-    // id) hands the oldest one first; the due retries are few.
+    // `next_attempt_at`, and `files_by_queue` (state, queue_rank,
+    // queue_key, id, of those rows only) hands the first one in queue
+    // order; the due retries are few, sorted apart. The two candidates are
+    // compared in the same order.
     format!(
         "UPDATE files SET state = 'uploading', started_at = ?1, updated_at = ?1 \
-         WHERE id = (SELECT min(id) FROM ( \
-           SELECT id FROM (SELECT id FROM files \
+         WHERE id = (SELECT id FROM ( \
+           SELECT * FROM (SELECT id, queue_rank, queue_key FROM files \
              WHERE state = 'queued' AND next_attempt_at IS NULL {filter} \
-             ORDER BY id LIMIT 1) AS fresh \
+             ORDER BY queue_rank, queue_key, id LIMIT 1) AS fresh \
            UNION ALL \
-           SELECT id FROM (SELECT id FROM files \
+           SELECT * FROM (SELECT id, queue_rank, queue_key FROM files \
              WHERE state IN ('queued', 'retrying') AND next_attempt_at IS NOT NULL \
                AND (next_attempt_at <= ?1 OR next_attempt_at > ?2) {filter} \
-             ORDER BY id LIMIT 1) AS due) AS candidates) \
+             ORDER BY queue_rank, queue_key, id LIMIT 1) AS due) AS candidates \
+           ORDER BY queue_rank, queue_key, id LIMIT 1) \
          RETURNING {COLUMNS}"
     )
 }
@@ -93,9 +148,10 @@ pub(super) fn state_filter(states: Option<&[FileState]>) -> String {
 
 impl Journal {
     /// Claims the next file due for upload (queued, or retrying whose backoff
-    /// expired), oldest first, and marks it `uploading`. With `only`, claims
-    /// only among those ids. A `next_attempt_at` further in the future than
-    /// `max_backoff` (the clock jumped back) counts as due.
+    /// expired), first in queue order ([`QueuePlace`]), and marks it
+    /// `uploading`. With `only`, claims only among those ids. A
+    /// `next_attempt_at` further in the future than `max_backoff` (the clock
+    /// jumped back) counts as due.
     pub fn claim_next(
         &mut self,
         now: i64,

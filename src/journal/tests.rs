@@ -10,6 +10,7 @@ use rusqlite_migration::{Migrations, M};
 
 use super::open::MIGRATIONS;
 use super::*;
+use crate::config::QueueOrder;
 
 /// Several nodes on one PostgreSQL journal: leases, fencing, leaders.
 mod cluster;
@@ -19,6 +20,8 @@ mod digest;
 mod export;
 /// The outbox of events and the playable watch.
 mod outbox;
+/// The queue's order: ranks, keys, and what keeps them.
+mod queue;
 
 fn ident(name: &str, size: u64) -> FileIdentity {
     FileIdentity {
@@ -114,7 +117,7 @@ fn a_nested_failure_undoes_only_its_own_writes(j: &mut Journal) {
     // An outer failure undoes everything.
     let r: Result<(), _> = j.atomically(|j| {
         j.retry_failed(Some(&[b]))?;
-        j.mark_ready(a)
+        j.mark_ready(a, QueuePlace::DEFAULT)
     });
     assert!(r.is_err());
     assert_eq!(j.get(b).unwrap().unwrap().state, FileState::Failed);
@@ -136,7 +139,7 @@ fn happy_path_transitions(j: &mut Journal) {
         .claim_next(now_ms(), Duration::from_secs(300), None)
         .unwrap()
         .is_none());
-    j.mark_ready(a.id).unwrap();
+    j.mark_ready(a.id, QueuePlace::DEFAULT).unwrap();
     let row = j
         .claim_next(now_ms(), Duration::from_secs(300), None)
         .unwrap()
@@ -418,7 +421,12 @@ fn batch_transitions_skip_rows_in_other_states(j: &mut Journal) {
     let a = j.add_file(&ident("a", 1), FileState::Settling).unwrap();
     let b = j.add_file(&ident("b", 1), FileState::Queued).unwrap();
     let c = j.add_file(&ident("c", 1), FileState::Done).unwrap();
-    assert_eq!(j.mark_ready_many(&[a.id, b.id, 999]).unwrap(), vec![a.id]);
+    let d = QueuePlace::DEFAULT;
+    assert_eq!(
+        j.mark_ready_many(&[(a.id, d), (b.id, d), (999, d)])
+            .unwrap(),
+        vec![a.id]
+    );
     let gone = j.mark_gone_many(&[a.id, b.id, c.id], "vanished").unwrap();
     assert_eq!(gone, vec![a.id, b.id]);
     assert_eq!(j.get(c.id).unwrap().unwrap().state, FileState::Done);
@@ -485,13 +493,18 @@ async fn handle_runs_calls_on_the_owner_thread() {
 }
 
 /// A claim must not sort the queue (one claim per file would make a batch
-/// quadratic): the queued arm walks `files_by_state` in id order, in every
-/// scope, and only the (few) due retries may be sorted.
+/// quadratic): the queued arm walks `files_by_queue` in queue order, in
+/// every scope, and only the (few) due retries and the two candidates may
+/// be sorted.
 #[test]
 fn claiming_walks_the_queue_in_order_without_sorting_it() {
     let (_d, mut j) = open_temp();
     for i in 0..200 {
-        j.add_file(&ident(&format!("{i}.mp4"), 10), FileState::Queued)
+        let mut f = ident(&format!("{i}.mp4"), 10 + i);
+        f.mtime_ns += i64::try_from(i % 7).unwrap();
+        let id = j.add_file(&f, FileState::Settling).unwrap().id;
+        let rank = usize::try_from(i % 2).unwrap();
+        j.mark_ready(id, QueuePlace::new(Some(rank), QueueOrder::Newest))
             .unwrap();
     }
     let ids: Vec<i64> = j.list(None).unwrap().iter().map(|r| r.id).collect();
@@ -501,29 +514,52 @@ fn claiming_walks_the_queue_in_order_without_sorting_it() {
         let filter = super::queries::scope_filter(scope);
         let sql = format!("EXPLAIN QUERY PLAN {}", super::queries::claim_sql(&filter));
         let rows = j.rows("explain", &sql, sql::args![0_i64, 0_i64]).unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| r.text(3).unwrap()).collect();
-        let plan = plan.join("\n");
+        // (id, parent, what)
+        let plan: Vec<(i64, i64, String)> = rows
+            .iter()
+            .map(|r| (r.i64(0).unwrap(), r.i64(1).unwrap(), r.text(3).unwrap()))
+            .collect();
+        let text: Vec<&str> = plan.iter().map(|(_, _, t)| t.as_str()).collect();
+        let text = text.join("\n");
+        let fresh = plan
+            .iter()
+            .find(|(_, _, t)| t == "CO-ROUTINE fresh")
+            .map(|(id, _, _)| *id)
+            .unwrap_or_else(|| panic!("{scope:?}: no fresh arm:\n{text}"));
+        let under_fresh: Vec<&str> = plan
+            .iter()
+            .filter(|(_, parent, _)| *parent == fresh)
+            .map(|(_, _, t)| t.as_str())
+            .collect();
         assert!(
-            plan.contains("INDEX files_by_state (state=? AND next_attempt_at=?)"),
-            "{scope:?}: the queued arm does not walk the index:\n{plan}"
+            under_fresh
+                .iter()
+                .any(|t| t.starts_with("SEARCH files USING INDEX files_by_queue (state=?)")),
+            "{scope:?}: the queued arm does not walk the queue's index:\n{text}"
         );
+        assert!(
+            !under_fresh.iter().any(|t| t.contains("TEMP B-TREE")),
+            "{scope:?}: the queue is sorted on every claim:\n{text}"
+        );
+        // The due retries, and the two candidates.
         assert_eq!(
-            plan.matches("TEMP B-TREE").count(),
-            1,
-            "{scope:?}: the queue is sorted on every claim:\n{plan}"
+            text.matches("TEMP B-TREE").count(),
+            2,
+            "{scope:?}: more is sorted than the due retries and the two candidates:\n{text}"
         );
     }
-    // And it still claims the oldest due file of the scope.
+    // And it still claims the first due file of the scope in queue order:
+    // of these, one of rank 0 (an even i), the newest of those.
     let got = j
         .claim_next_skipping(
             now_ms(),
             Duration::from_secs(60),
-            Scope::Ids(&ids[5..7]),
+            Scope::Ids(&ids[5..9]),
             &[],
         )
         .unwrap()
         .unwrap();
-    assert_eq!(got.id, ids[5]);
+    assert_eq!(got.id, ids[6]);
 }
 
 #[test]

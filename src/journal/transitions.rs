@@ -7,7 +7,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use super::queries::id_filter;
+use super::queries::{id_filter, QueuePlace};
 use super::row::to_i64;
 use super::sql::{args, Value};
 use super::{now_ms, Added, FileIdentity, FileState, Journal, JournalError, Resettled};
@@ -84,10 +84,14 @@ impl Journal {
         state: FileState,
     ) -> Result<i64, JournalError> {
         let now = now_ms();
+        // A row journaled `queued` has the default place (see
+        // `QueuePlace::DEFAULT`: oldest first) unless its caller places it;
+        // a settling one gets its place when it is queued.
         let row = self.row(
             "add files",
             "INSERT INTO files (root, rel_path, size, mtime_ns, dev, inode, ctime_ns, sample, \
-             state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             state, created_at, updated_at, queue_rank, queue_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?4) \
              RETURNING id",
             args![
                 f.root.as_os_str().as_bytes(),
@@ -99,7 +103,8 @@ impl Journal {
                 f.ctime_ns,
                 sample.as_ref().map(|s| s.0.to_vec()),
                 state.as_str(),
-                now
+                now,
+                QueuePlace::DEFAULT.rank
             ],
         )?;
         match row {
@@ -152,15 +157,36 @@ impl Journal {
         })
     }
 
-    /// settling → queued: the file stopped changing.
-    pub fn mark_ready(&mut self, id: i64) -> Result<(), JournalError> {
+    /// settling → queued at `place`: the file stopped changing.
+    pub fn mark_ready(&mut self, id: i64, place: QueuePlace) -> Result<(), JournalError> {
         self.transition(
             "mark ready",
             id,
             &[FileState::Settling],
-            "state = 'queued'",
-            &[],
+            &queued_at(place, 3),
+            args![place.rank],
         )
+    }
+
+    /// Puts rows just journaled `queued` (`ingestd upload FILE`) at their
+    /// place, in the caller's transaction. A row in another state (found,
+    /// not inserted) keeps its own.
+    pub(crate) fn place_queued(
+        &mut self,
+        placed: &[(i64, QueuePlace)],
+    ) -> Result<(), JournalError> {
+        for (id, place) in placed {
+            self.exec(
+                "place in the queue",
+                &format!(
+                    "UPDATE files SET queue_rank = ?2, queue_key = {} \
+                     WHERE id = ?1 AND state = 'queued' AND next_attempt_at IS NULL",
+                    place.key_sql()
+                ),
+                args![*id, place.rank],
+            )?;
+        }
+        Ok(())
     }
 
     /// Fixes the chunk plan of an upload before its first chunk (kept if set),
@@ -486,16 +512,26 @@ impl Journal {
         })
     }
 
-    /// settling → queued for many files in one transaction (a restart with
-    /// thousands of settled files costs one fsync). Returns the ids queued.
-    pub fn mark_ready_many(&mut self, ids: &[i64]) -> Result<Vec<i64>, JournalError> {
-        self.transition_many(
-            "mark ready",
-            ids,
-            &[FileState::Settling],
-            "state = 'queued'",
-            &[],
-        )
+    /// settling → queued for many files, each at its place, in one
+    /// transaction (a restart with thousands of settled files costs one
+    /// fsync). Returns the ids queued.
+    pub fn mark_ready_many(
+        &mut self,
+        ready: &[(i64, QueuePlace)],
+    ) -> Result<Vec<i64>, JournalError> {
+        self.atomically(|j| {
+            let mut queued = Vec::with_capacity(ready.len());
+            for (id, place) in ready {
+                queued.extend(j.transition_many(
+                    "mark ready",
+                    &[*id],
+                    &[FileState::Settling],
+                    &queued_at(*place, 3),
+                    args![place.rank],
+                )?);
+            }
+            Ok(queued)
+        })
     }
 
     /// Files not yet claimed by a worker (settling, queued, retrying) whose
@@ -521,4 +557,13 @@ impl Journal {
             Ok(changed)
         })
     }
+}
+
+/// The `SET` assignments that queue a row at `place`, its rank bound as
+/// `?n`; its key comes from the row's own size or mtime.
+pub(super) fn queued_at(place: QueuePlace, n: usize) -> String {
+    format!(
+        "state = 'queued', queue_rank = ?{n}, queue_key = {}",
+        place.key_sql()
+    )
 }

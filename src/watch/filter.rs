@@ -1,5 +1,6 @@
 //! Which names a watch folder cares about: the built-in ignore list (always),
-//! the user's `exclude` (added to it) and `include` (when not empty).
+//! the user's `exclude` (added to it) and `include` (when not empty); and
+//! which of them go first in the upload queue (`priority`).
 //!
 //! Globs match the path relative to the watch root and the file name alone,
 //! so `*.mp4` matches in subfolders and `raw/*.mxf` matches one folder.
@@ -13,6 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::WatchError;
+use crate::config::QueueOrder;
+use crate::journal::QueuePlace;
 
 /// File names never uploaded: partial downloads, editor and OS droppings,
 /// and the sidecars this daemon writes itself. Dotfiles are handled apart
@@ -158,6 +161,34 @@ impl Filter {
     }
 }
 
+/// A folder's upload order: its `priority` patterns, matched as `include`
+/// is, and its `order` within each.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueRules {
+    priority: GlobSet,
+    order: QueueOrder,
+}
+
+impl QueueRules {
+    pub(crate) fn new(priority: &[String], order: QueueOrder) -> Result<QueueRules, WatchError> {
+        let priority: Vec<&str> = priority.iter().map(String::as_str).collect();
+        Ok(QueueRules {
+            priority: glob_set(&priority)?,
+            order,
+        })
+    }
+
+    /// Where the file `rel` (relative to the root) goes in the queue: the
+    /// rank of the first pattern it matches, by path or by name.
+    pub(crate) fn place(&self, rel: &Path) -> QueuePlace {
+        let mut matched = self.priority.matches_candidate(&Candidate::new(rel));
+        if let Some(name) = rel.file_name() {
+            matched.extend(self.priority.matches_candidate(&Candidate::new(name)));
+        }
+        QueuePlace::new(matched.into_iter().min(), self.order)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +269,24 @@ mod tests {
     fn bad_glob_is_a_named_error() {
         let err = Filter::new(&["a[".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("a["), "{err}");
+    }
+
+    #[test]
+    fn priority_ranks_by_the_first_pattern_matched_by_path_or_name() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let rules =
+            QueueRules::new(&s(&["*.proxy.mp4", "day1/*_lowres.*"]), QueueOrder::Newest).unwrap();
+        let rank = |p: &str| rules.place(Path::new(p)).rank;
+        assert_eq!(rank("cam/A001.PROXY.MP4"), 0);
+        assert_eq!(rank("day1/a_lowres.mov"), 1);
+        // Both: the first pattern decides.
+        assert_eq!(rank("day1/a_lowres.proxy.mp4"), 0);
+        assert_eq!(rank("day2/a_lowres.mov"), QueuePlace::UNMATCHED);
+        assert_eq!(rank("a.mp4"), QueuePlace::UNMATCHED);
+        assert_eq!(rules.place(Path::new("a.mp4")).order, QueueOrder::Newest);
+        let none = QueueRules::new(&[], QueueOrder::Oldest).unwrap();
+        assert_eq!(none.place(Path::new("a.proxy.mp4")), QueuePlace::DEFAULT);
+        assert!(QueueRules::new(&s(&["a["]), QueueOrder::Oldest).is_err());
     }
 
     #[test]

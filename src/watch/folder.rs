@@ -31,7 +31,7 @@ mod watcher;
 pub(crate) use availability::check_root;
 pub(crate) use task::{run_folder, First, Timing};
 
-use super::filter::Filter;
+use super::filter::{Filter, QueueRules};
 use super::identify::MtimeRule;
 use super::notifier::{Backend, Sink};
 use super::report::NotReady;
@@ -71,6 +71,8 @@ pub(crate) struct Folder {
     pub root: PathBuf,
     /// Name rules without what depends on the disk (canonical paths).
     base_filter: Filter,
+    /// Where each settled file goes in the upload queue.
+    queue: QueueRules,
     /// Set while the root is available.
     tree: Option<Arc<Tree>>,
     pub settler: Settler,
@@ -135,6 +137,7 @@ impl Folder {
     ) -> Result<Folder, WatchError> {
         let root = settings.root();
         let mut base_filter = Filter::new(&settings.include, &settings.exclude)?;
+        let queue = QueueRules::new(&settings.priority, settings.order)?;
         for other in others {
             if let Some(rel) = relative_inside(other, &root) {
                 base_filter.skip_subtree(rel);
@@ -150,6 +153,7 @@ impl Folder {
             settings,
             root,
             base_filter,
+            queue,
             tree: None,
             journal,
             work,

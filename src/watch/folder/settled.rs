@@ -23,7 +23,7 @@ use tracing::{error, info};
 use super::transitions::{follow, gone_many, revive_one, Absorbed, EMPTY, VANISHED};
 use super::{join_err, not_there, Folder, FolderError};
 use crate::config::Readiness;
-use crate::journal::{now_ms, FileIdentity, FileRow, FileState, Journal, JournalError};
+use crate::journal::{now_ms, FileIdentity, FileRow, FileState, Journal, JournalError, QueuePlace};
 use crate::roots;
 use crate::sample::Sample;
 use crate::watch::container::{self, Verdict};
@@ -82,7 +82,12 @@ impl Folder {
             self.check_root().await?;
         }
         let twins = self.find_twins(&ready).await?;
-        let (ready_j, unreadable_j) = (ready.clone(), unreadable.clone());
+        // Each file's place in the queue, by its path.
+        let ready_j: Vec<(Settling, Sample, QueuePlace)> = ready
+            .iter()
+            .map(|(s, sample)| (s.clone(), *sample, self.queue.place(&s.identity.rel_path)))
+            .collect();
+        let unreadable_j = unreadable.clone();
         let timeout = self.settings.incomplete_timeout;
         let (queued, merged, absorbed, waiting) = self
             .journal
@@ -91,13 +96,13 @@ impl Folder {
                     let mut out = Absorbed::default();
                     let mut merged = Vec::new();
                     let mut to_queue = Vec::new();
-                    for (s, sample) in &ready_j {
+                    for (s, sample, place) in &ready_j {
                         match twins.iter().find(|(id, _)| *id == s.id) {
                             Some((_, twin)) => {
                                 merge_into_twin(j, s, twin, *sample, &mut out)?;
                                 merged.push((s.identity.path(), twin.clone()));
                             }
-                            None => to_queue.push((s.id, *sample)),
+                            None => to_queue.push((s.id, *sample, *place)),
                         }
                     }
                     let queued = j.mark_ready_sampled(&to_queue)?;
