@@ -59,7 +59,7 @@ pub use lock::{lock_journal, lock_path, mark_lock, LockError};
 pub use nodes::NodeRecord;
 pub(crate) use outbox::rfc3339;
 pub use outbox::{DueDelivery, HookBacklog, PendingDelivery};
-pub use playable::PlayableWatch;
+pub use playable::{PlayableStates, PlayableWatch};
 pub use postgres::PgTarget;
 pub use queries::{QueuePlace, Scope};
 pub(crate) use row::Resettled;

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::status;
 use crate::config::{
-    AfterUpload, ApiSettings, JournalSettings, Settings, TokenSource, UploadSettings, UploadToken,
-    WatchSettings,
+    AfterUpload, ApiSettings, HookEvent, HookSettings, HookTarget, JournalSettings, Settings,
+    TokenSource, UploadSettings, UploadToken, WatchSettings,
 };
 use crate::daemon::{self, DaemonError};
 use crate::emulator::{Emulator, EmulatorOptions};
@@ -42,6 +42,30 @@ pub enum DemoError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
     let what = what.into();
     move |source| DemoError::Io { what, source }
+}
+
+/// How long the emulator encodes a video before it plays.
+const ENCODING_TIME: Duration = Duration::from_secs(3);
+
+/// A command hook appending each event's JSON, one per line, to `events`:
+/// what a site's script would send on to its MAM or chat.
+fn demo_hook(events: &Path) -> HookSettings {
+    HookSettings {
+        key: "demo-printer".into(),
+        named: true,
+        events: HookEvent::ALL.to_vec(),
+        target: HookTarget::Command {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                // One write per event: two deliveries at once never mix.
+                r#"printf '%s\n' "$(cat)" >> "$1""#.into(),
+                "demo-hook".into(),
+                events.display().to_string(),
+            ],
+        },
+        timeout: Duration::from_secs(10),
+    }
 }
 
 /// The SHA-256 of a file, hex, read in blocks.
@@ -136,10 +160,14 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
     )
     .await
     .map_err(io("start the emulator"))?;
+    // Like api.video, the emulator takes a while to encode a video before
+    // its HLS manifest answers 200: the daemon watches for that.
+    emulator.set_encoding_time(ENCODING_TIME);
     let base_url = emulator.base_url().parse().map_err(|e| DemoError::Io {
         what: "parse the emulator URL".into(),
         source: std::io::Error::other(e),
     })?;
+    let events = dir.join("hook-events.jsonl");
     let mut watch = WatchSettings::new(&media);
     watch.settle = Duration::from_secs(1);
     watch.after_upload = AfterUpload::Keep;
@@ -165,7 +193,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         log: Default::default(),
         watches: vec![watch],
         metrics: Default::default(),
-        hooks: Vec::new(),
+        hooks: vec![demo_hook(&events)],
     };
     println!("ingestd demo: the whole pipeline on this machine, nothing leaves it.\n");
     println!("  api.video emulator   {}", emulator.base_url());
@@ -174,7 +202,15 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         media.display()
     );
     println!("  journal              {}", settings.journal.path.display());
-    println!("  chunks               8 MiB, 2 uploads at a time\n");
+    println!("  chunks               8 MiB, 2 uploads at a time");
+    println!(
+        "  encoding             {}s at the emulator before a video plays",
+        ENCODING_TIME.as_secs()
+    );
+    println!(
+        "  hook                 a command appending each event's JSON to {}\n",
+        events.display()
+    );
 
     let stop = shutdown.child_token();
     let daemon = tokio::spawn(daemon::run(
@@ -201,6 +237,8 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
     });
     println!("  time   file                  state");
     let mut seen: BTreeMap<String, FileState> = BTreeMap::new();
+    let mut playable_seen: Vec<i64> = Vec::new();
+    let mut hook_lines = 0;
     let mut camera = Some(camera);
     let all_done = loop {
         if let Some(c) = camera.as_mut().filter(|c| c.is_finished()) {
@@ -212,10 +250,14 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
                 .map_err(io("write the sample files"))?;
             camera = None;
         }
-        let rows = match Journal::open_configured_read_only(&settings.journal) {
-            Ok(j) => j.list(None).unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let (rows, playable) = match Journal::open_configured_read_only(&settings.journal) {
+            Ok(j) => (
+                j.list(None).unwrap_or_default(),
+                j.playable_states().unwrap_or_default(),
+            ),
+            Err(_) => Default::default(),
         };
+        let at = start.elapsed().as_secs_f64();
         for r in &rows {
             let name = r.identity.rel_path.display().to_string();
             if seen.get(&name) != Some(&r.state) {
@@ -240,11 +282,42 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
                 );
                 seen.insert(name, r.state);
             }
+            if let Some((Some(when), _)) = playable.get(&r.id) {
+                if !playable_seen.contains(&r.id) {
+                    playable_seen.push(r.id);
+                    let after = r.done_at.map_or(0, |d| (when - d).max(0));
+                    println!(
+                        "  {at:>5.1}s {:<21} {:<10}the HLS manifest answers, {:.1}s after the upload",
+                        r.identity.rel_path.display().to_string(),
+                        "playable",
+                        after as f64 / 1000.0
+                    );
+                }
+            }
+        }
+        let delivered = std::fs::read_to_string(&events).unwrap_or_default();
+        // Only whole lines: a hook may be writing the next one.
+        let whole = delivered.rfind('\n').map_or("", |end| &delivered[..end]);
+        for line in whole.lines().skip(hook_lines) {
+            hook_lines += 1;
+            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let path = event["file"]["path"].as_str().unwrap_or("");
+            println!(
+                "  {at:>5.1}s {:<21} {:<10}event {}",
+                Path::new(path)
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                "hook ←",
+                event["event"].as_str().unwrap_or("?"),
+            );
         }
         let done = EXPECTED.iter().all(|n| {
-            rows.iter()
-                .any(|r| r.identity.rel_path == Path::new(n) && r.state == FileState::Done)
-        });
+            rows.iter().any(|r| {
+                r.identity.rel_path == Path::new(n)
+                    && r.state == FileState::Done
+                    && matches!(playable.get(&r.id), Some((Some(_), _)))
+            })
+        }) && hook_lines >= 2 * EXPECTED.len();
         if done && camera.is_none() {
             break true;
         }
@@ -325,10 +398,8 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         ignored.join(", ")
     );
 
-    println!(
-        "\n$ ingestd status\n{}",
-        status::to_table(&rows, &Default::default())
-    );
+    let playable = journal.playable_states()?;
+    println!("\n$ ingestd status\n{}", status::to_table(&rows, &playable));
     let sidecar = media.join("interview.mp4.ingestd.json");
     if let Ok(text) = std::fs::read_to_string(&sidecar) {
         println!("$ cat {}\n{}", sidecar.display(), text.trim_end());

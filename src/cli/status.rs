@@ -181,7 +181,7 @@ fn age(ms: i64) -> String {
 }
 
 /// Each done file's playable time and note ([`Journal::playable_states`]).
-pub(crate) type Playable = HashMap<i64, (Option<i64>, Option<String>)>;
+pub(crate) type Playable = crate::journal::PlayableStates;
 
 /// A readable table and a summary line.
 pub(crate) fn to_table(rows: &[FileRow], playable: &Playable) -> String {

@@ -10,6 +10,9 @@ use super::sql::args;
 use super::{now_ms, Journal, JournalError};
 use crate::config::HookEvent;
 
+/// Each file's playable time (Unix ms) and note, by id.
+pub type PlayableStates = std::collections::HashMap<i64, (Option<i64>, Option<String>)>;
+
 /// A done video to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlayableWatch {
@@ -158,9 +161,7 @@ impl Journal {
 
     /// Each file's playable time or note, for `status` (a journal of an
     /// older schema has none).
-    pub fn playable_states(
-        &self,
-    ) -> Result<std::collections::HashMap<i64, (Option<i64>, Option<String>)>, JournalError> {
+    pub fn playable_states(&self) -> Result<PlayableStates, JournalError> {
         const OP: &str = "read playable times";
         let has_column = self.is_postgres()
             || self
