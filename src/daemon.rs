@@ -78,6 +78,7 @@ pub async fn run(
         session.uploader.watches.clone(),
     );
     vitals.shares = session.uploader.shares.clone();
+    vitals.throttle = session.uploader.throttle.clone();
     // Bound before anything runs: a taken port stops the start-up.
     let metrics_server = match settings.metrics.listen {
         Some(addr) => Some(MetricsServer::bind(addr).await?),

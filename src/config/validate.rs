@@ -20,7 +20,8 @@ use super::settings::{
     MAX_CONCURRENCY, MIN_CHUNK_SIZE, MIN_POLL_INTERVAL, SANDBOX_BASE_URL, TOKEN_CREDENTIAL_NAME,
 };
 use super::sources::{display_key, EnvMap, Sources};
-use super::values::{self, format_size, Count, Seconds, SecretText, Size};
+use super::timetable::BandwidthLimit;
+use super::values::{self, format_size, BandwidthText, Count, Seconds, SecretText, Size};
 
 pub(crate) struct Validator<'a> {
     pub sources: &'a Sources,
@@ -190,7 +191,13 @@ impl Validator<'_> {
                 }
             },
         };
-        let bandwidth_limit = raw.bandwidth_limit.map_or(0, |Size(bytes)| bytes);
+        let bandwidth_limit = match raw.bandwidth_limit {
+            None => BandwidthLimit::default(),
+            Some(BandwidthText::Bytes(bytes)) => BandwidthLimit::bytes(bytes),
+            Some(BandwidthText::Text(text)) => BandwidthLimit::parse(&text).map_err(|error| {
+                self.invalid(&key(&["upload", "bandwidth_limit"]), error.to_string())
+            })?,
+        };
         Ok(UploadSettings {
             concurrency,
             bandwidth_limit,

@@ -224,6 +224,7 @@ async fn metrics(State(vitals): State<Vitals>) -> Response {
         watchers_ok: vitals.watchers.state() == WatchersState::Running
             && vitals.shares.away().is_empty(),
         watches: &watches,
+        bandwidth: vitals.throttle.now(),
     }
     .render();
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
