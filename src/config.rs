@@ -22,7 +22,8 @@
 //! optional) → `validate` (each check with its error; `pg_journal` for the
 //! journal shared by several nodes, `hooks` for `[[hook]]`) → `settings` (the
 //! checked types everything else uses); `values` holds the scalar types the
-//! raw structs deserialize through, `error` the errors, `render` the
+//! raw structs deserialize through, `timetable` the bandwidth timetable and
+//! what it says holds at a given local time, `error` the errors, `render` the
 //! effective configuration for `check-config`.
 //!
 //! This file holds only the entry points and the re-exports that make up the
@@ -37,6 +38,7 @@ mod raw;
 mod render;
 mod settings;
 mod sources;
+mod timetable;
 mod validate;
 mod values;
 
@@ -53,6 +55,7 @@ pub use settings::{
     DEFAULT_CONFIG_PATH, DEFAULT_LEASE, LEASE_HEARTBEATS, MAX_CHUNK_SIZE, MAX_CONCURRENCY,
     MAX_LEASE, MAX_NODE_LEN, MIN_CHUNK_SIZE, MIN_HEARTBEAT, MIN_LEASE, MIN_POLL_INTERVAL,
 };
+pub use timetable::{BandwidthLimit, Entry, Holding, Rate, Timetable, TimetableError};
 
 use raw::{figment_error, RawConfig};
 use sources::{ConfigFile, EnvLayer, EnvMap, Sources};

@@ -81,6 +81,7 @@ pub async fn run(
     );
     vitals.shares = session.uploader.shares.clone();
     vitals.hook_keys = settings.hooks.iter().map(|h| h.key.clone()).collect();
+    vitals.throttle = session.uploader.throttle.clone();
     // Bound before anything runs: a taken port stops the start-up.
     let metrics_server = match settings.metrics.listen {
         Some(addr) => Some(MetricsServer::bind(addr).await?),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  workers ──counters──▶ Metrics ─┐
-//!  token gate ────────────────────┼──▶ Vitals ──▶ supervise ──sd_notify──▶ systemd
+//!  token gate, throttle ──────────┼──▶ Vitals ──▶ supervise ──sd_notify──▶ systemd
 //!  watch stage ──Watchers state───┤            │   (READY, STATUS, WATCHDOG, STOPPING)
 //!  journal (counts, backlog) ─────┘            └──▶ serve_metrics ──HTTP──▶ /metrics, /healthz
 //! ```
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::journal::JournalHandle;
-use crate::upload::{Folders, TokenGate};
+use crate::upload::{Folders, Throttle, TokenGate};
 
 pub use crate::upload::{Metrics, MetricsSnapshot};
 pub use http::{serve_metrics, Health, MetricsServer, ServiceError};
@@ -118,6 +118,9 @@ pub struct Vitals {
     /// and the configured hooks' keys: one backlog gauge each.
     pub hooks: Arc<crate::hooks::HookCounters>,
     pub hook_keys: Vec<String>,
+    /// The uploads' bandwidth limit (the uploader's own), for its gauges
+    /// and a scheduled pause in the STATUS line; unlimited unless set.
+    pub throttle: Arc<Throttle>,
 }
 
 impl Vitals {
@@ -138,6 +141,7 @@ impl Vitals {
             shares: Arc::default(),
             hooks: Arc::default(),
             hook_keys: Vec::new(),
+            throttle: Arc::new(Throttle::new(Default::default())),
         }
     }
 }

@@ -62,7 +62,7 @@ pub use gate::{GateState, TokenGate};
 pub use pacer::{Pacer, Turn};
 pub use plan::{chunk_at, chunk_plan, is_chunked, ONE_REQUEST_MAX};
 pub use retry::{backoff_delay, Outage, BACKOFF_BASE, BACKOFF_CAP, OUTAGE_PROBE};
-pub use throttle::Throttle;
+pub use throttle::{BandwidthNow, Clock, SystemClock, Throttle};
 
 /// In the foreground (`upload`, `run --once`), a file that failed this many
 /// times in a row is left `retrying` for the next run instead of blocking the
@@ -122,7 +122,8 @@ pub enum Outcome {
     },
     Failed,
     Gone,
-    /// Given back to the queue: the token was refused.
+    /// Given back to the queue: the token was refused, or a scheduled
+    /// pause began.
     Paused,
     /// Given back to the queue: shutting down.
     Released,

@@ -88,7 +88,10 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(settings.api.chunk_size, 50 * MIB);
     assert_eq!(settings.journal.path, PathBuf::from("./ingestd.db"));
     assert_eq!(settings.upload.concurrency, 2);
-    assert_eq!(settings.upload.bandwidth_limit, 0);
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        config::BandwidthLimit::bytes(0)
+    );
     assert_eq!(settings.upload.in_doubt, InDoubt::Resend);
     assert!(settings.upload.sha256);
     assert!(settings.watches.is_empty());
@@ -208,7 +211,10 @@ follow_symlinks = true
     assert_eq!(settings.api.chunk_size, 10 * MIB);
     assert_eq!(settings.journal.path, PathBuf::from("/data/journal.db"));
     assert_eq!(settings.upload.concurrency, 8);
-    assert_eq!(settings.upload.bandwidth_limit, 1536 * MIB);
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        config::BandwidthLimit::bytes(1536 * MIB)
+    );
     let watch = &settings.watches[0];
     assert!(!watch.recursive);
     assert_eq!(watch.include, ["*"]);
@@ -239,7 +245,10 @@ fn the_environment_overrides_the_file_with_double_underscore_nesting() {
         .expect("loads");
     assert_eq!(settings.api.chunk_size, 8 * MIB);
     assert_eq!(settings.upload.concurrency, 4);
-    assert_eq!(settings.upload.bandwidth_limit, 20 * MIB);
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        config::BandwidthLimit::bytes(20 * MIB)
+    );
     assert_eq!(settings.api.base_url.as_str(), "http://127.0.0.1:8080/");
     assert_eq!(settings.journal.path, PathBuf::from("/tmp/j.db"));
 }
@@ -253,7 +262,10 @@ fn sizes_from_the_environment_may_be_plain_integers() {
         ])
         .expect("loads");
     assert_eq!(settings.api.chunk_size, 6 * MIB);
-    assert_eq!(settings.upload.bandwidth_limit, 1536 * MIB);
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        config::BandwidthLimit::bytes(1536 * MIB)
+    );
 }
 
 #[test]
@@ -1577,7 +1589,10 @@ fn the_example_config_parses_and_holds_the_documented_defaults() {
         PathBuf::from("/var/lib/ingestd/journal.db")
     );
     assert_eq!(settings.upload.concurrency, 2);
-    assert_eq!(settings.upload.bandwidth_limit, 0);
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        config::BandwidthLimit::bytes(0)
+    );
     assert_eq!(settings.watches.len(), 1);
     assert_eq!(
         settings.require_token().expect("token from env").expose(),

@@ -185,7 +185,7 @@ async fn run_in(dir: &Path, shutdown: CancellationToken) -> Result<bool, DemoErr
         },
         upload: UploadSettings {
             concurrency: 2,
-            bandwidth_limit: 0,
+            bandwidth_limit: Default::default(),
             in_doubt: Default::default(),
             sha256: true,
             playable_timeout: Duration::from_secs(60),

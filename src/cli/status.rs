@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::hooks_status;
-use crate::config::Settings;
+use crate::config::{BandwidthLimit, Rate, Settings};
 use crate::display::show_path;
 use crate::journal::{now_ms, FileRow, FileState, Journal, JournalError, NodeRecord, Orphan};
+use crate::upload::{Clock, SystemClock};
 
 /// One file as `status --json` prints it. The field names are a contract.
 #[derive(Debug, Clone, Serialize)]
@@ -144,8 +145,23 @@ pub fn status(settings: &Settings, show: Show, states: &[FileState]) -> Result<(
     } else {
         let rows: Vec<FileRow> = rows.into_iter().map(|(r, _)| r).collect();
         print!("{}", to_table(&rows, &playable));
+        if let Some(line) = bandwidth_line(&settings.upload.bandwidth_limit) {
+            println!("{line}");
+        }
     }
     Ok(())
+}
+
+/// `bandwidth: 10 MiB/s until 18:00 (timetable), then unlimited`: what the
+/// configured timetable (or pause) says holds now, in this machine's local
+/// time, as the daemon reads it; `None` for a plain size.
+fn bandwidth_line(limit: &BandwidthLimit) -> Option<String> {
+    if limit.timetable().is_none() && *limit != BandwidthLimit::Constant(Rate::Pause) {
+        return None;
+    }
+    let clock = SystemClock;
+    let holding = limit.at(clock.zone().to_datetime(clock.now()));
+    Some(format!("bandwidth: {holding} (upload.bandwidth_limit)"))
 }
 
 /// Each row with its stored SHA-256, as `status --json` prints them.

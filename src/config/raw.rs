@@ -14,7 +14,7 @@ use super::error::{ConfigError, ValueOrigin};
 use super::hooks::RawHook;
 use super::settings::{Duplicates, InDoubt, LogFormat, QueueOrder, Readiness, WatchMode};
 use super::sources::{display_key, Sources};
-use super::values::{Count, Seconds, SecretText, Size, Window};
+use super::values::{BandwidthText, Count, Seconds, SecretText, Size, Window};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,7 +59,7 @@ pub(crate) struct RawJournal {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawUpload {
     pub concurrency: Option<Count>,
-    pub bandwidth_limit: Option<Size>,
+    pub bandwidth_limit: Option<BandwidthText>,
     pub in_doubt: Option<InDoubt>,
     pub sha256: Option<bool>,
     pub playable_timeout: Option<Seconds>,

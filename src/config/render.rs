@@ -11,6 +11,7 @@ use super::settings::{
     AfterUpload, ModifyWindow, PgJournalSettings, Settings, TokenSource, PASSWORD_CREDENTIAL_NAME,
     TOKEN_CREDENTIAL_NAME,
 };
+use super::timetable::{BandwidthLimit, Rate};
 use super::values::{format_duration, format_size};
 
 impl Settings {
@@ -77,16 +78,21 @@ impl Settings {
         let upload = &self.upload;
         let _ = writeln!(out, "\n[upload]");
         let _ = writeln!(out, "concurrency = {}", upload.concurrency);
-        let unlimited = if upload.bandwidth_limit == 0 {
-            "  # unlimited"
-        } else {
-            "  # bytes per second"
+        let (limit, comment) = match &upload.bandwidth_limit {
+            BandwidthLimit::Constant(Rate::Unlimited) => ("0".to_string(), "unlimited".to_string()),
+            BandwidthLimit::Constant(Rate::Limit(bytes)) => {
+                (format_size(*bytes), "bytes per second".to_string())
+            }
+            BandwidthLimit::Constant(Rate::Pause) => (
+                "pause".to_string(),
+                "no new chunk starts until this changes".to_string(),
+            ),
+            BandwidthLimit::Timetable(table) => (
+                table.to_string(),
+                format!("timetable, in local time ({})", local_zone()),
+            ),
         };
-        let _ = writeln!(
-            out,
-            "bandwidth_limit = {}{unlimited}",
-            quote(&format_size(upload.bandwidth_limit))
-        );
+        let _ = writeln!(out, "bandwidth_limit = {}  # {comment}", quote(&limit));
         let _ = writeln!(out, "in_doubt = {}", quote(upload.in_doubt.as_str()));
         let _ = writeln!(out, "sha256 = {}", upload.sha256);
         let _ = writeln!(
@@ -225,6 +231,17 @@ fn render_hook(out: &mut String, hook: &HookSettings) {
         }
     }
     let _ = writeln!(out, "timeout = {}", quote(&format_duration(hook.timeout)));
+}
+
+/// The time zone a timetable is read in: `TZ`, else `/etc/localtime`.
+fn local_zone() -> String {
+    match jiff::tz::TimeZone::try_system() {
+        Ok(zone) => zone
+            .iana_name()
+            .unwrap_or("from TZ or /etc/localtime")
+            .to_string(),
+        Err(_) => "none found (TZ unset, no /etc/localtime): UTC".to_string(),
+    }
 }
 
 /// A TOML basic string.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use super::timetable::BandwidthLimit;
 
 /// The smallest chunk api.video accepts for any chunk but the last.
 pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
@@ -341,8 +342,9 @@ fn percent_decode(text: &str) -> Option<String> {
 pub struct UploadSettings {
     /// Files uploading at the same time, 1 ..= [`MAX_CONCURRENCY`].
     pub concurrency: usize,
-    /// Bytes per second shared by all uploads; 0 = unlimited.
-    pub bandwidth_limit: u64,
+    /// Bytes per second shared by all uploads (unlimited by default), or a
+    /// timetable of rates (and pauses) by local time.
+    pub bandwidth_limit: BandwidthLimit,
     /// What to do with a file sent in one request whose outcome is unknown.
     pub in_doubt: InDoubt,
     /// Whether each upload's SHA-256 is computed from the bytes it sends

@@ -177,3 +177,109 @@ fn journal_passwords_must_be_one_non_empty_line() {
         }
     }
 }
+
+#[test]
+fn a_bandwidth_timetable_loads_from_the_file_and_the_environment_and_renders_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let absent = dir.path().join("absent.toml");
+    let table = "Mon-08:00,10MiB 18:00,512KiB Sat-00:00,off Sun-12:00,pause";
+    std::fs::write(&path, format!("[upload]\nbandwidth_limit = \"{table}\"\n")).expect("write");
+    let settings = load_with_default(Some(&path), env(&[]), &absent).expect("loads");
+    let limit = &settings.upload.bandwidth_limit;
+    assert_eq!(
+        limit.timetable().map(ToString::to_string).as_deref(),
+        Some(table)
+    );
+    // check-config's output loads back to the same table.
+    let rendered = settings.render();
+    assert!(
+        rendered.contains(&format!("bandwidth_limit = \"{table}\"  # timetable")),
+        "{rendered}"
+    );
+    std::fs::write(&path, &rendered).expect("write");
+    let again = load_with_default(Some(&path), env(&[]), &absent).expect("loads back");
+    assert_eq!(&again.upload.bandwidth_limit, limit);
+
+    let daily = "08:00,10MiB;18:00,off";
+    let settings = load_with_default(
+        None,
+        env(&[("INGESTD_UPLOAD__BANDWIDTH_LIMIT", daily)]),
+        &absent,
+    )
+    .expect("loads");
+    assert_eq!(
+        settings.upload.bandwidth_limit,
+        BandwidthLimit::parse(daily).expect("parses")
+    );
+    // Plain values render as they always did.
+    for (value, line) in [
+        (
+            "\"20MiB\"",
+            "bandwidth_limit = \"20 MiB\"  # bytes per second",
+        ),
+        ("1048576", "bandwidth_limit = \"1 MiB\"  # bytes per second"),
+        ("\"0\"", "bandwidth_limit = \"0\"  # unlimited"),
+        ("\"off\"", "bandwidth_limit = \"0\"  # unlimited"),
+        ("\"pause\"", "bandwidth_limit = \"pause\""),
+    ] {
+        std::fs::write(&path, format!("[upload]\nbandwidth_limit = {value}\n")).expect("write");
+        let settings = load_with_default(Some(&path), env(&[]), &absent).expect("loads");
+        assert!(
+            settings.render().contains(line),
+            "{value}: {}",
+            settings.render()
+        );
+    }
+}
+
+#[test]
+fn a_bad_bandwidth_timetable_names_the_key_where_it_was_written_and_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let absent = dir.path().join("absent.toml");
+    for (table, wanted) in [
+        ("08:00,10MiB 25:00,off", "bad time \"25:00\""),
+        ("Mon-08:00,10MiB Sut-00:00,off", "bad weekday \"Sut\""),
+        ("08:00,10 potatoes", "entry \"potatoes\""),
+        ("08:00,lots 18:00,off", "bad rate"),
+        ("18:00,off 08:00,10MiB", "unordered"),
+        ("08:00,10MiB 08:00,off", "overlapping"),
+        ("", "empty"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[api]\nchunk_size = \"8MiB\"\n\n[upload]\nbandwidth_limit = \"{table}\"\n"),
+        )
+        .expect("write");
+        let error = load_with_default(Some(&path), env(&[]), &absent).expect_err(table);
+        let message = error.to_string();
+        match &error {
+            ConfigError::Invalid { key, origin, .. } => {
+                assert_eq!(key, "upload.bandwidth_limit", "{message}");
+                assert_eq!(
+                    origin,
+                    &ValueOrigin::File {
+                        path: path.clone(),
+                        line: Some(5)
+                    },
+                    "{message}"
+                );
+            }
+            other => panic!("{table}: {other:?}"),
+        }
+        assert!(message.contains(wanted), "{table}: {message}");
+    }
+    let error = load_with_default(
+        None,
+        env(&[("INGESTD_UPLOAD__BANDWIDTH_LIMIT", "08:00,10MiB 07:00,off")]),
+        &absent,
+    )
+    .expect_err("unordered");
+    let message = error.to_string();
+    assert!(
+        message.contains("INGESTD_UPLOAD__BANDWIDTH_LIMIT"),
+        "{message}"
+    );
+    assert!(message.contains("\"07:00,off\" is unordered"), "{message}");
+}

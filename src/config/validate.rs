@@ -21,7 +21,8 @@ use super::settings::{
     TOKEN_CREDENTIAL_NAME,
 };
 use super::sources::{display_key, EnvMap, Sources};
-use super::values::{self, format_size, Count, Seconds, SecretText, Size};
+use super::timetable::BandwidthLimit;
+use super::values::{self, format_size, BandwidthText, Count, Seconds, SecretText, Size};
 
 pub(crate) struct Validator<'a> {
     pub sources: &'a Sources,
@@ -194,7 +195,13 @@ impl Validator<'_> {
                 }
             },
         };
-        let bandwidth_limit = raw.bandwidth_limit.map_or(0, |Size(bytes)| bytes);
+        let bandwidth_limit = match raw.bandwidth_limit {
+            None => BandwidthLimit::default(),
+            Some(BandwidthText::Bytes(bytes)) => BandwidthLimit::bytes(bytes),
+            Some(BandwidthText::Text(text)) => BandwidthLimit::parse(&text).map_err(|error| {
+                self.invalid(&key(&["upload", "bandwidth_limit"]), error.to_string())
+            })?,
+        };
         Ok(UploadSettings {
             concurrency,
             bandwidth_limit,

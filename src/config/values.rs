@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IntoDeserializer, Visitor};
 
 const SIZE_HELP: &str =
     "write a number of bytes or a number with a unit, like \"50MiB\", \"50 MiB\", \"5MB\" or \"1.5 GiB\"";
@@ -19,6 +19,15 @@ pub(crate) struct Size(pub u64);
 /// A duration: a humantime string (`"10s"`, `"1h 30m"`) or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seconds(pub Duration);
+
+/// `upload.bandwidth_limit` as written: a byte count (an integer), or text
+/// that `validate` reads (a size such as `"20MiB"`, `off`, `pause`, or a
+/// timetable; see `timetable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BandwidthText {
+    Bytes(u64),
+    Text(String),
+}
 
 /// A non-negative whole number, also accepted as a string of digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +164,34 @@ impl<'de> Deserialize<'de> for Seconds {
             }
         }
         deserializer.deserialize_any(SecondsVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for BandwidthText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BandwidthVisitor;
+        impl Visitor<'_> for BandwidthVisitor {
+            type Value = BandwidthText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a size per second (a number of bytes or a string like \"20MiB\") or a timetable string",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<BandwidthText, E> {
+                Ok(BandwidthText::Bytes(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BandwidthText, E> {
+                // A size's own checks (and errors) for numbers.
+                Size::deserialize(v.into_deserializer()).map(|Size(b)| BandwidthText::Bytes(b))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<BandwidthText, E> {
+                Size::deserialize(v.into_deserializer()).map(|Size(b)| BandwidthText::Bytes(b))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BandwidthText, E> {
+                Ok(BandwidthText::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(BandwidthVisitor)
     }
 }
 

@@ -1,5 +1,7 @@
 //! SIGHUP: the configuration read again and applied to what runs. What a
-//! reload cannot change is named, and keeps its start-up value.
+//! reload cannot change is named, and keeps its start-up value. The
+//! bandwidth timetable, configuration applied by the clock, is followed
+//! here too.
 
 use std::path::PathBuf;
 
@@ -13,7 +15,7 @@ use crate::service::Notifier;
 use crate::upload::Uploader;
 
 /// Applies a reloaded configuration to running workers: a new token and a
-/// new HTTP client (the trust store read again) reopen the gate; the bandwidth limit and the number of workers change at once;
+/// new HTTP client (the trust store read again) reopen the gate; the bandwidth limit (or timetable) and the number of workers change at once;
 /// a new list of watch folders restarts the watch stage. The journal, the
 /// server and the chunk size stay as they were (a restart changes them).
 pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), DaemonError> {
@@ -22,7 +24,9 @@ pub fn apply_reload(uploader: &Uploader, settings: &Settings) -> Result<(), Daem
     uploader.client.rebuild_http()?;
     uploader.client.set_token(token);
     uploader.gate.replaced();
-    uploader.throttle.set_rate(settings.upload.bandwidth_limit);
+    uploader
+        .throttle
+        .set_limit(settings.upload.bandwidth_limit.clone());
     uploader
         .slots
         .send_replace(settings.upload.concurrency.max(1));
@@ -99,7 +103,8 @@ impl Reloads {
 }
 
 /// Re-reads the configuration on each request until `stop`; a bad one is
-/// logged and ignored.
+/// logged and ignored. Meanwhile, follows the bandwidth timetable's
+/// boundaries.
 pub(super) async fn follow_reloads(
     uploader: Uploader,
     reloads: Reloads,
@@ -115,9 +120,16 @@ pub(super) async fn follow_reloads(
     if let Some(why) = off {
         warn!("cannot listen for SIGHUP, reloading is off: {why}");
     }
+    let mut listening = true;
     loop {
         tokio::select! {
-            asked = requests.recv() => if asked.is_none() { return },
+            asked = requests.recv(), if listening => if asked.is_none() {
+                listening = false;
+                continue;
+            },
+            // A timetable's boundaries are applied (and logged) on time,
+            // even while nothing uploads.
+            _ = uploader.throttle.next_boundary() => continue,
             _ = stop.cancelled() => return,
         }
         info!("SIGHUP: reloading the configuration");

@@ -108,7 +108,7 @@ impl Session {
                 chunk_size: settings.api.chunk_size,
                 pacer: Arc::new(Pacer::default()),
                 gate: TokenGate::default(),
-                throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit)),
+                throttle: Arc::new(Throttle::new(settings.upload.bandwidth_limit.clone())),
                 work: Arc::new(Notify::new()),
                 watches: Live::new(settings.watches.clone()),
                 slots: Arc::new(tokio::sync::watch::channel(settings.upload.concurrency.max(1)).0),

@@ -227,6 +227,7 @@ async fn metrics(State(vitals): State<Vitals>) -> Response {
         watches: &watches,
         hook_keys: &vitals.hook_keys,
         hook_deliveries: vitals.hooks.snapshot(),
+        bandwidth: vitals.throttle.now(),
     }
     .render();
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::WatchSettings;
 use crate::journal::FileState;
-use crate::upload::MetricsSnapshot;
+use crate::upload::{BandwidthNow, MetricsSnapshot};
 
 /// What the journal says, read in one call for a scrape.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,8 @@ pub(crate) struct Exposition<'a> {
     /// (delivered, failed).
     pub hook_keys: &'a [String],
     pub hook_deliveries: (u64, u64),
+    /// What `upload.bandwidth_limit` lets uploads do now.
+    pub bandwidth: BandwidthNow,
 }
 
 /// A label value in the text format: `\`, `"` and line feeds escaped.
@@ -221,6 +223,28 @@ impl Exposition<'_> {
             "1 once the first scan of the watch folders is done and while the watch stage runs.",
         );
         let _ = writeln!(out, "ingestd_watchers_ok {}", u8::from(self.watchers_ok));
+        header(
+            &mut out,
+            "ingestd_bandwidth_limit_bytes_per_second",
+            "gauge",
+            "The upload bandwidth limit now (upload.bandwidth_limit, which may follow a timetable); 0 = unlimited. During a scheduled pause, the rate a chunk in flight finishes at.",
+        );
+        let _ = writeln!(
+            out,
+            "ingestd_bandwidth_limit_bytes_per_second {}",
+            self.bandwidth.bytes_per_second
+        );
+        header(
+            &mut out,
+            "ingestd_bandwidth_paused",
+            "gauge",
+            "1 during a scheduled pause of upload.bandwidth_limit's timetable (no new chunk starts; planned, so /healthz stays ok).",
+        );
+        let _ = writeln!(
+            out,
+            "ingestd_bandwidth_paused {}",
+            u8::from(self.bandwidth.paused)
+        );
         out
     }
 }

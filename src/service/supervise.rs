@@ -66,6 +66,13 @@ fn vitals_line(
     token_refused: bool,
 ) -> String {
     let mut line = status_line(counts, token_refused, &vitals.watchers.state());
+    let bandwidth = vitals.throttle.now();
+    if bandwidth.paused {
+        line = format!(
+            "SCHEDULED PAUSE: {} (upload.bandwidth_limit); {line}",
+            bandwidth.description
+        );
+    }
     if let Some(why) = vitals.gate.state().tls {
         line = format!(
             "PAUSED: {} (ingestd retries by itself); {line}",

@@ -268,8 +268,9 @@ impl Uploader {
     }
 
     /// Before each chunk: not shutting down, the file still the row's, a
-    /// turn of the pacer, the token not refused. Returns the turn and the
-    /// token's generation it is sent with, or how the attempt ends.
+    /// turn of the pacer, the token not refused, no scheduled pause.
+    /// Returns the turn and the token's generation it is sent with, or how
+    /// the attempt ends.
     async fn before_chunk(
         &self,
         row: &FileRow,
@@ -296,6 +297,14 @@ impl Uploader {
             };
             return self
                 .give_back(id, Some(note.to_owned()), Outcome::Paused)
+                .await
+                .map(Err);
+        }
+        // A scheduled pause: the file goes back to the queue with its
+        // progress (not a failure), and no worker claims until it ends.
+        if let Some(note) = self.throttle.paused() {
+            return self
+                .give_back(id, Some(note), Outcome::Paused)
                 .await
                 .map(Err);
         }

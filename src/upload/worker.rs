@@ -47,6 +47,14 @@ impl Uploader {
                 }
                 continue;
             }
+            // A scheduled pause (upload.bandwidth_limit): nothing is claimed
+            // until it ends, in the foreground too (it is planned).
+            if self.throttle.paused().is_some() {
+                if !self.throttle.wait_unpaused(&cancel).await {
+                    return Ok(());
+                }
+                continue;
+            }
             // Register interest before looking, so a notify between the
             // claim and the wait is not lost.
             let notified = self.work.notified();
