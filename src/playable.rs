@@ -65,7 +65,11 @@ impl PlayableWatcher {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.round().await {
+            let round = tokio::select! {
+                _ = stop.cancelled() => break,
+                round = self.round() => round,
+            };
+            match round {
                 Ok(_) => complained = false,
                 Err(e) if !complained => {
                     warn!("playable watch: cannot read the journal: {e}; trying again");
@@ -76,11 +80,12 @@ impl PlayableWatcher {
         }
     }
 
-    /// Looks at every watch due now; how many it looked at.
+    /// Looks once at every watch due now; how many it looked at. One not
+    /// playable yet is due again later than now: not looked at twice here.
     pub async fn round(&self) -> Result<usize, crate::journal::JournalError> {
         let mut looked = 0;
+        let now = now_ms();
         loop {
-            let now = now_ms();
             let hold = i64::try_from(HOLD.as_millis()).unwrap_or(i64::MAX);
             let due = self
                 .journal

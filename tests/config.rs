@@ -1612,6 +1612,7 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "INGESTD_UPLOAD__CONCURRENCY",
         "INGESTD_UPLOAD__BANDWIDTH_LIMIT",
         "INGESTD_UPLOAD__SHA256",
+        "INGESTD_UPLOAD__PLAYABLE_TIMEOUT",
         "INGESTD_JOURNAL__URL",
         "INGESTD_JOURNAL__PASSWORD_FILE",
         "INGESTD_JOURNAL__NODE",
@@ -1646,6 +1647,12 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         "node",
         "lease",
         "heartbeat",
+        "playable_timeout",
+        "events",
+        "command",
+        "secret_file",
+        "timeout",
+        "name",
     ] {
         assert!(
             text.contains(&format!("{key} = ")),
@@ -1666,4 +1673,130 @@ fn the_example_documents_every_key_with_its_environment_variable() {
         text.contains("setting both path and url is an error"),
         "the example must say that path and url exclude each other"
     );
+}
+
+// --- hooks ----------------------------------------------------------------------
+
+#[test]
+fn hooks_are_read_with_their_defaults_and_their_secret_is_never_shown() {
+    let fixture = Fixture::new("");
+    let secret = fixture.file("hook-secret", "s3cr3t-hook-key\n");
+    let fixture = Fixture::new(&format!(
+        r#"
+[upload]
+playable_timeout = "10m"
+[[hook]]
+command = ["/usr/local/bin/notify", "--from-ingestd"]
+[[hook]]
+name = "mam"
+events = ["uploaded", "playable"]
+url = "https://user:pw@mam.example/hooks/ingest?key=abc"
+secret_file = "{}"
+timeout = "5s"
+"#,
+        secret.display()
+    ));
+    let settings = fixture.load(&[]).expect("loads");
+    assert_eq!(settings.upload.playable_timeout, Duration::from_secs(600));
+    assert_eq!(settings.hooks.len(), 2);
+    let command = &settings.hooks[0];
+    assert!(!command.named && command.key.starts_with("command-"));
+    assert_eq!(command.events, config::HookEvent::ALL.to_vec());
+    assert_eq!(command.timeout, Duration::from_secs(30));
+    let webhook = &settings.hooks[1];
+    assert_eq!(webhook.key, "mam");
+    assert!(webhook.takes(config::HookEvent::Playable) && !webhook.takes(config::HookEvent::Gone));
+    match &webhook.target {
+        config::HookTarget::Webhook { secret, .. } => {
+            assert_eq!(secret.as_ref().map(|s| s.expose()), Some("s3cr3t-hook-key"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The secret, the URL's password and its query are never shown.
+    let shown = format!("{} {settings:?} {}", settings.render(), webhook.describe());
+    for hidden in ["s3cr3t-hook-key", "pw@", "key=abc"] {
+        assert!(!shown.contains(hidden), "{hidden} shown in:\n{shown}");
+    }
+    assert!(shown.contains("https://mam.example/hooks/…"), "{shown}");
+    // The rendering loads back (the webhook's query aside, which it hides).
+    let rendered = settings.render();
+    assert!(rendered.contains("secret_file = "), "{rendered}");
+    let again = Fixture::new(&rendered)
+        .load(&[])
+        .expect("render loads back");
+    assert_eq!(again.hooks[0], settings.hooks[0]);
+    assert_eq!(again.hooks[1].events, settings.hooks[1].events);
+    // By default done videos are watched for two hours; "0s" turns it off.
+    let default = load_toml("").expect("loads");
+    assert_eq!(default.upload.playable_timeout, Duration::from_secs(7200));
+    assert!(default.hooks.is_empty());
+}
+
+#[test]
+fn bad_hooks_are_refused_naming_the_key() {
+    for (toml, parts) in [
+        (
+            "[[hook]]\nevents = [\"bogus\"]\ncommand = [\"/bin/true\"]",
+            &["hook[0].events", "\"bogus\"", "uploaded, playable, not_playable, failed, gone"][..],
+        ),
+        (
+            "[[hook]]\nevents = []\ncommand = [\"/bin/true\"]",
+            &["hook[0].events", "empty"],
+        ),
+        (
+            "[[hook]]\ncommand = [\"/bin/true\"]\nurl = \"https://x.example/\"",
+            &["hook[0].url", "not both"],
+        ),
+        ("[[hook]]\ntimeout = \"5s\"", &["hook[0]", "command", "url"]),
+        ("[[hook]]\ncommand = []", &["hook[0].command", "empty"]),
+        (
+            "[[hook]]\ncommand = [\"/bin/true\"]\nsecret_file = \"/etc/x\"",
+            &["hook[0].secret_file", "webhook"],
+        ),
+        (
+            "[[hook]]\nurl = \"ftp://x.example/\"",
+            &["hook[0].url", "http:// or https://"],
+        ),
+        (
+            "[[hook]]\ncommand = [\"/bin/true\"]\ntimeout = \"0s\"",
+            &["hook[0].timeout", "between 1s and 1h"],
+        ),
+        (
+            "[[hook]]\nname = \"a b\"\ncommand = [\"/bin/true\"]",
+            &["hook[0].name", "\"a b\""],
+        ),
+        (
+            "[[hook]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n[[hook]]\nname = \"x\"\ncommand = [\"/bin/false\"]",
+            &["hook[1].name", "hook[0]"],
+        ),
+        (
+            "[[hook]]\ncommand = [\"/bin/true\"]\n[[hook]]\ncommand = [\"/bin/true\"]",
+            &["hook[1]", "same target"],
+        ),
+        (
+            "[[hook]]\ncommand = [\"/bin/true\"]\nwhen = \"now\"",
+            &["when"],
+        ),
+    ] {
+        let error = Fixture::new(toml).error(&[]);
+        assert_mentions(&error, parts);
+    }
+}
+
+#[test]
+fn an_unreadable_hook_secret_stops_the_start() {
+    let fixture = Fixture::new(
+        "[[hook]]\nurl = \"https://mam.example/hooks\"\nsecret_file = \"/nonexistent/hook-secret\"",
+    );
+    let error = fixture.error(&[]);
+    assert!(matches!(error, ConfigError::SecretFile { .. }), "{error:?}");
+    assert_mentions(&error, &["/nonexistent/hook-secret", "hook[0].secret_file"]);
+    let empty = Fixture::new("");
+    let path = empty.file("secret", "\n");
+    let error = Fixture::new(&format!(
+        "[[hook]]\nurl = \"https://mam.example/hooks\"\nsecret_file = \"{}\"",
+        path.display()
+    ))
+    .error(&[]);
+    assert_mentions(&error, &["is empty"]);
 }

@@ -69,7 +69,7 @@ pub(crate) fn to_json(
                 "file_id": p.file_id,
                 "at": rfc3339(p.at),
                 "attempts": p.attempts,
-                "next_attempt_at": p.next_attempt_at,
+                "next_attempt_at": rfc3339(p.next_attempt_at),
                 "last_error": p.last_error,
             })
         })

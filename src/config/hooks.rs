@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
 use super::settings::Secret;
+use super::sources::display_key;
 use super::validate::{key, Validator};
 use super::values::{format_duration, Seconds};
 
@@ -81,8 +82,9 @@ pub(crate) struct RawHook {
     pub timeout: Option<Seconds>,
 }
 
-/// Where a hook's events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a hook's events go. Its `Debug` shows a webhook's URL as
+/// [`shown_url`] does: services put credentials in the path's query.
+#[derive(Clone, PartialEq, Eq)]
 pub enum HookTarget {
     /// `argv[0]` run with the rest; the event's JSON on stdin.
     Command { argv: Vec<String> },
@@ -92,6 +94,24 @@ pub enum HookTarget {
         secret: Option<Secret>,
         secret_file: Option<PathBuf>,
     },
+}
+
+impl fmt::Debug for HookTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookTarget::Command { argv } => f.debug_struct("Command").field("argv", argv).finish(),
+            HookTarget::Webhook {
+                url,
+                secret,
+                secret_file,
+            } => f
+                .debug_struct("Webhook")
+                .field("url", &shown_url(url))
+                .field("secret", secret)
+                .field("secret_file", secret_file)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,24 +135,33 @@ impl HookSettings {
     /// the URL without credentials, query or fragment (they may be secret).
     pub fn describe(&self) -> String {
         match &self.target {
-            HookTarget::Command { argv } => format!("command {}", argv.join(" ")),
+            // Only the program: arguments may hold a bearer token.
+            HookTarget::Command { argv } => match argv.len() {
+                0 | 1 => format!("command {}", argv.join("")),
+                n => format!("command {} (and {} argument(s))", argv[0], n - 1),
+            },
             HookTarget::Webhook { url, .. } => format!("webhook {}", shown_url(url)),
         }
     }
 }
 
-/// A URL as it may be shown: no user, password, query or fragment.
+/// A URL as it may be shown: its origin and its path's first segment only
+/// (chat services put their secret in the rest of the path, others in the
+/// user, the password or the query).
 pub(crate) fn shown_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    let hidden = shown.query().is_some();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    if hidden {
-        format!("{shown}?…")
-    } else {
-        shown.to_string()
+    let origin = url.origin().ascii_serialization();
+    let mut segments = url
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty());
+    let first = segments.next();
+    let more = segments.next().is_some() || url.query().is_some() || url.fragment().is_some();
+    match (first, more) {
+        (None, false) => format!("{origin}/"),
+        (None, true) => format!("{origin}/…"),
+        (Some(first), false) => format!("{origin}/{first}"),
+        (Some(first), true) => format!("{origin}/{first}/…"),
     }
 }
 
@@ -289,10 +318,15 @@ impl Validator<'_> {
                     "the path is empty; give the file holding the secret, or remove the key",
                 ))
             }
+            // Commands that never deliver (`status`, `retry`) need not
+            // read it: whoever may read the journal may not read the secret.
+            Some(_) if !self.read_token => None,
             Some(path) => {
+                let path_key = at("secret_file");
                 let from = format!(
-                    "hook secret_file {}",
-                    self.sources.origin(&at("secret_file"))
+                    "{} {}",
+                    display_key(&path_key),
+                    self.sources.origin(&path_key)
                 );
                 Some(read_secret(path, from)?)
             }

@@ -223,7 +223,14 @@ fn render_hook(out: &mut String, hook: &HookSettings) {
         HookTarget::Webhook {
             url, secret_file, ..
         } => {
-            let _ = writeln!(out, "url = {}", quote(&shown_url(url)));
+            let shown = shown_url(url);
+            if shown != url.as_str() {
+                let _ = writeln!(
+                    out,
+                    "# url: shown without the rest of its path, its query or credentials (they may hold a secret)"
+                );
+            }
+            let _ = writeln!(out, "url = {}", quote(&shown));
             if let Some(path) = secret_file {
                 let _ = writeln!(out, "secret_file = {}", quote_path(path));
                 let _ = writeln!(out, "# secret: <redacted>, from {}", path.display());

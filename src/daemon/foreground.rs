@@ -214,7 +214,11 @@ async fn finish_workflow(session: &Session, settings: &Settings, shutdown: &Canc
                     watches: session.uploader.watches.clone(),
                     timeout: settings.upload.playable_timeout,
                 };
-                if let Err(e) = watcher.round().await {
+                let round = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    round = watcher.round() => round,
+                };
+                if let Err(e) = round {
                     warn!("playable watch: {e}; the next run looks again");
                 }
             }
@@ -223,7 +227,10 @@ async fn finish_workflow(session: &Session, settings: &Settings, shutdown: &Canc
     }
     let runner = HookRunner::new(journal, &settings.hooks, Default::default());
     let delivered = match runner {
-        Ok(runner) => runner.deliver_due_once().await.map_err(|e| e.to_string()),
+        Ok(runner) => runner
+            .deliver_due_once(shutdown)
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = delivered {

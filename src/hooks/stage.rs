@@ -142,13 +142,23 @@ impl HookRunner {
     }
 
     /// At start: the claims of the last run are free again (its
-    /// deliveries go out now), and the backlog of hooks no longer
-    /// configured is dropped, saying so.
-    pub async fn start(&self) -> Result<(), JournalError> {
+    /// deliveries go out now), and, with `drop` (the daemon of a SQLite
+    /// journal: the one process its hooks are configured for), the backlog
+    /// of hooks no longer configured is dropped, saying so. A shared
+    /// journal's nodes may each have other hooks: nothing is dropped there.
+    async fn start(&self, drop: bool) -> Result<(), JournalError> {
         let keys = self.keys();
         let (freed, dropped) = self
             .journal
-            .call(move |j| Ok((j.free_own_claims()?, j.drop_unconfigured(&keys)?)))
+            .call(move |j| {
+                let freed = j.free_own_claims()?;
+                let dropped = if drop && j.node().is_none() {
+                    j.drop_unconfigured(&keys)?
+                } else {
+                    Vec::new()
+                };
+                Ok((freed, dropped))
+            })
             .await?;
         if freed > 0 {
             info!(
@@ -169,9 +179,7 @@ impl HookRunner {
     /// Runs until `stop`; a delivery on its way when it stops is claimed
     /// still, and made again by the next start.
     pub async fn run(self, stop: CancellationToken) {
-        if let Err(e) = self.start().await {
-            warn!("hooks: cannot read the outbox: {e}; trying again");
-        }
+        let mut started = false;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running: Running = JoinSet::new();
@@ -192,7 +200,18 @@ impl HookRunner {
                 }
                 _ = tick.tick() => {}
             }
-            match self.claim(&in_flight).await {
+            if !started {
+                match self.start(true).await {
+                    Ok(()) => started = true,
+                    Err(e) if !complained => {
+                        warn!("hooks: cannot read the outbox: {e}; trying again");
+                        complained = true;
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            match self.claim(&in_flight, now_ms()).await {
                 Ok(due) => {
                     complained = false;
                     for (hook, d) in due {
@@ -218,11 +237,14 @@ impl HookRunner {
     }
 
     /// Delivers, once each, what is due now (`run --once`, `upload`): what
-    /// fails waits for the next run.
-    pub async fn deliver_due_once(&self) -> Result<(), JournalError> {
-        self.start().await?;
+    /// fails waits for the next run (its backoff runs past `now`, so it is
+    /// not taken again here), and so does what `shutdown` interrupts (its
+    /// claim is freed at the next start).
+    pub async fn deliver_due_once(&self, shutdown: &CancellationToken) -> Result<(), JournalError> {
+        self.start(false).await?;
+        let now = now_ms();
         loop {
-            let due = self.claim(&HashMap::new()).await?;
+            let due = self.claim(&HashMap::new(), now).await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -230,8 +252,12 @@ impl HookRunner {
             for (hook, d) in due {
                 self.spawn(&mut running, hook, d);
             }
-            // A failure waits for its backoff: the next run tries again.
-            while let Some(done) = running.join_next().await {
+            loop {
+                let done = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    done = running.join_next() => done,
+                };
+                let Some(done) = done else { break };
                 if let Ok((due, outcome)) = done {
                     self.record(due, outcome).await;
                 }
@@ -251,10 +277,12 @@ impl HookRunner {
         });
     }
 
-    /// What each hook may take now, with the index of its hook.
+    /// What each hook may take at `now`, with the index of its hook. An
+    /// error after some were claimed returns those (the others wait).
     async fn claim(
         &self,
         in_flight: &HashMap<String, usize>,
+        now: i64,
     ) -> Result<Vec<(usize, DueDelivery)>, JournalError> {
         let mut out = Vec::new();
         for (index, hook) in self.hooks.iter().enumerate() {
@@ -268,9 +296,13 @@ impl HookRunner {
                 .unwrap_or(i64::MAX);
             let due = self
                 .journal
-                .call(move |j| j.claim_deliveries(&keys, now_ms(), hold, room))
-                .await?;
-            out.extend(due.into_iter().map(|d| (index, d)));
+                .call(move |j| j.claim_deliveries(&keys, now, hold, room))
+                .await;
+            match due {
+                Ok(due) => out.extend(due.into_iter().map(|d| (index, d))),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
         }
         Ok(out)
     }

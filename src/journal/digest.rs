@@ -30,18 +30,7 @@ impl Journal {
         note: Option<&str>,
         sha256: Option<&str>,
     ) -> Result<(), JournalError> {
-        self.atomically(|j| {
-            j.mark_done(id, video_id, video_json, note)?;
-            let Some(sha256) = sha256 else {
-                return Ok(());
-            };
-            j.exec(
-                "store a file's SHA-256",
-                "UPDATE files SET sha256 = ?2 WHERE id = ?1 AND state = 'done'",
-                args![id, sha256],
-            )?;
-            Ok(())
-        })
+        self.mark_done_with(id, video_id, video_json, note, sha256)
     }
 
     /// The SHA-256 stored for a file: only a done one has one, and not

@@ -75,7 +75,10 @@ pub struct PendingDelivery {
 
 /// Unix ms as RFC 3339 (UTC, milliseconds), as events carry time.
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    // RFC 3339 ends at year 9999 (and the formatter fails past it).
+    const LAST_MS: u64 = 253_402_300_799_999;
+    let ms = u64::try_from(ms).unwrap_or(0).min(LAST_MS);
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -310,7 +313,10 @@ impl Journal {
         Ok(())
     }
 
-    /// The attempt failed: the next one is at `next_attempt_at`.
+    /// The attempt failed: the next one is at `next_attempt_at`, and the
+    /// file's later events for this hook wait at least as long (so a hook
+    /// that is down costs the claim nothing for each event waiting behind).
+    /// Nothing changes if this process's claim ran out and another took it.
     pub(crate) fn delivery_failed(
         &mut self,
         event_id: i64,
@@ -318,14 +324,27 @@ impl Journal {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), JournalError> {
-        self.exec(
-            "record a failed delivery",
-            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
-             claimed_by = NULL, claimed_until = NULL \
-             WHERE event_id = ?1 AND hook = ?2 AND state = 'pending'",
-            args![event_id, hook, next_attempt_at, error],
-        )?;
-        Ok(())
+        let claimer = self.claimer();
+        self.atomically(|j| {
+            const OP: &str = "record a failed delivery";
+            let n = j.exec(
+                OP,
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4, \
+                 claimed_by = NULL, claimed_until = NULL \
+                 WHERE event_id = ?1 AND hook = ?2 AND state = 'pending' AND claimed_by = ?5",
+                args![event_id, hook, next_attempt_at, error, claimer],
+            )?;
+            if n == 1 {
+                j.exec(
+                    OP,
+                    "UPDATE deliveries SET next_attempt_at = ?3 \
+                     WHERE hook = ?2 AND state = 'pending' AND event_id > ?1 AND next_attempt_at < ?3 \
+                     AND file_id = (SELECT file_id FROM events WHERE id = ?1)",
+                    args![event_id, hook, next_attempt_at],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// At start-up: the claims this process held before it stopped (or
@@ -397,8 +416,23 @@ impl Journal {
         })
     }
 
+    /// Whether this journal has the outbox (a SQLite journal read while an
+    /// older ingestd holds it may not).
+    pub(super) fn has_outbox(&self) -> Result<bool, JournalError> {
+        let sql = if self.is_postgres() {
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = 'deliveries'"
+        } else {
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'"
+        };
+        Ok(self.scalar("inspect schema", sql, &[])?.unwrap_or(0) > 0)
+    }
+
     /// Each hook's deliveries by state, hooks in name order.
     pub fn hook_backlogs(&self) -> Result<Vec<HookBacklog>, JournalError> {
+        if !self.has_outbox()? {
+            return Ok(Vec::new());
+        }
         const OP: &str = "count hook deliveries";
         let rows = self.rows(
             OP,
@@ -470,6 +504,9 @@ impl Journal {
 
     /// The undelivered events, oldest first, at most `limit`.
     pub fn pending_deliveries(&self, limit: usize) -> Result<Vec<PendingDelivery>, JournalError> {
+        if !self.has_outbox()? {
+            return Ok(Vec::new());
+        }
         const OP: &str = "list undelivered events";
         let rows = self.rows(
             OP,

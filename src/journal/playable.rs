@@ -121,7 +121,8 @@ impl Journal {
             let n = j.exec(
                 "record playable",
                 "UPDATE files SET playable_at = ?2, playable_poll_at = NULL, playable_note = NULL \
-                 WHERE id = ?1 AND state = 'done' AND playable_at IS NULL",
+                 WHERE id = ?1 AND state = 'done' AND playable_at IS NULL \
+                 AND playable_poll_at IS NOT NULL",
                 args![id, at],
             )?;
             if n == 1 {
@@ -163,16 +164,8 @@ impl Journal {
     /// older schema has none).
     pub fn playable_states(&self) -> Result<PlayableStates, JournalError> {
         const OP: &str = "read playable times";
-        let has_column = self.is_postgres()
-            || self
-                .scalar(
-                    "inspect schema",
-                    "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'playable_at'",
-                    &[],
-                )?
-                .unwrap_or(0)
-                > 0;
-        if !has_column {
+        // The outbox and the playable columns came in one migration.
+        if !self.has_outbox()? {
             return Ok(Default::default());
         }
         let rows = self.rows(

@@ -231,14 +231,28 @@ impl Journal {
         video_json: Option<&str>,
         note: Option<&str>,
     ) -> Result<(), JournalError> {
+        self.mark_done_with(id, video_id, video_json, note, None)
+    }
+
+    /// [`Journal::mark_done`], with the file's SHA-256 when known: stored
+    /// by the same statement, so that the `uploaded` event carries it.
+    pub(super) fn mark_done_with(
+        &mut self,
+        id: i64,
+        video_id: Option<&str>,
+        video_json: Option<&str>,
+        note: Option<&str>,
+        sha256: Option<&str>,
+    ) -> Result<(), JournalError> {
         self.atomically(|j| {
             j.transition(
                 "mark done",
                 id,
                 &[FileState::Uploading],
                 "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
-                 done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
-                args![video_id, video_json, note],
+                 done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0, \
+                 sha256 = coalesce(?6, sha256)",
+                args![video_id, video_json, note, sha256],
             )?;
             j.start_playable_watch(id)?;
             j.emit(id, HookEvent::Uploaded)

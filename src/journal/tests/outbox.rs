@@ -236,7 +236,27 @@ fn done_videos_are_watched_until_playable_or_given_up(j: &mut Journal) {
     assert_eq!(kinds, ["not_playable"]);
 }
 
+fn the_uploaded_event_carries_the_sha256_stored_with_it(j: &mut Journal) {
+    j.set_outbox(&[hook("h", &[HookEvent::Uploaded])], false);
+    let id = j
+        .add_file(&ident("a.mp4", 100), FileState::Queued)
+        .unwrap()
+        .id;
+    j.claim_next(now_ms(), Duration::from_secs(300), Some(&[id]))
+        .unwrap()
+        .unwrap();
+    j.mark_done_hashed(id, Some("vi1"), None, None, Some("ab12"))
+        .unwrap();
+    let due = j
+        .claim_deliveries(&keys(&["h"]), now_ms(), 1_000, 10)
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+    assert_eq!(body["file"]["sha256"], "ab12");
+    assert_eq!(j.sha256(id).unwrap().as_deref(), Some("ab12"));
+}
+
 on_both!(
+    the_uploaded_event_carries_the_sha256_stored_with_it,
     events_are_written_with_their_change_and_go_out_in_order_per_file,
     a_failed_delivery_waits_and_a_claim_that_ran_out_is_free_again,
     no_hook_no_event_and_a_refused_change_writes_none,
