@@ -9,11 +9,13 @@
 //!
 //! - `deliver`: one delivery attempt to one hook and its outcome (the
 //!   process or the HTTP request, timeouts, capped output, the signature).
+//! - `program`: whether a command hook's program can run here.
 //! - `stage`: the deliveries due, claimed from the outbox, run a few at a
 //!   time per hook, and their outcome recorded (delivered, or retried).
 
 pub(crate) mod deliver;
+mod program;
 mod stage;
 
-pub(crate) use deliver::check_command;
+pub(crate) use program::check_command;
 pub use stage::{HookCounters, HookRunner};
