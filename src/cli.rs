@@ -5,10 +5,12 @@
 //! - `run`: `ingestd run`, `run --once`, `upload FILE…` (their report).
 //! - `status`, `retry`, `check_config`, `token`, `demo`.
 //! - `export`: `ingestd journal export` (a SQLite journal into a shared one).
+//! - `generate`: `ingestd completions SHELL`, `ingestd manpage`.
 
 pub mod check_config;
 pub mod demo;
 pub mod export;
+pub mod generate;
 pub(crate) mod hooks_status;
 pub mod retry;
 pub mod run;

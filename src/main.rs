@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use ingestd::cli::{self, check_config, demo, export, retry, run, status, token, EXIT_CONFIG};
+use ingestd::cli::{
+    self, check_config, demo, export, generate, retry, run, status, token, EXIT_CONFIG,
+};
 use ingestd::config::{self, LogFormat, Settings};
 use ingestd::daemon::{self, Reloads};
 use ingestd::journal::FileState;
@@ -108,6 +110,24 @@ enum Command {
         #[command(subcommand)]
         command: export::JournalCommand,
     },
+    /// Print the completion script for a shell (load it, or install it where the shell looks)
+    ///
+    /// bash: `ingestd completions bash > ~/.local/share/bash-completion/completions/ingestd`
+    ///
+    /// zsh: `ingestd completions zsh > ~/.zfunc/_ingestd` (a folder listed in $fpath)
+    ///
+    /// fish: `ingestd completions fish > ~/.config/fish/completions/ingestd.fish`
+    ///
+    /// The Debian package installs all three.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `ingestd manpage | man -l -`
+    ///
+    /// The Debian package installs it as `man ingestd`; from source:
+    /// `ingestd manpage | gzip -9n > /usr/local/share/man/man1/ingestd.1.gz`
+    Manpage,
 }
 
 /// Runs `f` on a thread of the blocking pool: the journal's PostgreSQL
@@ -323,6 +343,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        // Neither reads the configuration: they describe the command line.
+        Command::Completions { shell } => {
+            generate::completions(shell, Cli::command())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            generate::manpage(Cli::command())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
             // The demo tells its own story; its log shows only what goes wrong.
