@@ -20,19 +20,6 @@ pub struct DoneTwin {
 }
 
 impl Journal {
-    /// [`Journal::mark_done`], and the file's SHA-256 (lowercase hex), when
-    /// known, stored in the same transaction.
-    pub fn mark_done_hashed(
-        &mut self,
-        id: i64,
-        video_id: Option<&str>,
-        video_json: Option<&str>,
-        note: Option<&str>,
-        sha256: Option<&str>,
-    ) -> Result<(), JournalError> {
-        self.mark_done_with(id, video_id, video_json, note, sha256)
-    }
-
     /// The SHA-256 stored for a file: only a done one has one, and not
     /// every done one (those done by an older ingestd have none).
     pub fn sha256(&self, id: i64) -> Result<Option<String>, JournalError> {

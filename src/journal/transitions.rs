@@ -231,12 +231,12 @@ impl Journal {
         video_json: Option<&str>,
         note: Option<&str>,
     ) -> Result<(), JournalError> {
-        self.mark_done_with(id, video_id, video_json, note, None)
+        self.mark_done_hashed(id, video_id, video_json, note, None)
     }
 
-    /// [`Journal::mark_done`], with the file's SHA-256 when known: stored
-    /// by the same statement, so that the `uploaded` event carries it.
-    pub(super) fn mark_done_with(
+    /// [`Journal::mark_done`], and the file's SHA-256 (lowercase hex), when
+    /// known, stored by the same statement (so the `uploaded` event has it).
+    pub fn mark_done_hashed(
         &mut self,
         id: i64,
         video_id: Option<&str>,
