@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
 use super::settings::Secret;
+use super::sources::display_key;
 use super::validate::{key, Validator};
 use super::values::{format_duration, Seconds};
 
@@ -290,8 +291,11 @@ impl Validator<'_> {
                 ))
             }
             Some(path) => {
+                // The key with its index: "hook secret_file" alone would not
+                // say which of several webhooks.
                 let from = format!(
-                    "hook secret_file {}",
+                    "{} {}",
+                    display_key(&at("secret_file")),
                     self.sources.origin(&at("secret_file"))
                 );
                 Some(read_secret(path, from)?)

@@ -7,6 +7,7 @@ use super::queries::state_filter;
 use super::row::{row_to_file, to_i64, COLUMNS, COLUMN_COUNT};
 use super::sql::args;
 use super::{FileRow, FileState, Journal, JournalError};
+use crate::config::HookEvent;
 use crate::sample::Sample;
 
 /// A done file another one may be a copy of.
@@ -31,16 +32,16 @@ impl Journal {
         sha256: Option<&str>,
     ) -> Result<(), JournalError> {
         self.atomically(|j| {
-            j.mark_done(id, video_id, video_json, note)?;
-            let Some(sha256) = sha256 else {
-                return Ok(());
-            };
-            j.exec(
-                "store a file's SHA-256",
-                "UPDATE files SET sha256 = ?2 WHERE id = ?1 AND state = 'done'",
-                args![id, sha256],
-            )?;
-            Ok(())
+            j.done_without_event(id, video_id, video_json, note)?;
+            if let Some(sha256) = sha256 {
+                j.exec(
+                    "store a file's SHA-256",
+                    "UPDATE files SET sha256 = ?2 WHERE id = ?1 AND state = 'done'",
+                    args![id, sha256],
+                )?;
+            }
+            // After the SHA-256: the event carries it.
+            j.emit(id, HookEvent::Uploaded)
         })
     }
 

@@ -232,17 +232,30 @@ impl Journal {
         note: Option<&str>,
     ) -> Result<(), JournalError> {
         self.atomically(|j| {
-            j.transition(
-                "mark done",
-                id,
-                &[FileState::Uploading],
-                "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
-                 done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
-                args![video_id, video_json, note],
-            )?;
-            j.start_playable_watch(id)?;
+            j.done_without_event(id, video_id, video_json, note)?;
             j.emit(id, HookEvent::Uploaded)
         })
+    }
+
+    /// [`Journal::mark_done`] but the `uploaded` event, which the caller
+    /// emits in the same transaction once the row holds all it will (the
+    /// event's JSON is frozen when it is written).
+    pub(super) fn done_without_event(
+        &mut self,
+        id: i64,
+        video_id: Option<&str>,
+        video_json: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<(), JournalError> {
+        self.transition(
+            "mark done",
+            id,
+            &[FileState::Uploading],
+            "state = 'done', video_id = coalesce(?3, video_id), bytes_uploaded = size, \
+             done_at = ?2, video_json = ?4, next_attempt_at = NULL, last_error = ?5, creating = 0",
+            args![video_id, video_json, note],
+        )?;
+        self.start_playable_watch(id)
     }
 
     /// A retryable error: wait until `next_attempt_at`.
