@@ -23,7 +23,7 @@ CREATE INDEX files_by_playable_poll ON files (playable_poll_at)
 -- failed, gone), written in the transaction of the change that causes it,
 -- with the JSON the hooks receive frozen at that moment. `uid` is what a
 -- receiver dedupes on.
-CREATE TABLE events (
+CREATE TABLE IF NOT EXISTS events (
     id       INTEGER PRIMARY KEY,
     uid      TEXT    NOT NULL UNIQUE,
     file_id  INTEGER NOT NULL,
@@ -31,13 +31,13 @@ CREATE TABLE events (
     body     TEXT    NOT NULL,
     at       INTEGER NOT NULL
 );
-CREATE INDEX events_by_file ON events (file_id, id);
+CREATE INDEX IF NOT EXISTS events_by_file ON events (file_id, id);
 
 -- One delivery of an event to one hook (named by its key), retried with
 -- persisted backoff. A delivery on its way is claimed: by which process
 -- (a node's name, or the SQLite journal's one daemon) and until when (past
 -- the hook's timeout); a claim that ran out is free again.
-CREATE TABLE deliveries (
+CREATE TABLE IF NOT EXISTS deliveries (
     event_id        INTEGER NOT NULL REFERENCES events (id),
     hook            TEXT    NOT NULL,
     file_id         INTEGER NOT NULL,
@@ -50,5 +50,5 @@ CREATE TABLE deliveries (
     delivered_at    INTEGER,
     PRIMARY KEY (event_id, hook)
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX deliveries_in_order ON deliveries (hook, file_id, event_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_in_order ON deliveries (hook, file_id, event_id) WHERE state = 'pending';
