@@ -163,6 +163,9 @@ impl JournalHandle {
                             }
                             std::thread::sleep(wait);
                             wait = (wait * 2).min(FULL_RETRY_MAX);
+                            if !away {
+                                j.truncate_wal();
+                            }
                             if away {
                                 // Said again only when the cause changes (a
                                 // server back but refusing the password, say).

@@ -132,6 +132,16 @@ impl Journal {
         }
     }
 
+    /// On a full disk: copies the write-ahead log into the database and
+    /// truncates it. The log grows until a commit checkpoints it, and no
+    /// commit gets through while it fills the disk: without this, a journal
+    /// whose log took the last free bytes would wait for ever. Best effort.
+    pub(super) fn truncate_wal(&mut self) {
+        if let Conn::Sqlite(conn) = &self.conn {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+
     fn configure(&self, read_only: bool) -> Result<(), JournalError> {
         let Conn::Sqlite(conn) = &self.conn else {
             return Ok(());
