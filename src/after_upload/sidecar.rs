@@ -6,14 +6,13 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::{io_err, still_uploaded, temp_beside, AfterUploadError};
 use crate::display::show_path;
-use crate::journal::FileRow;
+use crate::journal::{rfc3339, FileRow};
 
 /// The suffix of sidecar files (ignored by every watch folder).
 pub const SIDECAR_SUFFIX: &str = ".ingestd.json";
@@ -77,9 +76,7 @@ impl Sidecar {
             warn!(id = row.id, path = %show_path(path), "the file changed after it was uploaded; leaving it alone");
             return Ok(None);
         }
-        let uploaded_at = row.done_at.and_then(|ms| u64::try_from(ms).ok()).map(|ms| {
-            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        });
+        let uploaded_at = row.done_at.map(rfc3339);
         let json = serde_json::json!({
             "videoId": video_id,
             "player": player,
